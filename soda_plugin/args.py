@@ -1,0 +1,173 @@
+"""The `soda:` block of an Axolotl config, merged into Axolotl's schema by the plugin.
+
+All soda keys live under one `soda:` block so that they cannot collide with Axolotl's or
+another plugin's keys. Unknown keys are errors that name the key and suggest a fix.
+
+NOTE: defaults that differ from the host's:
+- `soda.on_bad_row` is `error`: Axolotl's own loaders drop or keep bad rows silently.
+- `soda.free_reference_model` is `true`: with `precompute_ref_log_probs: true` no second
+  copy of the model is loaded (TRL would keep Axolotl's reference model resident).
+"""
+
+from __future__ import annotations
+
+import difflib
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .rows import OnBadRow
+
+
+class Stage(str, Enum):
+    CHAIN = "chain"
+    WARMUP = "warmup"
+    DPO = "dpo"
+
+
+class OnWarmupChange(str, Enum):
+    ERROR = "error"
+    RERUN = "rerun"
+
+
+def _reject_unknown_keys(model: type[BaseModel], data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        return
+    known = set(model.model_fields)
+    for key in data:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(known), n=1)
+        hint = f"did you mean `{where}.{close[0]}`? " if close else ""
+        raise ValueError(
+            f"unknown key `{where}.{key}`: {hint}valid keys under `{where}` are "
+            f"{', '.join(sorted(known))}."
+        )
+
+
+class _StrictBlock(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    _where = "soda"
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_known_keys(cls, data: Any) -> Any:
+        _reject_unknown_keys(cls, data, cls._where.default)  # type: ignore[attr-defined]
+        return data
+
+
+class WarmupConfig(_StrictBlock):
+    """The SFT warmup stage (SeqKD on teacher answers) that precedes DPO.
+
+    Unset fields inherit the recipe's top-level value (the DPO stage's).
+    """
+
+    _where = "soda.warmup"
+
+    # Output
+    output_dir: str | None = Field(
+        default=None,
+        json_schema_extra={"description": "Where q_w is saved. Default: `<output_dir>/warmup`."},
+    )
+    on_config_change: OnWarmupChange = Field(
+        default=OnWarmupChange.ERROR,
+        json_schema_extra={
+            "description": "What to do when a finished warmup was made by a different warmup "
+            "config: `error` (stop and show the changed keys) or `rerun` (train it again)."
+        },
+    )
+    # Data
+    datasets: list[dict[str, Any]] | None = Field(
+        default=None,
+        json_schema_extra={
+            "description": "Warmup datasets; default: the recipe's `datasets`, read in the SFT "
+            "view (teacher answer only)."
+        },
+    )
+    # Training
+    learning_rate: float | None = Field(default=None, json_schema_extra={"description": "Warmup learning rate."})
+    num_epochs: float | None = Field(default=None, json_schema_extra={"description": "Warmup epochs."})
+    max_steps: int | None = Field(default=None, json_schema_extra={"description": "Warmup optimizer steps cap."})
+    lr_scheduler: str | None = Field(default=None, json_schema_extra={"description": "Warmup LR scheduler."})
+    warmup_ratio: float | None = Field(default=None, json_schema_extra={"description": "LR warmup ratio of the warmup stage."})
+    micro_batch_size: int | None = Field(default=None, json_schema_extra={"description": "Warmup micro batch size."})
+    gradient_accumulation_steps: int | None = Field(
+        default=None, json_schema_extra={"description": "Warmup gradient accumulation steps."}
+    )
+
+    def overrides(self) -> dict[str, Any]:
+        """The top-level Axolotl keys this block sets for the warmup stage."""
+        skip = {"output_dir", "on_config_change"}
+        return {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in skip}
+
+
+class SodaConfig(_StrictBlock):
+    """Settings of the SODA plugin (`soda:` in a recipe)."""
+
+    _where = "soda"
+
+    stage: Stage = Field(
+        default=Stage.CHAIN,
+        json_schema_extra={
+            "description": "`chain`: warmup (if not already done) then DPO; `warmup`: the warmup "
+            "only; `dpo`: DPO only, from a finished warmup (or from `base_model` when there is "
+            "no `warmup` block)."
+        },
+    )
+    on_bad_row: OnBadRow = Field(
+        default=OnBadRow.ERROR,
+        json_schema_extra={
+            "description": "`error`: stop at the first bad `soda` row, naming it; `skip`: drop bad "
+            "rows and log their count per reason."
+        },
+    )
+    free_reference_model: bool = Field(
+        default=True,
+        json_schema_extra={
+            "description": "With `precompute_ref_log_probs: true`, compute the reference log-probs "
+            "with the policy at step 0 (it equals q_w then) instead of loading a second model."
+        },
+    )
+    warmup: WarmupConfig | None = Field(
+        default=None,
+        json_schema_extra={"description": "The SFT warmup stage; absent: DPO starts from `base_model`."},
+    )
+
+
+class SODAArgs(BaseModel):
+    """Input arguments the plugin adds to Axolotl's config schema."""
+
+    soda: SodaConfig | None = Field(
+        default=None, json_schema_extra={"description": "SODA settings; see `soda_plugin.args.SodaConfig`."}
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_no_stray_soda_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if isinstance(key, str) and key.lower().startswith("soda") and key != "soda":
+                    raise ValueError(
+                        f"unknown key `{key}`: soda settings live in one block, e.g. "
+                        f"`soda: {{{key[5:] or 'warmup'}: ...}}`."
+                    )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_warmup_chain_needs_dpo(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("soda"), dict):
+            return data
+        soda = data["soda"]
+        stage = str(soda.get("stage") or Stage.CHAIN.value)
+        rl = data.get("rl")
+        rl = getattr(rl, "value", rl)
+        if stage in (Stage.CHAIN.value, Stage.WARMUP.value) and soda.get("warmup") is not None and rl != "dpo":
+            raise ValueError(
+                f"`soda.warmup` chains an SFT warmup into DPO, but `rl` is {rl!r}. Set `rl: dpo`, "
+                "or remove `soda.warmup` to train a plain SFT stage with `type: soda`."
+            )
+        if stage == Stage.WARMUP.value and soda.get("warmup") is None:
+            raise ValueError("`soda.stage: warmup` needs a `soda.warmup` block describing the warmup.")
+        return data

@@ -1,0 +1,159 @@
+"""Run the warmup inside `axolotl train`, then point the DPO stage at its weights.
+
+Called from the plugin's `load_datasets` hook, the first hook of `axolotl train` that
+runs after the config is validated and before any data or model is loaded. The warmup
+runs in the same process (so a multi-process launch keeps one process group), through
+Axolotl's own `load_cfg` → `load_datasets` → `train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+from .log import get_logger
+from typing import Any, Iterator, Mapping
+
+from .args import SodaConfig, Stage
+from .distributed import decide_on_main, on_main_then_barrier
+from .stages import (
+    WarmupDecision,
+    config_hash,
+    decide_warmup,
+    derive_warmup_config,
+    marker_path,
+    read_marker,
+    write_marker,
+)
+
+LOG = get_logger(__name__)
+
+# Raw (unvalidated) recipes seen by `SODAPlugin.register`, keyed by config path. The
+# validated config is normalized (derived keys, resolved defaults) and cannot be
+# validated a second time, so the warmup config is derived from the raw one.
+_RAW_CONFIGS: dict[str, dict[str, Any]] = {}
+
+
+def _config_key(cfg: Mapping[str, Any]) -> str:
+    return str(cfg.get("axolotl_config_path") or "")
+
+
+def remember_raw_config(cfg: Mapping[str, Any]) -> None:
+    raw = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    _RAW_CONFIGS[_config_key(cfg)] = copy.deepcopy(raw)
+
+
+def soda_config(cfg: Mapping[str, Any]) -> SodaConfig | None:
+    block = cfg.get("soda")
+    if block is None:
+        return None
+    return block if isinstance(block, SodaConfig) else SodaConfig.model_validate(dict(block))
+
+
+def _is_dpo(cfg: Mapping[str, Any]) -> bool:
+    rl = cfg.get("rl")
+    return str(getattr(rl, "value", rl)) == "dpo"
+
+
+@contextlib.contextmanager
+def _keep_process_group() -> Iterator[None]:
+    """Axolotl's `train` destroys the process group when it ends; DPO still needs it."""
+    import axolotl.train as axolotl_train
+
+    original = getattr(axolotl_train, "cleanup_distributed", None)
+    if original is None:
+        yield
+        return
+    axolotl_train.cleanup_distributed = lambda: None
+    try:
+        yield
+    finally:
+        axolotl_train.cleanup_distributed = original
+
+
+def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
+    """Train the SFT warmup described by the raw config `warmup_cfg`, in this process."""
+    from axolotl.cli.args import TrainerCliArgs
+    from axolotl.cli.config import load_cfg
+    from axolotl.common.datasets import load_datasets
+    from axolotl.integrations.base import PluginManager
+    from axolotl.utils.dict import DictDefault
+    import axolotl.train as axolotl_train
+
+    manager = PluginManager.get_instance()
+    outer_cfg = manager.cfg
+    try:
+        cfg = load_cfg(DictDefault(copy.deepcopy(dict(warmup_cfg))))
+        dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+        with _keep_process_group():
+            outputs = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
+        del outputs, dataset_meta
+    finally:
+        manager.cfg = outer_cfg
+        gc.collect()
+
+
+def point_at_warmup(cfg: Any, directory: str) -> None:
+    """Make the DPO stage load q_w (policy, tokenizer and, by TRL, the reference)."""
+    original = cfg.base_model
+    cfg.base_model = directory
+    for key in ("base_model_config", "tokenizer_config"):
+        if cfg.get(key) in (None, original):
+            cfg[key] = directory
+
+
+def _require_finished_warmup(directory: str, expected: Mapping[str, Any]) -> None:
+    marker = read_marker(directory)
+    if marker is None:
+        raise FileNotFoundError(
+            f"`soda.stage: dpo` needs a finished warmup, but {marker_path(directory)} does not "
+            "exist. Run the warmup first (`soda.stage: warmup` or `chain`), or remove the "
+            "`soda.warmup` block and set `base_model` to your warmup model."
+        )
+    if marker.get("config_hash") != config_hash(expected):
+        LOG.warning(
+            "soda: the warmup in %s was made by a config that differs from this recipe's "
+            "`soda.warmup`; using it anyway because `soda.stage: dpo`.", directory
+        )
+
+
+def _run_warmup_if_needed(warmup_cfg: dict[str, Any], soda: SodaConfig) -> str:
+    from accelerate import PartialState
+
+    PartialState()  # joins the process group of a multi-process launch, if any
+    directory = warmup_cfg["output_dir"]
+    decision: WarmupDecision = decide_on_main(
+        lambda: decide_warmup(warmup_cfg, directory, soda.warmup.on_config_change)
+    )
+    LOG.info("soda: %s", decision.reason)
+    if decision.run:
+        # A stale marker must not survive a re-run that is killed half-way.
+        on_main_then_barrier(lambda: marker_path(directory).unlink(missing_ok=True))
+        run_warmup(warmup_cfg)
+        on_main_then_barrier(lambda: write_marker(directory, "warmup", warmup_cfg))
+        LOG.info("soda: warmup finished; marker written to %s", marker_path(directory))
+    return directory
+
+
+def prepare_dpo_stage(cfg: Any) -> None:
+    """Run or reuse the warmup as `soda.stage` says, and start DPO from it."""
+    soda = soda_config(cfg)
+    if soda is None or soda.warmup is None or not _is_dpo(cfg):
+        return
+    raw = _RAW_CONFIGS.get(_config_key(cfg))
+    if raw is None:
+        raise RuntimeError(
+            "soda: the recipe was not registered by `SODAPlugin.register`; list "
+            "`soda_plugin.SODAPlugin` under `plugins:` and load the config with Axolotl's `load_cfg`."
+        )
+    warmup_cfg = derive_warmup_config(raw, soda)
+    if soda.stage is Stage.DPO:
+        directory = warmup_cfg["output_dir"]
+        _require_finished_warmup(directory, warmup_cfg)
+    else:
+        directory = _run_warmup_if_needed(warmup_cfg, soda)
+        if soda.stage is Stage.WARMUP:
+            LOG.info("soda: `soda.stage: warmup`; q_w is in %s, stopping before DPO.", directory)
+            raise SystemExit(0)
+    point_at_warmup(cfg, directory)
+    LOG.info("soda: DPO starts from the warmup model %s, which is also its reference.", directory)

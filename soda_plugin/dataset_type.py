@@ -1,0 +1,128 @@
+"""The `soda` dataset type, in the loader shapes Axolotl expects.
+
+- SFT (`load`): a `DatasetWrappingStrategy` that validates every row first (in the
+  main process, so skipped rows are counted once per dataset), then tokenizes.
+- DPO (`default`): the transform contract of `axolotl.prompt_strategies.dpo`, returning
+  the row function plus `map` kwargs. It is batched so that skipped rows can be dropped.
+
+`registry.py` makes these reachable as `type: soda` and `type: soda_plugin.soda`.
+"""
+
+from __future__ import annotations
+
+from .log import get_logger
+from typing import Any, Mapping
+
+from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row
+from .views import dpo_example, sft_example
+
+LOG = get_logger(__name__)
+
+try:  # Axolotl's abstract base; the strategy works without it (e.g. in unit tests).
+    from axolotl.prompt_tokenizers import DatasetWrappingStrategy
+except ImportError:  # pragma: no cover - axolotl is a hard dependency of the plugin
+    DatasetWrappingStrategy = object  # type: ignore[misc,assignment]
+
+
+def bad_row_policy(cfg: Mapping[str, Any] | None) -> OnBadRow:
+    soda_cfg = (cfg or {}).get("soda") or {}
+    return OnBadRow(soda_cfg.get("on_bad_row") or OnBadRow.ERROR)
+
+
+def _check_columns(column_names: list[str], fields: SodaFields, need_student: bool) -> None:
+    wanted = {"messages (`field_messages`)": fields.messages, "teacher (`field_chosen`)": fields.teacher}
+    if need_student:
+        wanted["student (`field_rejected`)"] = fields.student
+    for role, column in wanted.items():
+        if column not in column_names:
+            raise BadRowError(
+                0, column, BadRowReason.MISSING_FIELD,
+                f"is not a column of the dataset (columns: {sorted(column_names)}); set the "
+                f"{role} column name in the dataset entry",
+            )
+
+
+class SodaSFTStrategy(DatasetWrappingStrategy):
+    """Warmup view: the teacher answer is the final assistant turn; prompt tokens masked."""
+
+    def __init__(self, tokenizer: Any, fields: SodaFields, policy: OnBadRow):
+        self.tokenizer = tokenizer
+        self.fields = fields
+        self.policy = policy
+
+    def valid_indices(self, dataset: Any) -> list[int]:
+        """Indices of trainable rows; raises on the first bad row under `error`."""
+        _check_columns(dataset.column_names, self.fields, need_student=False)
+        tally = BadRowTally(self.policy)
+        keep = []
+        columns = dataset.select_columns([self.fields.messages, self.fields.teacher])
+        for index, row in enumerate(columns):
+            try:
+                parse_row(row, self.fields, index=index, need_student=False)
+            except BadRowError as error:
+                tally.record(error)
+                continue
+            keep.append(index)
+        if tally.total:
+            LOG.warning(tally.summary(len(dataset), "the warmup dataset"))
+        if not keep:
+            raise ValueError("soda: every row of the warmup dataset was skipped; nothing to train on.")
+        return keep
+
+    def tokenize_row(self, row: Mapping[str, Any]) -> dict[str, list[int]]:
+        return sft_example(self.tokenizer, parse_row(row, self.fields, index=-1, need_student=False))
+
+    def wrap_dataset(self, dataset, process_count=None, keep_in_memory=False, **kwargs):
+        keep = self.valid_indices(dataset)
+        if len(keep) < len(dataset):
+            dataset = dataset.select(keep)
+        return dataset.map(
+            self.tokenize_row,
+            remove_columns=dataset.column_names,
+            num_proc=process_count,
+            keep_in_memory=keep_in_memory,
+            desc="soda: tokenizing warmup rows",
+        )
+
+
+def load(tokenizer: Any, cfg: Mapping[str, Any], ds_cfg: Mapping[str, Any] | None = None) -> SodaSFTStrategy:
+    """SFT loader, called by `axolotl.prompt_strategies.load`."""
+    return SodaSFTStrategy(tokenizer, SodaFields.from_dataset_config(ds_cfg), bad_row_policy(cfg))
+
+
+def dpo_rows_to_triples(
+    batch: dict[str, list[Any]], indices: list[int], tokenizer: Any, fields: SodaFields, policy: OnBadRow
+) -> dict[str, list[str]]:
+    """Batched DPO transform body: validate each row, keep the good ones as triples."""
+    out: dict[str, list[str]] = {"prompt": [], "chosen": [], "rejected": []}
+    tally = BadRowTally(policy)
+    columns = list(batch)
+    for position, index in enumerate(indices):
+        row = {column: batch[column][position] for column in columns}
+        try:
+            parsed = parse_row(row, fields, index=index, need_student=True)
+        except BadRowError as error:
+            tally.record(error)
+            continue
+        for key, value in dpo_example(tokenizer, parsed).items():
+            out[key].append(value)
+    if tally.total:
+        LOG.warning(tally.summary(len(indices), f"preference rows {indices[0]}-{indices[-1]}"))
+    return out
+
+
+def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
+    """DPO loader, called by `axolotl.prompt_strategies.dpo.load` (and as `soda_plugin.soda`).
+
+    Returns:
+        `(transform, map_kwargs)`: Axolotl calls `dataset.map(transform, **map_kwargs)` with
+        the student's tokenizer bound to `tokenizer`.
+    """
+    datasets = (cfg or {}).get("datasets") or [{}]
+    fields = SodaFields.from_dataset_config(datasets[dataset_idx] if dataset_idx < len(datasets) else {})
+    policy = bad_row_policy(cfg)
+
+    def transform(batch, indices, tokenizer=None):
+        return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy)
+
+    return transform, {"batched": True, "with_indices": True, "remove_columns": "__all__"}

@@ -1,0 +1,122 @@
+"""Pure logic of the warmup → DPO chain: derive the warmup config, hash it, read and
+write stage markers, and decide whether the warmup must run. No Axolotl imports here.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .args import OnWarmupChange, SodaConfig
+from .constants import DPO_ONLY_KEYS, MARKER_SCHEMA_VERSION, STAGE_MARKER_FILENAME
+
+# Keys that change where or how verbosely a stage runs, not what it produces.
+_NOT_HASHED = ("output_dir", "axolotl_config_path", "logging_steps", "dataset_prepared_path",
+               "dataset_num_proc", "dataset_processes", "save_steps", "save_total_limit")
+
+
+class WarmupConfigChangedError(RuntimeError):
+    """A finished warmup exists but was made by a different warmup config."""
+
+
+def default_warmup_dir(output_dir: str | None) -> str:
+    return str(Path(output_dir or "./model-out") / "warmup")
+
+
+def warmup_dir(raw: Mapping[str, Any], soda: SodaConfig) -> str:
+    assert soda.warmup is not None
+    return soda.warmup.output_dir or default_warmup_dir(raw.get("output_dir"))
+
+
+def derive_warmup_config(raw: Mapping[str, Any], soda: SodaConfig) -> dict[str, Any]:
+    """The SFT config of the warmup stage, derived from the recipe's (DPO) config.
+
+    DPO-only keys are removed, `soda.warmup` values override top-level ones, and the
+    `soda` block keeps only what the SFT view reads.
+    """
+    assert soda.warmup is not None, "derive_warmup_config needs a `soda.warmup` block"
+    cfg = {k: copy.deepcopy(v) for k, v in raw.items() if k not in DPO_ONLY_KEYS and k != "soda"}
+    cfg.update(copy.deepcopy(soda.warmup.overrides()))
+    cfg["output_dir"] = warmup_dir(raw, soda)
+    cfg["soda"] = {"on_bad_row": soda.on_bad_row.value}
+    # A fresh SFT run, never a resume of the DPO run's checkpoints.
+    cfg.pop("resume_from_checkpoint", None)
+    return cfg
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    hashed = {k: v for k, v in cfg.items() if k not in _NOT_HASHED}
+    blob = json.dumps(hashed, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    keys = sorted((set(old) | set(new)) - set(_NOT_HASHED))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def marker_path(stage_dir: str | os.PathLike) -> Path:
+    return Path(stage_dir) / STAGE_MARKER_FILENAME
+
+
+def read_marker(stage_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = marker_path(stage_dir)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def write_marker(stage_dir: str | os.PathLike, stage: str, cfg: Mapping[str, Any]) -> Path:
+    """Atomically record that `stage` finished in `stage_dir` with config `cfg`."""
+    path = marker_path(stage_dir)
+    record = {
+        "schema": MARKER_SCHEMA_VERSION,
+        "stage": stage,
+        "config_hash": config_hash(cfg),
+        "config": json.loads(json.dumps(dict(cfg), default=str)),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".soda_stage.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass(frozen=True)
+class WarmupDecision:
+    run: bool
+    directory: str
+    reason: str
+
+
+def decide_warmup(cfg: Mapping[str, Any], directory: str, on_change: OnWarmupChange) -> WarmupDecision:
+    """Whether the warmup described by `cfg` must (re)run in `directory`.
+
+    Raises:
+        WarmupConfigChangedError: a finished warmup came from another config and the
+            policy is `error`.
+    """
+    marker = read_marker(directory)
+    if marker is None:
+        return WarmupDecision(True, directory, f"no finished warmup in {directory}")
+    if marker.get("config_hash") == config_hash(cfg):
+        return WarmupDecision(False, directory, f"warmup in {directory} is finished (config {marker['config_hash']})")
+    diff = changed_keys(marker.get("config", {}), cfg)
+    if OnWarmupChange(on_change) is OnWarmupChange.RERUN:
+        return WarmupDecision(True, directory, f"warmup config changed ({'; '.join(diff)}); re-running")
+    raise WarmupConfigChangedError(
+        f"the finished warmup in {directory} was made by a different warmup config "
+        f"(hash {marker.get('config_hash')} vs {config_hash(cfg)}); changed: {'; '.join(diff) or 'unknown'}. "
+        "Set `soda.warmup.on_config_change: rerun` to train it again, or point "
+        "`soda.warmup.output_dir` to a new folder."
+    )
