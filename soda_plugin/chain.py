@@ -15,7 +15,7 @@ from .log import get_logger
 from typing import Any, Iterator, Mapping
 
 from .args import SodaConfig, Stage
-from .distributed import decide_on_main, on_main_then_barrier
+from .distributed import decide_on_main, on_main_then_barrier, place_model_on_cpu_without_accelerator
 from .stages import (
     WarmupDecision,
     config_hash,
@@ -84,6 +84,7 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
     outer_cfg = manager.cfg
     try:
         cfg = load_cfg(DictDefault(copy.deepcopy(dict(warmup_cfg))))
+        place_model_on_cpu_without_accelerator(cfg)
         dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
         with _keep_process_group():
             outputs = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, TypeVar
 
+from .log import get_logger
+
+LOG = get_logger(__name__)
+
 T = TypeVar("T")
 
 
@@ -57,3 +61,33 @@ def on_main_then_barrier(action: Callable[[], Any]) -> None:
     if is_main():
         action()
     barrier()
+
+
+def place_model_on_cpu_without_accelerator(cfg) -> None:
+    """Axolotl maps a multi-process model to `LOCAL_RANK`'s GPU; on CPU use the CPU."""
+    import torch
+
+    if torch.cuda.is_available() or not isinstance(cfg.get("device_map"), dict):
+        return
+    if all(isinstance(v, int) for v in cfg.device_map.values()):
+        LOG.info("soda: no accelerator; placing the model on the CPU in every process.")
+        cfg.device_map = "cpu"
+
+
+def start_cpu_data_parallel_if_launched() -> None:
+    """Make a multi-process launch on a machine without accelerator data-parallel.
+
+    `torchrun`/`accelerate launch` on CPU otherwise leaves Accelerate in single-process
+    mode (`DistributedType.NO`): every rank trains on all the data and they race to
+    write the same files. `TrainingArguments` rebuilds Accelerate's state from
+    `ACCELERATE_USE_CPU`; our own rank coordination needs the state before that.
+    """
+    import torch
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+    state = PartialState(cpu=True)
+    LOG.info("soda: CPU multi-process launch: %s over %d processes.", state.distributed_type, state.num_processes)

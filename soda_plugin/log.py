@@ -20,11 +20,23 @@ class _MainRankInfo(logging.Filter):
         return record.levelno >= logging.WARNING or os.environ.get("RANK", "0") == "0"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is now (pytest and tee swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _configure_root() -> None:
     root = logging.getLogger(_ROOT)
     if getattr(root, "_soda_configured", False):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] [%(name)s] %(message)s"))
     handler.addFilter(_MainRankInfo())
     root.addHandler(handler)

@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from .log import get_logger
-
 from axolotl.integrations.base import BasePlugin
-
-LOG = get_logger(__name__)
-
-
-def place_model_on_cpu_without_accelerator(cfg) -> None:
-    """Axolotl maps a multi-process model to `LOCAL_RANK`'s GPU; on CPU use the CPU."""
-    import torch
-
-    if torch.cuda.is_available() or not isinstance(cfg.get("device_map"), dict):
-        return
-    if all(isinstance(v, int) for v in cfg.device_map.values()):
-        LOG.info("soda: no accelerator; placing the model on the CPU in every process.")
-        cfg.device_map = "cpu"
 
 
 class SODAPlugin(BasePlugin):
@@ -28,14 +13,18 @@ class SODAPlugin(BasePlugin):
 
     def register(self, cfg) -> None:
         from .chain import remember_raw_config
+        from .distributed import start_cpu_data_parallel_if_launched
         from .reference import install_reference_model_skip
 
+        start_cpu_data_parallel_if_launched()
         remember_raw_config(cfg)
         install_reference_model_skip()
 
     def load_datasets(self, cfg, preprocess: bool = False):
         if cfg.get("soda") is None:
             return None
+        from .distributed import place_model_on_cpu_without_accelerator
+
         place_model_on_cpu_without_accelerator(cfg)
         if not preprocess:
             from .chain import prepare_dpo_stage
