@@ -17,7 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .constants import DATASET_KEY_MESSAGES, DATASET_KEY_STUDENT, DATASET_KEY_TEACHER
 from .rows import OnBadRow
+
+SODA_TYPES = ("soda", "soda_plugin.soda")
 
 
 class Stage(str, Enum):
@@ -102,6 +105,18 @@ class WarmupConfig(_StrictBlock):
         return {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in skip}
 
 
+class DatasetFields(_StrictBlock):
+    """Column names of one `type: soda` dataset entry, as written in `datasets:`."""
+
+    _where = "soda.dataset_fields[]"
+
+    path: str | None = None
+    name: str | None = None
+    field_messages: str | None = None
+    field_chosen: str | None = None
+    field_rejected: str | None = None
+
+
 class SodaConfig(_StrictBlock):
     """Settings of the SODA plugin (`soda:` in a recipe)."""
 
@@ -133,6 +148,14 @@ class SodaConfig(_StrictBlock):
         default=None,
         json_schema_extra={"description": "The SFT warmup stage; absent: DPO starts from `base_model`."},
     )
+    dataset_fields: list[DatasetFields] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "description": "Filled at load time from the `field_*` keys of `type: soda` entries in "
+            "`datasets:`/`test_datasets:`; Axolotl's dataset schemas drop some of those keys "
+            "(an SFT entry has no `field_chosen`), so they are kept here. Do not set by hand."
+        },
+    )
 
 
 class SODAArgs(BaseModel):
@@ -152,6 +175,33 @@ class SODAArgs(BaseModel):
                         f"unknown key `{key}`: soda settings live in one block, e.g. "
                         f"`soda: {{{key[5:] or 'warmup'}: ...}}`."
                     )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_soda_dataset_fields(cls, data: Any) -> Any:
+        """Keep the column names of `type: soda` entries before Axolotl's schema drops them."""
+        if not isinstance(data, dict):
+            return data
+        recorded: dict[tuple[Any, Any], dict[str, Any]] = {}
+        for key in ("datasets", "test_datasets"):
+            for entry in data.get(key) or []:
+                if not isinstance(entry, dict) or entry.get("type") not in SODA_TYPES:
+                    continue
+                names = {k: entry[k] for k in (DATASET_KEY_MESSAGES, DATASET_KEY_TEACHER, DATASET_KEY_STUDENT) if entry.get(k)}
+                if not names:
+                    continue
+                where = (entry.get("path"), entry.get("name"))
+                if where in recorded and recorded[where] != names:
+                    raise ValueError(
+                        f"two `type: soda` entries read `{where[0]}` with different column names "
+                        f"({recorded[where]} vs {names}); give them distinct `path`/`name`."
+                    )
+                recorded[where] = names
+        if recorded:
+            soda = dict(data.get("soda") or {})
+            soda["dataset_fields"] = [{"path": p, "name": n, **names} for (p, n), names in recorded.items()]
+            data = {**data, "soda": soda}
         return data
 
     @model_validator(mode="before")

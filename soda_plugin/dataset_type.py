@@ -87,7 +87,8 @@ class SodaSFTStrategy(DatasetWrappingStrategy):
 
 def load(tokenizer: Any, cfg: Mapping[str, Any], ds_cfg: Mapping[str, Any] | None = None) -> SodaSFTStrategy:
     """SFT loader, called by `axolotl.prompt_strategies.load`."""
-    return SodaSFTStrategy(tokenizer, SodaFields.from_dataset_config(ds_cfg), bad_row_policy(cfg))
+    fields = SodaFields.from_dataset_config(ds_cfg, (cfg or {}).get("soda"))
+    return SodaSFTStrategy(tokenizer, fields, bad_row_policy(cfg))
 
 
 def dpo_rows_to_triples(
@@ -119,7 +120,8 @@ def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
         the student's tokenizer bound to `tokenizer`.
     """
     datasets = (cfg or {}).get("datasets") or [{}]
-    fields = SodaFields.from_dataset_config(datasets[dataset_idx] if dataset_idx < len(datasets) else {})
+    entry = datasets[dataset_idx] if dataset_idx < len(datasets) else {}
+    fields = SodaFields.from_dataset_config(entry, (cfg or {}).get("soda"))
     policy = bad_row_policy(cfg)
 
     def transform(batch, indices, tokenizer=None):

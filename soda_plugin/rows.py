@@ -60,12 +60,20 @@ class SodaFields:
     student: str = DEFAULT_FIELD_STUDENT
 
     @classmethod
-    def from_dataset_config(cls, ds_cfg: Mapping[str, Any] | None) -> "SodaFields":
-        ds_cfg = ds_cfg or {}
+    def from_dataset_config(
+        cls, ds_cfg: Mapping[str, Any] | None, soda_cfg: Mapping[str, Any] | None = None
+    ) -> "SodaFields":
+        """Column names for dataset entry `ds_cfg`: the entry's `field_*` keys (also as
+        recorded in `soda.dataset_fields`, since Axolotl's schema may drop them), else
+        the defaults."""
+        names = dict(ds_cfg or {})
+        for recorded in (soda_cfg or {}).get("dataset_fields") or []:
+            if (recorded.get("path"), recorded.get("name")) == (names.get("path"), names.get("name")):
+                names.update({k: v for k, v in recorded.items() if v and k.startswith("field_")})
         return cls(
-            messages=ds_cfg.get(DATASET_KEY_MESSAGES) or DEFAULT_FIELD_MESSAGES,
-            teacher=ds_cfg.get(DATASET_KEY_TEACHER) or DEFAULT_FIELD_TEACHER,
-            student=ds_cfg.get(DATASET_KEY_STUDENT) or DEFAULT_FIELD_STUDENT,
+            messages=names.get(DATASET_KEY_MESSAGES) or DEFAULT_FIELD_MESSAGES,
+            teacher=names.get(DATASET_KEY_TEACHER) or DEFAULT_FIELD_TEACHER,
+            student=names.get(DATASET_KEY_STUDENT) or DEFAULT_FIELD_STUDENT,
         )
 
 

@@ -1,0 +1,80 @@
+"""The `soda:` block, alone and merged into Axolotl's own config validation."""
+
+import pytest
+from pydantic import ValidationError
+
+from soda_plugin.args import SODAArgs, SodaConfig, Stage
+from soda_plugin.rows import SodaFields
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"soda": {"warmup": {"lerning_rate": 1e-5}}, "rl": "dpo"},
+         "unknown key `soda.warmup.lerning_rate`: did you mean `soda.warmup.learning_rate`?"),
+        ({"soda": {"on_bad_rows": "skip"}}, "unknown key `soda.on_bad_rows`: did you mean `soda.on_bad_row`?"),
+        ({"soda": {"on_bad_row": "drop"}}, "Input should be 'error' or 'skip'"),
+        ({"soda": {"stage": "sft"}}, "Input should be 'chain', 'warmup' or 'dpo'"),
+        ({"soda": {"warmup": {"num_epochs": "many"}}, "rl": "dpo"}, "soda.warmup.num_epochs"),
+        ({"soda_warmup": {"learning_rate": 1e-5}}, "unknown key `soda_warmup`: soda settings live in one block"),
+        ({"soda": {"warmup": {}}}, "`soda.warmup` chains an SFT warmup into DPO, but `rl` is None"),
+        ({"soda": {"stage": "warmup"}, "rl": "dpo"}, "`soda.stage: warmup` needs a `soda.warmup` block"),
+    ],
+)
+def test_bad_soda_config_names_the_key(data, message):
+    with pytest.raises(ValidationError) as info:
+        SODAArgs(**data)
+    assert message in str(info.value)
+
+
+def test_defaults():
+    cfg = SodaConfig()
+    assert cfg.stage is Stage.CHAIN and cfg.on_bad_row.value == "error"
+    assert cfg.free_reference_model is True and cfg.warmup is None
+
+
+def _axolotl_cfg(model_dir, tmp_path, **extra):
+    from axolotl.utils.dict import DictDefault
+
+    cfg = {
+        "base_model": str(model_dir),
+        "plugins": ["soda_plugin.SODAPlugin"],
+        "rl": "dpo",
+        "datasets": [{"path": str(tmp_path / "d.jsonl"), "ds_type": "json", "type": "soda",
+                      "field_messages": "prompt", "field_chosen": "gpt", "field_rejected": "q0"}],
+        "sequence_len": 128, "micro_batch_size": 1, "num_epochs": 1, "learning_rate": 1e-5,
+        "output_dir": str(tmp_path / "out"), "bf16": False, "fp16": False, "tf32": False,
+        "soda": {"warmup": {"learning_rate": 5e-6}},
+    }
+    cfg.update(extra)
+    return DictDefault(cfg)
+
+
+def test_axolotl_load_cfg_keeps_the_soda_block_and_field_overrides(tiny_model_dirs, tmp_path):
+    from axolotl.cli.config import load_cfg
+
+    cfg = load_cfg(_axolotl_cfg(tiny_model_dirs["qwen2"], tmp_path))
+    assert cfg.soda["warmup"]["learning_rate"] == 5e-6
+    assert SodaFields.from_dataset_config(cfg.datasets[0], cfg.soda) == SodaFields("prompt", "gpt", "q0")
+
+
+def test_axolotl_load_cfg_keeps_field_overrides_for_sft(tiny_model_dirs, tmp_path):
+    from axolotl.cli.config import load_cfg
+
+    cfg = load_cfg(_axolotl_cfg(tiny_model_dirs["qwen2"], tmp_path, rl=None, soda={}))
+    # Axolotl's SFT dataset schema has no `field_chosen`; the soda block keeps it.
+    assert "field_chosen" not in cfg.datasets[0] or cfg.datasets[0]["field_chosen"] is None
+    assert SodaFields.from_dataset_config(cfg.datasets[0], cfg.soda) == SodaFields("prompt", "gpt", "q0")
+
+
+def test_same_path_with_different_columns_is_refused():
+    entry = {"path": "p", "type": "soda", "field_chosen": "a"}
+    with pytest.raises(ValidationError, match="two `type: soda` entries read `p`"):
+        SODAArgs(datasets=[entry, dict(entry, field_chosen="b")])
+
+
+def test_axolotl_load_cfg_rejects_a_bad_soda_key(tiny_model_dirs, tmp_path):
+    from axolotl.cli.config import load_cfg
+
+    with pytest.raises(Exception, match=r"unknown key `soda.warmup.lr`"):
+        load_cfg(_axolotl_cfg(tiny_model_dirs["qwen2"], tmp_path, soda={"warmup": {"lr": 1e-5}}))
