@@ -49,6 +49,35 @@ def _reject_unknown_keys(model: type[BaseModel], data: Any, where: str) -> None:
         )
 
 
+def record_dataset_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Copy the column names of `type: soda` dataset entries into `soda.dataset_fields`.
+
+    Axolotl validates each dataset entry as one of several schemas and silently drops the
+    keys the chosen schema lacks (an SFT entry has no `field_chosen`). Called on the raw
+    config by `SODAPlugin.register`, before Axolotl's validation, and by `SODAArgs`.
+    """
+    recorded: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for key in ("datasets", "test_datasets"):
+        for entry in data.get(key) or []:
+            if not isinstance(entry, dict) or entry.get("type") not in SODA_TYPES:
+                continue
+            names = {k: entry[k] for k in (DATASET_KEY_MESSAGES, DATASET_KEY_TEACHER, DATASET_KEY_STUDENT) if entry.get(k)}
+            if not names:
+                continue
+            where = (entry.get("path"), entry.get("name"))
+            if where in recorded and recorded[where] != names:
+                raise ValueError(
+                    f"two `type: soda` entries read `{where[0]}` with different column names "
+                    f"({recorded[where]} vs {names}); give them distinct `path`/`name`."
+                )
+            recorded[where] = names
+    if recorded:
+        soda = dict(data.get("soda") or {})
+        soda["dataset_fields"] = [{"path": p, "name": n, **names} for (p, n), names in recorded.items()]
+        data["soda"] = soda
+    return data
+
+
 class _StrictBlock(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
     _where = "soda"
@@ -180,29 +209,7 @@ class SODAArgs(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def check_soda_dataset_fields(cls, data: Any) -> Any:
-        """Keep the column names of `type: soda` entries before Axolotl's schema drops them."""
-        if not isinstance(data, dict):
-            return data
-        recorded: dict[tuple[Any, Any], dict[str, Any]] = {}
-        for key in ("datasets", "test_datasets"):
-            for entry in data.get(key) or []:
-                if not isinstance(entry, dict) or entry.get("type") not in SODA_TYPES:
-                    continue
-                names = {k: entry[k] for k in (DATASET_KEY_MESSAGES, DATASET_KEY_TEACHER, DATASET_KEY_STUDENT) if entry.get(k)}
-                if not names:
-                    continue
-                where = (entry.get("path"), entry.get("name"))
-                if where in recorded and recorded[where] != names:
-                    raise ValueError(
-                        f"two `type: soda` entries read `{where[0]}` with different column names "
-                        f"({recorded[where]} vs {names}); give them distinct `path`/`name`."
-                    )
-                recorded[where] = names
-        if recorded:
-            soda = dict(data.get("soda") or {})
-            soda["dataset_fields"] = [{"path": p, "name": n, **names} for (p, n), names in recorded.items()]
-            data = {**data, "soda": soda}
-        return data
+        return record_dataset_fields(data) if isinstance(data, dict) else data
 
     @model_validator(mode="before")
     @classmethod
