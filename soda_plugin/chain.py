@@ -50,7 +50,7 @@ def soda_config(cfg: Mapping[str, Any]) -> SodaConfig | None:
     return block if isinstance(block, SodaConfig) else SodaConfig.model_validate(dict(block))
 
 
-def _is_dpo(cfg: Mapping[str, Any]) -> bool:
+def is_dpo(cfg: Mapping[str, Any]) -> bool:
     rl = cfg.get("rl")
     return str(getattr(rl, "value", rl)) == "dpo"
 
@@ -139,7 +139,7 @@ def _run_warmup_if_needed(warmup_cfg: dict[str, Any], soda: SodaConfig) -> str:
 def prepare_dpo_stage(cfg: Any) -> None:
     """Run or reuse the warmup as `soda.stage` says, and start DPO from it."""
     soda = soda_config(cfg)
-    if soda is None or soda.warmup is None or not _is_dpo(cfg):
+    if soda is None or soda.warmup is None or not is_dpo(cfg):
         return
     raw = _RAW_CONFIGS.get(_config_key(cfg))
     if raw is None:

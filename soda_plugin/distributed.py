@@ -91,3 +91,26 @@ def start_cpu_data_parallel_if_launched() -> None:
     os.environ["ACCELERATE_USE_CPU"] = "true"
     state = PartialState(cpu=True)
     LOG.info("soda: CPU multi-process launch: %s over %d processes.", state.distributed_type, state.num_processes)
+
+
+def world_size() -> int:
+    dist = _dist()
+    return dist.get_world_size() if dist else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def load_preference_datasets_same_files_on_all_ranks(cfg) -> Any:
+    """Prepare DPO data on rank 0, then load it from disk on every rank.
+
+    With a fresh dataset, Axolotl's first rank keeps its in-memory copy while the other
+    ranks load the saved copy, so the two live in different folders. TRL's
+    `precompute_ref_log_probs` then writes its cache next to rank 0's copy and the other
+    ranks look for it next to theirs (FileNotFoundError). Loading the saved copy on every
+    rank puts all of them on the same files.
+    """
+    from axolotl.cli.args import TrainerCliArgs
+    from axolotl.common.datasets import load_preference_datasets
+
+    if is_main():
+        load_preference_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+    barrier()
+    return load_preference_datasets(cfg=cfg, cli_args=TrainerCliArgs())

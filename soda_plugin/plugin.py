@@ -28,8 +28,12 @@ class SODAPlugin(BasePlugin):
         from .distributed import place_model_on_cpu_without_accelerator
 
         place_model_on_cpu_without_accelerator(cfg)
-        if not preprocess:
-            from .chain import prepare_dpo_stage
+        if preprocess:
+            return None
+        from .chain import is_dpo, prepare_dpo_stage
+        from .distributed import load_preference_datasets_same_files_on_all_ranks, world_size
 
-            prepare_dpo_stage(cfg)
-        return None  # Axolotl loads the (preference) datasets itself, with `type: soda`.
+        prepare_dpo_stage(cfg)
+        if is_dpo(cfg) and cfg.get("precompute_ref_log_probs") and world_size() > 1:
+            return load_preference_datasets_same_files_on_all_ranks(cfg)
+        return None  # Axolotl loads the datasets itself, reading `type: soda`.
