@@ -131,9 +131,10 @@ def test_two_process_cpu_launch_chains_with_one_writer(tiny_model_dirs, pairs, t
     run = axolotl_train(write_config(cfg, tmp_path / "chain2.yml"), launcher=launcher)
     _assert_ok(run, "two-process chain")
     assert "MULTI_CPU over 2 processes" in run.output
-    assert "[RANK:1]" in run.output, "the second rank must have run"
     assert sorted(p.name for p in (tmp_path / "out" / "warmup").glob("soda_stage*")) == ["soda_stage.json"]
     dpo_logs = [log for log in run.step_logs() if "rewards/margins" in log]
     # Not bit-exact here: the precompute pass and the training step pad different batches.
     assert dpo_logs and abs(dpo_logs[0]["rewards/margins"]) < 1e-5
+    # Data parallel: 3 steps x 2 ranks x 2 rows = half of the 24 rows (one rank alone: a quarter).
+    assert dpo_logs[-1]["epoch"] == 0.5
     assert (tmp_path / "out" / "model.safetensors").is_file()
