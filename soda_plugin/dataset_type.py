@@ -112,19 +112,44 @@ def dpo_rows_to_triples(
     return out
 
 
+def _host_passes_row_indices() -> bool:
+    """Axolotl 0.19/0.20 call the transform as `datasets.map` does, so `with_indices`
+    gives exact row numbers. Axolotl 0.21 wraps it in `_with_source_columns(sample,
+    **kwargs)`, which cannot take the positional indices."""
+    try:
+        from axolotl.utils.data import rl
+    except ImportError:
+        return True
+    return not hasattr(rl, "_with_source_columns")
+
+
 def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
     """DPO loader, called by `axolotl.prompt_strategies.dpo.load` (and as `soda_plugin.soda`).
 
     Returns:
         `(transform, map_kwargs)`: Axolotl calls `dataset.map(transform, **map_kwargs)` with
-        the student's tokenizer bound to `tokenizer`.
+        the student's tokenizer bound to `tokenizer`. Row numbers in errors are exact
+        where the host passes indices; otherwise they count rows in this map worker.
     """
     datasets = (cfg or {}).get("datasets") or [{}]
     entry = datasets[dataset_idx] if dataset_idx < len(datasets) else {}
     fields = SodaFields.from_dataset_config(entry, (cfg or {}).get("soda"))
     policy = bad_row_policy(cfg)
+    map_kwargs: dict[str, Any] = {"batched": True, "remove_columns": "__all__"}
 
-    def transform(batch, indices, tokenizer=None):
+    if _host_passes_row_indices():
+
+        def transform(batch, indices, tokenizer=None):
+            return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy)
+
+        return transform, {**map_kwargs, "with_indices": True}
+
+    seen = [0]  # rows this worker has transformed so far
+
+    def transform_counting(batch, tokenizer=None):
+        size = len(next(iter(batch.values()))) if batch else 0
+        indices = list(range(seen[0], seen[0] + size))
+        seen[0] += size
         return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy)
 
-    return transform, {"batched": True, "with_indices": True, "remove_columns": "__all__"}
+    return transform_counting, map_kwargs

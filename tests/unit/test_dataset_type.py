@@ -89,3 +89,24 @@ def test_dpo_transform_skips_bad_rows_with_counts(chatml_tokenizer, capsys):
 def test_dpo_transform_errors_name_the_row(chatml_tokenizer):
     with pytest.raises(BadRowError, match=re.escape("soda row 1: field `teacher_response`")):
         _dpo_map(_bad_rows(), chatml_tokenizer, "error")
+
+
+def test_dpo_transform_under_a_host_that_wraps_it_without_indices(chatml_tokenizer, monkeypatch):
+    """Axolotl 0.21 calls the transform through `wrapped(sample, **kwargs)` (no indices)."""
+    from axolotl.utils.data import rl
+
+    monkeypatch.setattr(rl, "_with_source_columns", object(), raising=False)
+    transform, map_kwargs = soda_plugin.soda({"soda": {"on_bad_row": "error"}, "datasets": [{}]}, dataset_idx=0)
+    assert "with_indices" not in map_kwargs
+
+    def wrapped(sample, **kwargs):  # the shape of Axolotl 0.21's wrapper
+        return transform(sample, **kwargs)
+
+    dataset = Dataset.from_list(_bad_rows())
+    with pytest.raises(BadRowError, match=re.escape("soda row 1: field `teacher_response`")):
+        dataset.map(wrapped, batched=True, batch_size=2, remove_columns=dataset.column_names,
+                    fn_kwargs={"tokenizer": chatml_tokenizer})
+    good = Dataset.from_list(valid_rows(5))
+    out = good.map(wrapped, batched=True, batch_size=2, remove_columns=good.column_names,
+                   fn_kwargs={"tokenizer": chatml_tokenizer})
+    assert len(out) == 5
