@@ -30,8 +30,13 @@ def default_warmup_dir(output_dir: str | None) -> str:
     return str(Path(output_dir or "./model-out") / "warmup")
 
 
+def _require_warmup(soda: SodaConfig) -> None:
+    if soda.warmup is None:
+        raise ValueError("this recipe has no `soda.warmup` block, so there is no warmup stage to derive.")
+
+
 def warmup_dir(raw: Mapping[str, Any], soda: SodaConfig) -> str:
-    assert soda.warmup is not None
+    _require_warmup(soda)
     return soda.warmup.output_dir or default_warmup_dir(raw.get("output_dir"))
 
 
@@ -41,7 +46,7 @@ def derive_warmup_config(raw: Mapping[str, Any], soda: SodaConfig) -> dict[str, 
     DPO-only keys are removed, `soda.warmup` values override top-level ones, and the
     `soda` block keeps only what the SFT view reads.
     """
-    assert soda.warmup is not None, "derive_warmup_config needs a `soda.warmup` block"
+    _require_warmup(soda)
     cfg = {k: copy.deepcopy(v) for k, v in raw.items() if k not in DPO_ONLY_KEYS and k != "soda"}
     cfg.update(copy.deepcopy(soda.warmup.overrides()))
     cfg["output_dir"] = warmup_dir(raw, soda)
