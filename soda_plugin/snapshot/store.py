@@ -1,0 +1,68 @@
+"""On-disk layout of a snapshot run, written so that a kill at any moment loses nothing.
+
+    <dir>/run.json                  manifest: model, backend, engine version, sampling, times
+    <dir>/shards/shard-000000.jsonl complete shards only; each is written to a temp file,
+                                    fsynced and renamed, so a half-written shard is never
+                                    read (its temp name does not match `shard-*.jsonl`)
+
+Every shard holds all `n` samples of the prompts it covers, so a prompt is either done
+(all its rows in one complete shard) or not started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+MANIFEST = "run.json"
+SHARDS = "shards"
+SHARD_GLOB = "shard-*.jsonl"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def shard_paths(directory: str | os.PathLike) -> list[Path]:
+    return sorted((Path(directory) / SHARDS).glob(SHARD_GLOB))
+
+
+def next_shard_index(directory: str | os.PathLike) -> int:
+    paths = shard_paths(directory)
+    return int(paths[-1].stem.split("-")[1]) + 1 if paths else 0
+
+
+def write_shard(directory: str | os.PathLike, index: int, rows: Iterable[dict[str, Any]]) -> Path:
+    path = Path(directory) / SHARDS / f"shard-{index:06d}.jsonl"
+    _atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
+
+
+def iter_rows(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Rows of every complete shard, in shard order."""
+    for path in shard_paths(directory):
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                yield json.loads(line)
+
+
+def done_prompt_ids(directory: str | os.PathLike) -> set[str]:
+    return {row["prompt_id"] for row in iter_rows(directory)}
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(directory) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    _atomic_write(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
