@@ -134,6 +134,40 @@ class WarmupConfig(_StrictBlock):
         return {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in skip}
 
 
+class SnapshotBackend(str, Enum):
+    VLLM = "vllm"
+    TRANSFORMERS = "transformers"
+    OPENAI = "openai"
+
+
+class SnapshotConfig(_StrictBlock):
+    """How `tools/snapshot_q0.py` samples q0's answers. Unset sampling values take the
+    defaults of `soda_plugin.snapshot.engine.SamplingSettings` (declared there only)."""
+
+    _where = "soda.snapshot"
+
+    backend: SnapshotBackend = Field(default=SnapshotBackend.VLLM, json_schema_extra={"description": "Engine."})
+    output_dir: str | None = Field(
+        default=None, json_schema_extra={"description": "Snapshot folder. Default: `<output_dir>/snapshot_q0`."}
+    )
+    temperature: float | None = Field(default=None, json_schema_extra={"description": "Sampling temperature."})
+    top_p: float | None = Field(default=None, json_schema_extra={"description": "Nucleus sampling mass."})
+    max_tokens: int | None = Field(default=None, json_schema_extra={"description": "Max new tokens per answer."})
+    n: int | None = Field(default=None, json_schema_extra={"description": "Answers sampled per prompt."})
+    seed: int | None = Field(default=None, json_schema_extra={"description": "Sampling seed."})
+    shard_size: int = Field(default=256, json_schema_extra={"description": "Prompts per atomic output shard."})
+    dtype: str | None = Field(default=None, json_schema_extra={"description": "Engine dtype (vllm/transformers)."})
+    tensor_parallel_size: int = Field(default=1, json_schema_extra={"description": "vLLM tensor parallelism."})
+    data_parallel_size: int | None = Field(
+        default=None, json_schema_extra={"description": "vLLM engines, one per GPU. Default: all visible GPUs."}
+    )
+    base_url: str | None = Field(default=None, json_schema_extra={"description": "Server URL (`openai` backend)."})
+
+    def sampling_overrides(self) -> dict[str, Any]:
+        keys = ("temperature", "top_p", "max_tokens", "n", "seed")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
 class DatasetFields(_StrictBlock):
     """Column names of one `type: soda` dataset entry, as written in `datasets:`."""
 
@@ -176,6 +210,9 @@ class SodaConfig(_StrictBlock):
     warmup: WarmupConfig | None = Field(
         default=None,
         json_schema_extra={"description": "The SFT warmup stage; absent: DPO starts from `base_model`."},
+    )
+    snapshot: SnapshotConfig | None = Field(
+        default=None, json_schema_extra={"description": "Settings of the q0 snapshot tool."}
     )
     dataset_fields: list[DatasetFields] = Field(
         default_factory=list,

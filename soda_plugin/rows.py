@@ -97,7 +97,7 @@ def _require_text(row: Mapping[str, Any], field: str, index: int) -> str:
     return value
 
 
-def _parse_messages(row: Mapping[str, Any], field: str, index: int) -> tuple[dict[str, str], ...]:
+def parse_messages(row: Mapping[str, Any], field: str, index: int) -> tuple[dict[str, str], ...]:
     if field not in row or row[field] is None:
         raise BadRowError(index, field, BadRowReason.MISSING_FIELD, "is missing")
     raw = row[field]
@@ -156,7 +156,7 @@ def parse_row(row: Mapping[str, Any], fields: SodaFields, *, index: int, need_st
     Raises:
         BadRowError: naming the row index, the field and the reason.
     """
-    messages = _parse_messages(row, fields.messages, index)
+    messages = parse_messages(row, fields.messages, index)
     teacher = _require_text(row, fields.teacher, index)
     if not need_student:
         return SodaRow(messages=messages, teacher=teacher)

@@ -1,0 +1,290 @@
+"""Join teacher answers with student snapshots into `soda` preference rows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..log import get_logger
+from ..prompt_id import prompt_id as compute_prompt_id
+from ..rows import BadRowError, BadRowReason, SodaFields, normalize_answer, parse_row
+from .card import write_card_and_report
+from .length import LengthCheck
+from .reasons import TRUNCATED, DropReason, TruncatedPolicy
+from .sources import Sample, SnapshotIndex, SnapshotInput, TeacherFields, iter_file_rows
+from .writer import DATA_DIR, PAIR_COLUMNS, ROWS_PER_FILE, PairWriter
+
+LOG = get_logger(__name__)
+
+BATCH_PAIRS = 4096
+
+
+class NoPairsError(ValueError):
+    """Every candidate was dropped: nothing to train on."""
+
+
+@dataclass
+class BuildReport:
+    """What the builder read, kept and dropped (also written as `build_report.json`)."""
+
+    teacher_rows: int = 0
+    snapshot_rows: dict[str, int] = field(default_factory=dict)
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    kept_by_source: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        """Kept and dropped counts, one line per reason (all reasons, zeros included)."""
+        lines = [f"{'kept':<28} {self.kept:>10}  pairs"]
+        for reason in DropReason:
+            lines.append(f"{reason.value:<28} {self.dropped.get(reason.value, 0):>10}  {reason.unit.value}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Batch:
+    """Pairs waiting to be length-checked and written; prompts stored once per teacher row."""
+
+    prompts: list[tuple[dict[str, str], ...]] = field(default_factory=list)
+    teachers: list[str] = field(default_factory=list)
+    pair_prompt: list[int] = field(default_factory=list)
+    pids: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def _teacher_drop(error: BadRowError, fields: TeacherFields) -> DropReason:
+    if error.field == fields.teacher and error.reason in (BadRowReason.MISSING_FIELD, BadRowReason.EMPTY):
+        return DropReason.EMPTY_TEACHER_ANSWER
+    return DropReason.MALFORMED_TEACHER_ROW
+
+
+class _Builder:
+    def __init__(self, index: SnapshotIndex, writer: PairWriter, fields: TeacherFields,
+                 truncated: TruncatedPolicy, first_sample_only: bool, length: LengthCheck | None,
+                 batch_pairs: int):
+        self.index, self.writer, self.fields = index, writer, fields
+        self.soda_fields = SodaFields(messages=fields.messages, teacher=fields.teacher)
+        self.truncated, self.first_sample_only, self.length = truncated, first_sample_only, length
+        self.batch_pairs = batch_pairs
+        self.drops: Counter = Counter(index.drops)
+        self.kept_by_source: Counter = Counter()
+        self.seen: set[str] = set()
+        self.batch = _Batch()
+        self.teacher_rows = 0
+
+    def add_teacher_row(self, row: Any) -> None:
+        index = self.teacher_rows
+        self.teacher_rows += 1
+        if not isinstance(row, dict):
+            self.drops[DropReason.MALFORMED_TEACHER_ROW] += 1
+            return
+        try:
+            parsed = parse_row(row, self.soda_fields, index=index, need_student=False)
+        except BadRowError as error:
+            self.drops[_teacher_drop(error, self.fields)] += 1
+            return
+        pid = row.get(self.fields.prompt_id)
+        if pid is None:
+            pid = compute_prompt_id(parsed.messages)
+        elif not isinstance(pid, str) or not pid:
+            self.drops[DropReason.MALFORMED_TEACHER_ROW] += 1
+            return
+        if pid in self.seen:
+            self.drops[DropReason.DUPLICATE_TEACHER_PROMPT] += 1
+            return
+        self.seen.add(pid)
+        if row.get(self.fields.finish_reason) == TRUNCATED and self.truncated.drops_truncated_teacher:
+            self.drops[DropReason.TRUNCATED_TEACHER_ANSWER] += 1
+            return
+        samples = self.index.pop(pid)
+        if not samples:
+            self.drops[DropReason.NO_STUDENT_ANSWER] += 1
+            return
+        self._add_pairs(pid, parsed.messages, parsed.teacher, samples)
+        if len(self.batch) >= self.batch_pairs:
+            self.flush()
+
+    def _add_pairs(self, pid: str, messages, teacher: str, samples: list[Sample]) -> None:
+        batch, position, first_seen = self.batch, None, set()
+        teacher_norm = normalize_answer(teacher)
+        for sample in samples:
+            if self.first_sample_only:
+                if sample.snapshot in first_seen:
+                    self.drops[DropReason.NOT_FIRST_SAMPLE] += 1
+                    continue
+                first_seen.add(sample.snapshot)
+            reason = self._pair_drop(teacher_norm, sample)
+            if reason is not None:
+                self.drops[reason] += 1
+                continue
+            if position is None:
+                position = len(batch.prompts)
+                batch.prompts.append(messages)
+                batch.teachers.append(teacher)
+            batch.pair_prompt.append(position)
+            batch.pids.append(pid)
+            batch.samples.append(sample)
+
+    def _pair_drop(self, teacher_norm: str, sample: Sample) -> DropReason | None:
+        if not sample.response.strip():
+            return DropReason.EMPTY_STUDENT_ANSWER
+        if sample.finish_reason == TRUNCATED and self.truncated.drops_truncated_student:
+            return DropReason.TRUNCATED_STUDENT_ANSWER
+        if normalize_answer(sample.response) == teacher_norm:
+            return DropReason.CHOSEN_EQUALS_REJECTED
+        return None
+
+    def flush(self) -> None:
+        batch, self.batch = self.batch, _Batch()
+        if not batch:
+            return
+        students = [s.response for s in batch.samples]
+        keep = range(len(batch))
+        if self.length is not None:
+            fits = self.length.fits(batch.prompts, batch.teachers, batch.pair_prompt, students)
+            keep = [i for i, ok in enumerate(fits) if ok]
+            self.drops[DropReason.TOO_LONG] += len(batch) - len(keep)
+        if not keep:
+            return
+        messages = [[dict(m) for m in p] for p in batch.prompts]
+        values = (
+            [messages[batch.pair_prompt[i]] for i in keep],
+            [batch.teachers[batch.pair_prompt[i]] for i in keep],
+            [students[i] for i in keep],
+            [batch.pids[i] for i in keep],
+            [batch.samples[i].sample_index for i in keep],
+            [batch.samples[i].source for i in keep],
+            [batch.samples[i].finish_reason for i in keep],
+        )
+        self.writer.write(dict(zip(PAIR_COLUMNS, values)))
+        self.kept_by_source.update(batch.samples[i].source for i in keep)
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    data = out_dir / DATA_DIR
+    if data.exists() and any(data.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"`{data}` already holds files; choose an empty `out_dir` or pass `overwrite=True` "
+                "(`--overwrite`) to replace them."
+            )
+        shutil.rmtree(data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def build_pairs(
+    teacher_files: Sequence[str | os.PathLike],
+    snapshots: Sequence[SnapshotInput | str],
+    out_dir: str | os.PathLike,
+    *,
+    fields: TeacherFields = TeacherFields(),
+    truncated: TruncatedPolicy | str = TruncatedPolicy.DROP,
+    first_sample_only: bool = False,
+    tokenizer: Any = None,
+    sequence_len: int | None = None,
+    teacher_name: str | None = None,
+    student_name: str | None = None,
+    overwrite: bool = False,
+    batch_pairs: int = BATCH_PAIRS,
+    rows_per_file: int = ROWS_PER_FILE,
+) -> BuildReport:
+    """Build SODA preference rows: chosen = teacher answer, rejected = a snapshot answer.
+
+    Snapshots are indexed by `prompt_id` in memory (answers only); teacher rows are
+    streamed, joined, filtered and written in batches, so memory holds the snapshots once
+    plus one batch. Each snapshot sample of a prompt gives one pair (`first_sample_only`
+    keeps the lowest `sample_index` per snapshot). The length check runs only when both
+    `tokenizer` and `sequence_len` are given.
+
+    Args:
+        teacher_files: `.jsonl`/`.parquet` files with `fields.messages` and `fields.teacher`.
+        snapshots: snapshot directories or files (`PATH` or `PATH=LABEL` strings allowed).
+        out_dir: gets `data/train-*.parquet`, `README.md` and `build_report.json`.
+        truncated: policy for answers with `finish_reason: length`.
+        tokenizer, sequence_len: the student's tokenizer and the recipe's `sequence_len`.
+        teacher_name, student_name: shown on the dataset card.
+
+    Returns:
+        The counts, also written to `build_report.json`.
+
+    Raises:
+        NoPairsError: when every candidate was dropped (the report is still written).
+
+    Examples:
+        A teacher row `{"content": [{"role": "user", "content": "2+2?"}], "teacher_response": "4"}`
+        and a snapshot row `{"prompt_id": prompt_id(content), "sample_index": 0, "response": "5",
+        "finish_reason": "stop", "source": "q0:tiny", ...}` give the one pair
+        `{"content": [{"role": "user", "content": "2+2?"}], "teacher_response": "4",
+        "student_response": "5", "prompt_id": "…", "sample_index": 0,
+        "rejected_source": "q0:tiny", "rejected_finish_reason": "stop"}`.
+    """
+    out_dir = Path(out_dir)
+    truncated = TruncatedPolicy(truncated)
+    inputs = [s if isinstance(s, SnapshotInput) else SnapshotInput.parse(str(s)) for s in snapshots]
+    if not teacher_files or not inputs:
+        raise ValueError("give at least one teacher file (`--teacher`) and one snapshot (`--snapshot`).")
+    if (tokenizer is None) != (sequence_len is None):
+        raise ValueError("the length check needs both `tokenizer` and `sequence_len` (or neither).")
+    length = LengthCheck(tokenizer, sequence_len) if tokenizer is not None else None
+    _prepare_out_dir(out_dir, overwrite)
+
+    index = SnapshotIndex.build(inputs)
+    _warn_degraded_dropped(index, truncated)
+    writer = PairWriter(out_dir, rows_per_file)
+    builder = _Builder(index, writer, fields, truncated, first_sample_only, length, batch_pairs)
+    try:
+        for path in teacher_files:
+            for row in iter_file_rows(path):
+                builder.add_teacher_row(row)
+        builder.flush()
+    except BaseException:
+        writer.abort()
+        raise
+    builder.drops[DropReason.NO_TEACHER_ROW] += index.leftover()
+    files = writer.close()
+
+    report = BuildReport(
+        teacher_rows=builder.teacher_rows,
+        snapshot_rows=dict(index.rows_read),
+        kept=writer.rows,
+        dropped={reason.value: builder.drops.get(reason, 0) for reason in DropReason},
+        kept_by_source=dict(sorted(builder.kept_by_source.items())),
+        files=[str(p.relative_to(out_dir)) for p in files],
+    )
+    settings = {
+        "truncated": truncated.value, "first_sample_only": first_sample_only,
+        "sequence_len": sequence_len,
+        "tokenizer": getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None,
+    }
+    write_card_and_report(out_dir, report, inputs, [str(p) for p in teacher_files], settings,
+                          teacher_name=teacher_name, student_name=student_name)
+    LOG.info("soda pairs: kept %d pairs in %s\n%s", report.kept, out_dir, report.table())
+    if not report.kept:
+        raise NoPairsError(f"every candidate pair was dropped; nothing written to `{out_dir / DATA_DIR}`:\n{report.table()}")
+    return report
+
+
+def _warn_degraded_dropped(index: SnapshotIndex, truncated: TruncatedPolicy) -> None:
+    if not truncated.drops_truncated_student:
+        return
+    for samples in index.by_prompt.values():
+        if any(s.source.startswith("degraded:") for s in samples):
+            LOG.warning(
+                "a degraded snapshot is an input but `truncated: drop` drops every truncated student "
+                "answer, and degraded answers are truncated by construction; use `--truncated teacher_only`."
+            )
+            return
+
+
+def iter_pairs(out_dir: str | os.PathLike) -> Iterable[dict[str, Any]]:
+    """The written pairs, in order (for tests and inspection)."""
+    for path in sorted((Path(out_dir) / DATA_DIR).glob("train-*.parquet")):
+        yield from iter_file_rows(path)

@@ -1,0 +1,68 @@
+"""Resolve `tools/snapshot_q0.py` arguments (recipe + flags) into one snapshot run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..args import SnapshotConfig
+from .engine import SamplingSettings, create_engine
+from .prompts import prompts_from_file, prompts_from_recipe
+from .runner import SnapshotSummary, run_snapshot
+
+
+def _recipe(path: str | None) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text()) if path else {}
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "max_tokens", "n": "n", "seed": "seed"}
+    return {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr) is not None}
+
+
+def resolve_settings(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[SnapshotConfig, SamplingSettings]:
+    block = dict(((recipe.get("soda") or {}).get("snapshot")) or {})
+    for key in ("backend", "dtype", "tensor_parallel_size", "base_url", "shard_size"):
+        if getattr(args, key, None) is not None:
+            block[key] = getattr(args, key)
+    config = SnapshotConfig.model_validate(block)
+    return config, SamplingSettings(**{**config.sampling_overrides(), **_flag_overrides(args)})
+
+
+def _engine_options(config: SnapshotConfig, args: argparse.Namespace) -> dict[str, Any]:
+    backend = config.backend.value
+    if backend == "transformers":
+        return {"batch_size": args.batch_size, **({"dtype": config.dtype} if config.dtype else {})}
+    if backend == "vllm":
+        return {"tensor_parallel_size": config.tensor_parallel_size, "enforce_eager": args.enforce_eager,
+                **({"dtype": config.dtype} if config.dtype else {})}
+    if not config.base_url:
+        raise ValueError("the `openai` backend needs `--base-url` (or `soda.snapshot.base_url`).")
+    return {"base_url": config.base_url, "concurrency": args.concurrency}
+
+
+def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
+    recipe = _recipe(args.recipe)
+    model = args.model or recipe.get("base_model")
+    if not model:
+        raise ValueError("no student: pass `--model` or a `--recipe` with `base_model`.")
+    config, settings = resolve_settings(recipe, args)
+    if args.prompts:
+        prompts = prompts_from_file(args.prompts, args.field_messages)
+    elif recipe:
+        prompts = prompts_from_recipe(recipe)
+    else:
+        raise ValueError("no prompts: pass `--prompts FILE` or a `--recipe` with `type: soda` datasets.")
+    out = args.out or config.output_dir or str(Path(recipe.get("output_dir") or ".") / "snapshot_q0")
+    engine = create_engine(config.backend.value, model, **_engine_options(config, args))
+    try:
+        return run_snapshot(
+            engine, prompts, out, settings, source=args.source or f"q0:{model}",
+            revision=args.revision or recipe.get("base_model_revision"),
+            shard_size=args.shard_size or config.shard_size, progress=not args.no_progress,
+        )
+    finally:
+        engine.close()

@@ -1,0 +1,139 @@
+"""Data parallelism for snapshot engines: one process and one engine per GPU.
+
+Modelled on vLLM's `examples/offline_inference/data_parallel.py`: each rank is a fresh
+`spawn` process that sees only its own GPU(s) through `CUDA_VISIBLE_DEVICES`, builds its
+own engine and handles a contiguous shard of the prompts. Ranks do not talk to each other,
+so results go through files (or any other channel the worker function picks).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from multiprocessing.connection import wait
+from typing import Any, Callable, Mapping, Sequence
+
+# Per-rank environment: rank -> variables set in that rank's process before `worker_fn` runs.
+RankEnv = Callable[[int], Mapping[str, str]]
+
+_GRACE_S = 5.0
+
+
+class DataParallelError(RuntimeError):
+    """A rank failed or timed out; `exit_codes` maps each rank to its exit code."""
+
+    def __init__(self, message: str, exit_codes: Mapping[int, int | None]):
+        super().__init__(message)
+        self.exit_codes = dict(exit_codes)
+
+
+def contiguous_shards(n_items: int, n_ranks: int) -> list[range]:
+    """Split `range(n_items)` into `n_ranks` contiguous shards, in rank order.
+
+    The first `n_items % n_ranks` ranks get one item more; ranks beyond `n_items` get
+    empty shards.
+
+    Raises:
+        ValueError: when `n_items < 0` or `n_ranks < 1`.
+    """
+    if n_items < 0 or n_ranks < 1:
+        raise ValueError(f"need n_items >= 0 and n_ranks >= 1, got {n_items} and {n_ranks}")
+    base, remainder = divmod(n_items, n_ranks)
+    shards, start = [], 0
+    for rank in range(n_ranks):
+        stop = start + base + (1 if rank < remainder else 0)
+        shards.append(range(start, stop))
+        start = stop
+    return shards
+
+
+def cuda_visible_devices(gpus_per_rank: int = 1) -> RankEnv:
+    """Rank environment that gives rank `r` GPUs `r*g .. r*g+g-1` (g = `gpus_per_rank`)."""
+
+    def env(rank: int) -> dict[str, str]:
+        first = rank * gpus_per_rank
+        return {"CUDA_VISIBLE_DEVICES": ",".join(str(first + i) for i in range(gpus_per_rank))}
+
+    return env
+
+
+def _run_rank(worker_fn: Callable[..., Any], rank: int, n_ranks: int, env: Mapping[str, str], args: tuple) -> None:
+    # Set before the worker imports or initialises anything that reads these (CUDA does).
+    os.environ.update(env)
+    worker_fn(rank, n_ranks, *args)
+
+
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + _GRACE_S
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _failure_message(exit_codes: Mapping[int, int | None], timed_out: bool, timeout_s: float | None) -> str:
+    failed = {rank: code for rank, code in exit_codes.items() if code != 0}
+    parts = [f"rank {rank} exited with code {code}" for rank, code in sorted(failed.items())]
+    head = f"data-parallel run timed out after {timeout_s} s" if timed_out else "data-parallel run failed"
+    return f"{head}: " + "; ".join(parts)
+
+
+def run_data_parallel(
+    worker_fn: Callable[..., Any],
+    n_ranks: int,
+    args: Sequence[Any] = (),
+    timeout_s: float | None = None,
+    *,
+    rank_env: RankEnv | None = None,
+) -> None:
+    """Run `worker_fn(rank, n_ranks, *args)` in one spawned process per rank.
+
+    Args:
+        worker_fn: a picklable (module-level) function. It must not initialise CUDA at
+            import time of its module, since the rank environment is applied after the
+            module is imported in the child.
+        n_ranks: number of processes.
+        args: extra positional arguments, the same for every rank.
+        timeout_s: wall-clock limit for the whole run; `None` waits forever.
+        rank_env: rank -> environment variables for that rank; defaults to one GPU per
+            rank (`CUDA_VISIBLE_DEVICES=<rank>`).
+
+    Raises:
+        DataParallelError: as soon as any rank exits non-zero (the others are stopped),
+            or when `timeout_s` passes (stragglers are terminated, then killed).
+    """
+    if n_ranks < 1:
+        raise ValueError(f"`n_ranks` must be >= 1, got {n_ranks}")
+    rank_env = rank_env or cuda_visible_devices()
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=_run_rank,
+            args=(worker_fn, rank, n_ranks, dict(rank_env(rank)), tuple(args)),
+            name=f"soda-dp-rank{rank}",
+        )
+        for rank in range(n_ranks)
+    ]
+    for process in processes:
+        process.start()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    timed_out = False
+    try:
+        while any(process.is_alive() for process in processes):
+            if any(process.exitcode not in (None, 0) for process in processes):
+                break  # one rank failed: do not wait for the others
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                timed_out = True
+                break
+            wait([process.sentinel for process in processes if process.is_alive()], remaining)
+    finally:
+        _stop(processes)
+    exit_codes = {rank: process.exitcode for rank, process in enumerate(processes)}
+    if timed_out or any(code != 0 for code in exit_codes.values()):
+        raise DataParallelError(_failure_message(exit_codes, timed_out, timeout_s), exit_codes)

@@ -1,0 +1,50 @@
+"""Where the snapshot's prompts come from: a recipe's `type: soda` datasets, or files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..rows import BadRowError, SodaFields, parse_messages
+
+
+def _load_rows(path: str, ds_type: str | None = None, split: str = "train") -> Iterable[Mapping[str, Any]]:
+    from datasets import load_dataset
+
+    local = Path(path)
+    if local.is_file():
+        kind = ds_type or {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(local.suffix, "json")
+        return load_dataset(kind, data_files=str(local), split="train")
+    if local.is_dir():
+        return load_dataset(str(local), split=split)
+    return load_dataset(path, split=split)
+
+
+def prompts_from_file(path: str, field: str = "content", ds_type: str | None = None) -> list[list[dict[str, str]]]:
+    """Prompt messages from a jsonl/json/parquet file, a dataset folder or a Hub id.
+
+    Raises:
+        BadRowError: naming the row when its messages are malformed; a snapshot of a
+            malformed prompt would only produce an unusable pair later.
+    """
+    prompts = []
+    for index, row in enumerate(_load_rows(path, ds_type)):
+        prompts.append(list(parse_messages(row, field, index)))
+    return prompts
+
+
+def prompts_from_recipe(cfg: Mapping[str, Any]) -> list[list[dict[str, str]]]:
+    """The prompts of every `type: soda` dataset of an Axolotl recipe (raw YAML dict)."""
+    soda = cfg.get("soda") or {}
+    prompts: list[list[dict[str, str]]] = []
+    for entry in cfg.get("datasets") or []:
+        if entry.get("type") not in ("soda", "soda_plugin.soda"):
+            continue
+        fields = SodaFields.from_dataset_config(entry, soda)
+        prompts.extend(prompts_from_file(entry["path"], fields.messages, entry.get("ds_type")))
+    if not prompts:
+        raise ValueError("the recipe has no `type: soda` dataset to take snapshot prompts from.")
+    return prompts
+
+
+__all__ = ["BadRowError", "prompts_from_file", "prompts_from_recipe"]

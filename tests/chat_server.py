@@ -1,0 +1,113 @@
+"""A real HTTP server on 127.0.0.1 speaking the chat-completions API, for tests.
+
+`responder(request_json) -> Reply` makes the answer. Faults are queued per request:
+"429", "429-retry-after", "500", "503", "hang" (sleep past the client's timeout),
+"drop" (close the connection without answering), "malformed" (invalid JSON body),
+"empty_choices". Every request is counted, faulted or not.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 1
+    completion_tokens: int = 1
+
+
+class ChatServer:
+    def __init__(self, responder: Callable[[dict], Reply], *, latency_s: float = 0.0, hang_s: float = 30.0):
+        self.responder = responder
+        self.latency_s = latency_s
+        self.hang_s = hang_s
+        self.faults: deque[str] = deque()
+        self.requests = 0
+        self.answered = 0
+        self.lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> "ChatServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def inject(self, *faults: str) -> None:
+        with self.lock:
+            self.faults.extend(faults)
+
+    def _next_fault(self) -> str | None:
+        with self.lock:
+            self.requests += 1
+            return self.faults.popleft() if self.faults else None
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                request = json.loads(self.rfile.read(length) or b"{}")
+                fault = server._next_fault()
+                if server.latency_s:
+                    time.sleep(server.latency_s)
+                if fault == "hang":
+                    time.sleep(server.hang_s)
+                    return
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault in ("429", "429-retry-after"):
+                    headers = {"Retry-After": "0.2"} if fault == "429-retry-after" else {}
+                    return self._send(429, b'{"error": {"message": "rate limited"}}', headers)
+                if fault in ("500", "503"):
+                    return self._send(int(fault), b'{"error": {"message": "server error"}}')
+                if fault == "malformed":
+                    return self._send(200, b'{"id": "x", "choices": [')
+                reply = server.responder(request)
+                choices = [] if fault == "empty_choices" else [{
+                    "index": 0, "finish_reason": reply.finish_reason,
+                    "message": {"role": "assistant", "content": reply.text},
+                }]
+                body = {
+                    "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+                    "model": request.get("model", "test"), "choices": choices,
+                    "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
+                              "total_tokens": reply.prompt_tokens + reply.completion_tokens},
+                }
+                with server.lock:
+                    server.answered += 1
+                return self._send(200, json.dumps(body).encode())
+
+        return Handler

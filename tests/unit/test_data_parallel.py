@@ -1,0 +1,81 @@
+"""One-process-per-rank data parallelism, exercised with trivial CPU workers."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from soda_plugin.snapshot.data_parallel import (
+    DataParallelError,
+    contiguous_shards,
+    cuda_visible_devices,
+    run_data_parallel,
+)
+
+
+@pytest.mark.parametrize("n_items,n_ranks", [(0, 1), (1, 1), (10, 3), (8, 4), (7, 2), (2, 5), (100, 8)])
+def test_shards_cover_every_index_once_in_order(n_items, n_ranks):
+    shards = contiguous_shards(n_items, n_ranks)
+    assert len(shards) == n_ranks
+    assert [i for shard in shards for i in shard] == list(range(n_items))
+
+
+def test_remainder_goes_to_the_first_ranks():
+    assert [len(s) for s in contiguous_shards(10, 4)] == [3, 3, 2, 2]
+    assert contiguous_shards(10, 4)[0] == range(0, 3)
+    assert contiguous_shards(10, 4)[3] == range(8, 10)
+
+
+def test_fewer_items_than_ranks_leaves_empty_shards():
+    assert [len(s) for s in contiguous_shards(2, 5)] == [1, 1, 0, 0, 0]
+
+
+def test_bad_shard_arguments():
+    with pytest.raises(ValueError):
+        contiguous_shards(3, 0)
+    with pytest.raises(ValueError):
+        contiguous_shards(-1, 2)
+
+
+def test_cuda_visible_devices():
+    assert cuda_visible_devices()(3) == {"CUDA_VISIBLE_DEVICES": "3"}
+    assert cuda_visible_devices(2)(1) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+
+
+def _write_shard(rank, n_ranks, outdir, n_items):
+    shard = contiguous_shards(n_items, n_ranks)[rank]
+    line = f"{os.environ['CUDA_VISIBLE_DEVICES']} {shard.start} {shard.stop}"
+    Path(outdir, f"rank{rank}.txt").write_text(line)
+
+
+def _fail_on_rank_one(rank, n_ranks):
+    if rank == 1:
+        sys.exit(3)
+    time.sleep(60)  # the healthy rank would outlive the test unless it is stopped
+
+
+def _sleep(rank, n_ranks):
+    time.sleep(60)
+
+
+def test_each_rank_runs_with_its_own_environment(tmp_path):
+    run_data_parallel(_write_shard, 2, args=(str(tmp_path), 5), timeout_s=120)
+    assert (tmp_path / "rank0.txt").read_text() == "0 0 3"
+    assert (tmp_path / "rank1.txt").read_text() == "1 3 5"
+
+
+def test_a_failing_rank_raises_with_its_exit_code():
+    start = time.monotonic()
+    with pytest.raises(DataParallelError, match="rank 1 exited with code 3") as error:
+        run_data_parallel(_fail_on_rank_one, 2, timeout_s=120)
+    assert error.value.exit_codes[1] == 3
+    assert error.value.exit_codes[0] != 0  # stopped, not left running
+    assert time.monotonic() - start < 50
+
+
+def test_stragglers_are_stopped_at_the_timeout():
+    with pytest.raises(DataParallelError, match="timed out") as error:
+        run_data_parallel(_sleep, 2, timeout_s=3)
+    assert all(code != 0 for code in error.value.exit_codes.values())
