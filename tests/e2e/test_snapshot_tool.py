@@ -1,0 +1,74 @@
+"""`tools/snapshot_q0.py` as a user runs it: SIGKILL mid-run, re-run, nothing lost or doubled."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from soda_data import write_jsonl
+from soda_plugin.prompt_id import prompt_id
+from soda_plugin.snapshot import store
+
+pytestmark = pytest.mark.e2e
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "snapshot_q0.py"
+PROMPTS = [[{"role": "user", "content": f"Sort the list: {i}, {i + 7}, {i + 3}"}] for i in range(40)]
+
+
+def _command(model, prompts, out):
+    return [sys.executable, str(TOOL), "--model", str(model), "--prompts", str(prompts), "--out", str(out),
+            "--backend", "transformers", "--temperature", "0", "--max-tokens", "12", "--shard-size", "4",
+            "--batch-size", "4", "--no-progress"]
+
+
+def test_sigkill_then_rerun_finishes_with_no_loss_and_no_duplicates(tiny_model_dirs, tmp_path):
+    prompts = write_jsonl([{"content": p} for p in PROMPTS], tmp_path / "prompts.jsonl")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    killed = subprocess.Popen(_command(tiny_model_dirs["llama"], prompts, tmp_path / "killed"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(store.shard_paths(tmp_path / "killed")) < 2 and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    partial = store.done_prompt_ids(tmp_path / "killed")
+    assert 0 < len(partial) < 40, "the kill must land mid-run"
+
+    rerun = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "killed"), env=env,
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{len(partial)} already done" in rerun.stdout
+    reference = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "reference"), env=env,
+                               capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    rows = list(store.iter_rows(tmp_path / "killed"))
+    ids = [row["prompt_id"] for row in rows]
+    assert len(ids) == len(set(ids)) == 40 and set(ids) == {prompt_id(p) for p in PROMPTS}
+    by_id = {row["prompt_id"]: row["response"] for row in store.iter_rows(tmp_path / "reference")}
+    assert {row["prompt_id"]: row["response"] for row in rows} == by_id
+    assert store.read_manifest(tmp_path / "killed")["status"] == "complete"
+
+
+def test_snapshot_settings_come_from_the_recipe(tiny_model_dirs, tmp_path):
+    data = write_jsonl([{"content": p, "teacher_response": "ok"} for p in PROMPTS[:6]], tmp_path / "teacher.jsonl")
+    recipe = {
+        "base_model": str(tiny_model_dirs["qwen2"]), "output_dir": str(tmp_path / "run"),
+        "datasets": [{"path": str(data), "type": "soda"}],
+        "soda": {"snapshot": {"backend": "transformers", "temperature": 0.0, "max_tokens": 7, "shard_size": 5}},
+    }
+    (tmp_path / "recipe.yml").write_text(yaml.safe_dump(recipe))
+    proc = subprocess.run([sys.executable, str(TOOL), "--recipe", str(tmp_path / "recipe.yml"), "--no-progress"],
+                          capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run" / "snapshot_q0"
+    manifest = store.read_manifest(out)
+    assert manifest["sampling"]["max_tokens"] == 7 and manifest["sampling"]["temperature"] == 0.0
+    assert manifest["model"] == str(tiny_model_dirs["qwen2"]) and manifest["source"] == f"q0:{tiny_model_dirs['qwen2']}"
+    assert len(store.shard_paths(out)) == 2 and len(list(store.iter_rows(out))) == 6
+    assert "tok/s" in proc.stdout
