@@ -53,17 +53,23 @@ def arithmetic_problems(n: int, seed: int = 0) -> list[Problem]:
     return list(problems.values())
 
 
-def build_demo_pairs(model_dir: str, out_path: Path, n_prompts: int, max_new_tokens: int, seed: int = 0) -> dict[str, Any]:
-    """Write `soda` rows (prompt, program teacher, q0 greedy answer); reuse a finished file."""
-    from .generation import generate_answers
+def build_demo_pairs(model_dir: str, out_path: Path, n_prompts: int, max_new_tokens: int, seed: int = 0,
+                     temperature: float = 0.0) -> dict[str, Any]:
+    """Write `soda` rows (prompt, program teacher, q0's answer); reuse a finished file."""
+    from .snapshot.engine import SamplingSettings
+    from .snapshot.transformers_engine import TransformersEngine
 
-    settings = {"model": str(model_dir), "n_prompts": n_prompts, "max_new_tokens": max_new_tokens, "seed": seed}
+    settings = {"model": str(model_dir), "n_prompts": n_prompts, "max_new_tokens": max_new_tokens, "seed": seed,
+                "temperature": temperature}
     meta_path = out_path.with_suffix(".meta.json")
     if out_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()).get("settings") == settings:
         LOG.info("soda: reusing pairs in %s", out_path)
         return json.loads(meta_path.read_text())
     problems = arithmetic_problems(n_prompts, seed)
-    answers = generate_answers(str(model_dir), [p.messages() for p in problems], max_new_tokens=max_new_tokens)
+    engine = TransformersEngine(str(model_dir), batch_size=8)
+    completions = engine.generate([p.messages() for p in problems], SamplingSettings(temperature=temperature, max_tokens=max_new_tokens, seed=seed))
+    engine.close()
+    answers = [answers[0].text for answers in completions]
     rows, identical = [], 0
     for problem, answer in zip(problems, answers):
         teacher = problem.teacher_answer()
@@ -114,7 +120,9 @@ def run_cpu_demo(quick: bool = False, n_prompts: int | None = None, max_steps: i
     n = n_prompts or (16 if quick else 96)
     if quick:
         pairs = demo_dir / "pairs.quick.jsonl"
-    build_demo_pairs(str(model_dir), pairs, n_prompts=n, max_new_tokens=48)
+    snapshot = recipe_cfg["soda"]["snapshot"]
+    build_demo_pairs(str(model_dir), pairs, n_prompts=n, max_new_tokens=snapshot["max_tokens"],
+                     temperature=snapshot["temperature"])
     times["pairs (q0 snapshot)"] = time.perf_counter() - start
     recipe = RECIPE
     if quick:
