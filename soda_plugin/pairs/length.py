@@ -6,6 +6,10 @@ from typing import Any, Sequence
 
 from ..chat_format import assistant_turn_suffix, render_prompt, strip_template_bos
 
+# Tokens added beyond the text itself (BOS, a SentencePiece dummy prefix, normalizer
+# expansions): the byte bound below adds this many.
+_SPECIAL_TOKENS_MARGIN = 16
+
 
 class LengthCheck:
     """Counts tokens as the DPO view feeds them to TRL, in batches.
@@ -33,12 +37,28 @@ class LengthCheck:
     def fits(self, prompts: Sequence[Sequence[dict[str, str]]], teachers: Sequence[str],
              pair_prompt: Sequence[int], students: Sequence[str]) -> list[bool]:
         """Whether each pair fits. `prompts`/`teachers` are per prompt, `pair_prompt[i]` is
-        pair i's prompt position, `students[i]` its rejected answer."""
+        pair i's prompt position, `students[i]` its rejected answer.
+
+        Every token of a BPE/SentencePiece tokenizer covers at least one byte of text, so
+        a pair whose UTF-8 size (plus a margin) is within `sequence_len` fits without
+        tokenizing; only the others are tokenized.
+        """
         rendered = [strip_template_bos(self.tokenizer, render_prompt(self.tokenizer, p)) for p in prompts]
-        prompt_len = self._lengths(rendered, special=True)
-        teacher_len = self._lengths([t + self.end_of_turn for t in teachers], special=False)
-        student_len = self._lengths([s + self.end_of_turn for s in students], special=False)
-        return [
-            prompt_len[p] + max(teacher_len[p], student_len[i]) <= self.sequence_len
+        eot = len(self.end_of_turn.encode()) + _SPECIAL_TOKENS_MARGIN
+        prompt_bytes = [len(r.encode()) for r in rendered]
+        teacher_bytes = [len(t.encode()) for t in teachers]
+        result = [
+            prompt_bytes[p] + max(teacher_bytes[p], len(students[i].encode())) + eot <= self.sequence_len
             for i, p in enumerate(pair_prompt)
         ]
+        unsure = [i for i, ok in enumerate(result) if not ok]
+        if not unsure:
+            return result
+        positions = sorted({pair_prompt[i] for i in unsure})
+        prompt_len = dict(zip(positions, self._lengths([rendered[p] for p in positions], special=True)))
+        teacher_len = dict(zip(positions, self._lengths([teachers[p] + self.end_of_turn for p in positions], special=False)))
+        student_len = self._lengths([students[i] + self.end_of_turn for i in unsure], special=False)
+        for i, length in zip(unsure, student_len):
+            p = pair_prompt[i]
+            result[i] = prompt_len[p] + max(teacher_len[p], length) <= self.sequence_len
+        return result

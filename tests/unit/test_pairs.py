@@ -297,3 +297,27 @@ def test_cli_builds_and_prints_the_table(tmp_path, capsys):
         ["--teacher", str(t), "--snapshot", f"{s}=q0:x", "--out", str(tmp_path / "out"), "--first-sample-only"]))
     out = capsys.readouterr().out
     assert "kept" in out and "not_first_sample" in out and "{'q0:x': 1}" in out
+
+
+def test_length_check_tokenizes_only_pairs_the_byte_bound_cannot_rule_in(chatml_tokenizer):
+    from soda_plugin.pairs.length import LengthCheck
+
+    class CountingTokenizer:
+        def __init__(self, inner):
+            self.inner, self.texts = inner, 0
+
+        def __call__(self, texts, **kwargs):
+            self.texts += len(texts)
+            return self.inner(texts, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    counting = CountingTokenizer(chatml_tokenizer)
+    prompts = [[{"role": "user", "content": "What is 2 plus 2?"}]]
+    short, long = "4.", "word " * 400
+    check = LengthCheck(counting, sequence_len=256)
+    assert check.fits(prompts, [short], [0, 0], [short, long]) == [True, False]
+    assert counting.texts == 3, "only the long pair's prompt, teacher and student answers are tokenized"
+    n_long = len(chatml_tokenizer(long + "<|im_end|>", add_special_tokens=False)["input_ids"])
+    assert n_long > 256  # the tokenized verdict, not the byte bound, decided the second pair
