@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from axolotl.integrations.base import BasePlugin
 
+from .registry import register_dataset_type
+
+# Axolotl imports the plugin before it loads any dataset: `type: soda` resolves from here on.
+register_dataset_type()
+
 
 class SODAPlugin(BasePlugin):
     """Semi On-policy Distillation with Alignment: warmup SFT, then DPO against q0."""

@@ -22,6 +22,7 @@ ALIASES = (
 
 
 def register_dataset_type() -> None:
-    """Idempotent; runs when `soda_plugin` is imported (Axolotl imports plugins first)."""
+    """Idempotent; runs when `soda_plugin.plugin` is imported (Axolotl imports plugins
+    before it loads datasets)."""
     for name in ALIASES:
         sys.modules.setdefault(name, dataset_type)

@@ -43,6 +43,17 @@ def _clear_gguf_quantizer(model) -> None:
         del model.config.quantization_config
 
 
+def _align_special_tokens(tokenizer, model) -> None:
+    """The GGUF metadata names `<|im_start|>` as EOS; the model stops on `<|im_end|>`
+    (its generation config, and the end of every ChatML turn). A wrong EOS makes TRL
+    append `<|im_start|>` to every DPO answer, so take the generation config's."""
+    eos_id = model.generation_config.eos_token_id
+    eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
 def convert_smollm2(output_dir: str | os.PathLike = DEFAULT_DIR) -> Path:
     """Write SmolLM2-135M-Instruct as an HF folder into `output_dir` (skip if present)."""
     output_dir = Path(output_dir)
@@ -55,6 +66,7 @@ def convert_smollm2(output_dir: str | os.PathLike = DEFAULT_DIR) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     _clear_gguf_quantizer(model)
+    _align_special_tokens(tokenizer, model)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
     try:

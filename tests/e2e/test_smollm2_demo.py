@@ -15,9 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, smollm2_dir):
     workdir = tmp_path_factory.mktemp("demo")
     shutil.copytree(REPO / "recipes", workdir / "recipes")
+    (workdir / "outputs" / "models").mkdir(parents=True)
+    (workdir / "outputs" / "models" / "SmolLM2-135M-Instruct").symlink_to(smollm2_dir)
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "cpu_demo.py"), "--quick", "--prompts", "12", "--max-steps", "2"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200,
@@ -62,3 +64,5 @@ def test_smollm2_template_round_trips_in_both_views(demo):
     prompt_ids = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
     assert tok(triple["prompt"])["input_ids"] == prompt_ids
     assert triple["chosen"] == "2 + 3 = 5.<|im_end|>" and triple["rejected"] == "It is 6.<|im_end|>"
+    # TRL appends `eos_token` to answers that do not end with it: it must be the turn end.
+    assert tok.eos_token == "<|im_end|>" and triple["chosen"].endswith(tok.eos_token)

@@ -7,6 +7,7 @@ import pytest
 from datasets import Dataset
 
 import soda_plugin
+import soda_plugin.plugin  # noqa: F401 - registers `type: soda`, as Axolotl's plugin loading does
 from soda_plugin.constants import IGNORE_INDEX
 from soda_plugin.dataset_type import SodaSFTStrategy
 from soda_plugin.rows import BadRowError
@@ -40,6 +41,15 @@ def test_axolotl_dpo_loader_resolves_soda(type_name):
     assert callable(transform)
     assert map_kwargs == {"batched": True, "with_indices": True, "remove_columns": "__all__"}
     assert soda_plugin.soda is soda_plugin.dataset_type.default
+
+
+def test_importing_the_package_does_not_import_axolotl():
+    import subprocess
+    import sys
+
+    code = "import sys, soda_plugin.snapshot.cli, soda_plugin.pairs; print('axolotl' in sys.modules)"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == 'False'
 
 
 def test_sft_strategy_skips_bad_rows_and_reports_counts(chatml_tokenizer, capsys):
