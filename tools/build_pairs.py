@@ -6,7 +6,7 @@
 
     # length check with the recipe's student and sequence_len, then publish
     python tools/build_pairs.py --teacher data/teacher.parquet --snapshot outputs/snapshots/q0 \
-        --recipe recipes/smollm2_soda.yml --out outputs/pairs/q0 --push-to-hub me/soda-pairs
+        --recipe recipes/smollm2_cpu_soda.yml --out outputs/pairs/q0 --push-to-hub me/soda-pairs
 
     # ablation: cross-student and degraded negatives (degraded answers are truncated by design)
     python tools/build_pairs.py --teacher data/teacher.jsonl \
