@@ -71,7 +71,9 @@ def test_a_failing_rank_raises_with_its_exit_code():
     with pytest.raises(DataParallelError, match="rank 1 exited with code 3") as error:
         run_data_parallel(_fail_on_rank_one, 2, timeout_s=120)
     assert error.value.exit_codes[1] == 3
-    assert error.value.exit_codes[0] != 0  # stopped, not left running
+    # Rank 0 would sleep 60 s: it was stopped, not waited for. (Its exit code depends on
+    # where SIGTERM lands: a rank still starting up under load has been seen to exit 0.)
+    assert error.value.exit_codes[0] is not None
     assert time.monotonic() - start < 50
 
 
