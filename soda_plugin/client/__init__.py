@@ -1,0 +1,9 @@
+"""One client core for every call to an OpenAI-compatible API (teacher, judge):
+bounded concurrency, retries with backoff and jitter that honour `Retry-After`, typed
+errors, an append-only cache, and token accounting."""
+
+from .cache import JsonlCache
+from .core import ChatClient, ChatResult, ClientSettings, MalformedResponseError, RequestFailedError, Usage
+
+__all__ = ["ChatClient", "ChatResult", "ClientSettings", "JsonlCache", "MalformedResponseError",
+           "RequestFailedError", "Usage"]

@@ -1,0 +1,163 @@
+"""The async chat client shared by the teacher and judge tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence
+
+from ..log import get_logger
+
+LOG = get_logger(__name__)
+
+
+class RequestFailedError(RuntimeError):
+    """A request still failed after every attempt; nothing was written for it."""
+
+    def __init__(self, message: str, attempts: int, last_error: str):
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class MalformedResponseError(ValueError):
+    """The server answered 200 with a body that is not a usable chat completion."""
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from here, never stored or logged
+    concurrency: int = 16
+    timeout_s: float = 120.0
+    max_attempts: int = 6
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Usage:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: Counter = field(default_factory=Counter)  # per kind: rate_limit, server_error, timeout, ...
+    failures: int = 0
+
+    def cost(self, price_in_per_m: float, price_out_per_m: float) -> float:
+        return (self.prompt_tokens * price_in_per_m + self.completion_tokens * price_out_per_m) / 1e6
+
+
+def _retry_after_s(error: Exception) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _classify(error: Exception) -> str | None:
+    """The retry kind of `error`, or None when retrying cannot help (e.g. 400, 401)."""
+    import openai
+
+    if isinstance(error, openai.RateLimitError):
+        return "rate_limit"
+    if isinstance(error, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(error, openai.APIConnectionError):
+        return "connection"
+    if isinstance(error, openai.APIStatusError):
+        return "server_error" if error.status_code >= 500 else None
+    if isinstance(error, (MalformedResponseError, ValueError)):  # includes JSON decode errors
+        return "malformed"
+    return None
+
+
+def _parse(response: Any) -> ChatResult:
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise MalformedResponseError("the response has no choices")
+    message = getattr(choices[0], "message", None)
+    text = getattr(message, "content", None)
+    if not isinstance(text, str):
+        raise MalformedResponseError("the first choice has no text content")
+    usage = getattr(response, "usage", None)
+    return ChatResult(text, str(choices[0].finish_reason), getattr(usage, "prompt_tokens", 0) or 0,
+                      getattr(usage, "completion_tokens", 0) or 0)
+
+
+class ChatClient:
+    """`await client.complete(messages, **params)`; `await client.map(jobs, on_result)`."""
+
+    def __init__(self, settings: ClientSettings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        import openai
+
+        self.settings = settings
+        self.usage = Usage()
+        self._sleep = sleep
+        # Our own retry loop (typed, counted, `Retry-After`-aware); the SDK's is off.
+        self._client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=os.environ.get(settings.api_key_env) or "EMPTY",
+                                          timeout=settings.timeout_s, max_retries=0)
+
+    def _backoff_s(self, attempt: int, error: Exception) -> float:
+        hinted = _retry_after_s(error)
+        if hinted is not None:
+            return min(hinted, self.settings.backoff_max_s)
+        ceiling = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** attempt)
+        return ceiling * (0.5 + random.random() / 2)  # jitter: retries of many requests spread out
+
+    async def complete(self, messages: Sequence[dict[str, str]], **params: Any) -> ChatResult:
+        last = ""
+        for attempt in range(self.settings.max_attempts):
+            try:
+                response = await self._client.chat.completions.create(
+                    model=self.settings.model, messages=list(messages), **params)
+                result = _parse(response)
+            except Exception as error:  # classified below; unknown kinds are re-raised
+                kind = _classify(error)
+                if kind is None:
+                    raise
+                last = f"{kind}: {type(error).__name__}: {str(error)[:200]}"
+                if attempt + 1 == self.settings.max_attempts:
+                    break
+                self.usage.retries[kind] += 1
+                await self._sleep(self._backoff_s(attempt, error))
+                continue
+            self.usage.requests += 1
+            self.usage.prompt_tokens += result.prompt_tokens
+            self.usage.completion_tokens += result.completion_tokens
+            return result
+        self.usage.failures += 1
+        raise RequestFailedError(f"request failed after {self.settings.max_attempts} attempts ({last})",
+                                 self.settings.max_attempts, last)
+
+    async def map(self, jobs: Sequence[tuple[Any, Sequence[dict[str, str]], dict[str, Any]]],
+                  on_result: Callable[[Any, ChatResult | RequestFailedError], None]) -> None:
+        """Run `(key, messages, params)` jobs with bounded concurrency; `on_result` gets each
+        result (or its `RequestFailedError`) as soon as it is known, so a caller can
+        persist it before anything else happens."""
+        gate = asyncio.Semaphore(self.settings.concurrency)
+
+        async def run(key, messages, params):
+            async with gate:
+                try:
+                    on_result(key, await self.complete(messages, **params))
+                except RequestFailedError as error:
+                    on_result(key, error)
+
+        await asyncio.gather(*(run(*job) for job in jobs))
+
+    async def close(self) -> None:
+        await self._client.close()
