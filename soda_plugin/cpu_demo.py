@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .fileio import atomic_write_text
 from .log import get_logger
 from .rows import normalize_answer
 
@@ -77,10 +78,7 @@ def build_demo_pairs(model_dir: str, out_path: Path, n_prompts: int, max_new_tok
             identical += 1  # q0 already answers like the teacher: no preference to learn
             continue
         rows.append({"content": problem.messages(), "teacher_response": teacher, "student_response": answer})
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, out_path)
+    atomic_write_text(out_path, "".join(json.dumps(row) + "\n" for row in rows))
     meta = {"settings": settings, "rows": len(rows), "dropped_identical_or_empty": identical}
     meta_path.write_text(json.dumps(meta, indent=2))
     LOG.info("soda: wrote %d pairs to %s (dropped %d where q0 matched the teacher or was empty)", len(rows), out_path, identical)

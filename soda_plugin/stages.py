@@ -8,13 +8,13 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from .args import OnWarmupChange, SodaConfig
+from .fileio import atomic_write_text
 from .constants import DPO_ONLY_KEYS, MARKER_SCHEMA_VERSION, STAGE_MARKER_FILENAME
 
 # Keys that change where or how verbosely a stage runs, not what it produces.
@@ -88,12 +88,7 @@ def write_marker(stage_dir: str | os.PathLike, stage: str, cfg: Mapping[str, Any
         "config": json.loads(json.dumps(dict(cfg), default=str)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".soda_stage.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
     return path
 
 

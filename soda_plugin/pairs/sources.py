@@ -6,13 +6,13 @@ directory written by `soda_plugin.snapshot.store` (`run.json` + `shards/`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+from ..fileio import iter_jsonl
 from ..constants import DEFAULT_FIELD_MESSAGES, DEFAULT_FIELD_TEACHER
 from ..snapshot import store
 from .reasons import FINISH_REASONS, DropReason
@@ -35,14 +35,7 @@ def iter_file_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number}: not a JSON line ({error}); fix or remove that line.") from error
+        yield from iter_jsonl(path)
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -6,25 +6,18 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..fileio import iter_jsonl
 from ..rows import BadRowError, SodaFields, parse_messages
-
-
-def _read_json_lines(path: Path) -> Iterable[Mapping[str, Any]]:
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        yield from (data if isinstance(data, list) else [data])
-        return
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _load_rows(path: str, ds_type: str | None = None, split: str = "train") -> Iterable[Mapping[str, Any]]:
     local = Path(path)
     if local.is_file() and local.suffix in (".jsonl", ".json") and ds_type in (None, "json"):
         # Read directly: the vLLM environment has no `datasets` (its pins clash).
-        return _read_json_lines(local)
+        if local.suffix == ".jsonl":
+            return iter_jsonl(local)
+        data = json.loads(local.read_text(encoding="utf-8"))
+        return data if isinstance(data, list) else [data]
     from datasets import load_dataset
 
     if local.is_file():

@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from ..fileio import atomic_write_text
 
 MANIFEST = "run.json"
 SHARDS = "shards"
 SHARD_GLOB = "shard-*.jsonl"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def shard_paths(directory: str | os.PathLike) -> list[Path]:
@@ -51,7 +42,7 @@ def next_shard_index(directory: str | os.PathLike, prefix: str = "") -> int:
 
 def write_shard(directory: str | os.PathLike, index: int, rows: Iterable[dict[str, Any]], prefix: str = "") -> Path:
     path = Path(directory) / SHARDS / f"shard-{prefix}{index:06d}.jsonl"
-    _atomic_write(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return path
 
 
@@ -73,4 +64,4 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    _atomic_write(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
