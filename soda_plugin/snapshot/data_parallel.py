@@ -124,14 +124,17 @@ def run_data_parallel(
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     timed_out = False
     try:
-        while any(process.is_alive() for process in processes):
-            if any(process.exitcode not in (None, 0) for process in processes):
-                break  # one rank failed: do not wait for the others
+        while True:
+            # One snapshot of who is alive: ranks that exit between two `is_alive` calls
+            # would otherwise leave `wait` an empty list, which blocks forever.
+            alive = [process for process in processes if process.is_alive()]
+            if not alive or any(process.exitcode not in (None, 0) for process in processes):
+                break  # all done, or one rank failed: do not wait for the others
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 timed_out = True
                 break
-            wait([process.sentinel for process in processes if process.is_alive()], remaining)
+            wait([process.sentinel for process in alive], remaining)
     finally:
         _stop(processes)
     exit_codes = {rank: process.exitcode for rank, process in enumerate(processes)}

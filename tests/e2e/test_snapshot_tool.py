@@ -40,11 +40,11 @@ def test_sigkill_then_rerun_finishes_with_no_loss_and_no_duplicates(tiny_model_d
     assert 0 < len(partial) < 40, "the kill must land mid-run"
 
     rerun = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "killed"), env=env,
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"{len(partial)} already done" in rerun.stdout
     reference = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "reference"), env=env,
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     rows = list(store.iter_rows(tmp_path / "killed"))
@@ -79,17 +79,17 @@ def test_data_parallel_ranks_split_the_prompts_and_resume(tiny_model_dirs, tmp_p
     prompts = write_jsonl([{"content": p} for p in PROMPTS[:10]], tmp_path / "prompts.jsonl")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     first = subprocess.run(_command(tiny_model_dirs["llama"], tmp_path / "prompts.jsonl", tmp_path / "dp")
-                           + ["--data-parallel-size", "2"], env=env, capture_output=True, text=True)
+                           + ["--data-parallel-size", "2"], env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     names = sorted(p.name for p in store.shard_paths(tmp_path / "dp"))
     assert names == ["shard-r000-000000.jsonl", "shard-r000-000001.jsonl", "shard-r001-000000.jsonl",
                      "shard-r001-000001.jsonl"]
     single = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "single"), env=env,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     dp_rows = {row["prompt_id"]: row["response"] for row in store.iter_rows(tmp_path / "dp")}
     assert dp_rows == {row["prompt_id"]: row["response"] for row in store.iter_rows(tmp_path / "single")}
     assert store.read_manifest(tmp_path / "dp")["data_parallel_size"] == 2
     again = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "dp") + ["--data-parallel-size", "2"],
-                           env=env, capture_output=True, text=True)
+                           env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "10 already done" in again.stdout

@@ -48,7 +48,7 @@ def test_importing_the_package_does_not_import_axolotl():
     import sys
 
     code = "import sys, soda_plugin.snapshot.cli, soda_plugin.pairs; print('axolotl' in sys.modules)"
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == 'False'
 
 
