@@ -3,15 +3,23 @@
 `responder(request_json) -> Reply` makes the answer. Faults are queued per request:
 "429", "429-retry-after", "500", "503", "hang" (sleep past the client's timeout),
 "drop" (close the connection without answering), "malformed" (invalid JSON body),
-"empty_choices". Every request is counted, faulted or not.
+"empty_choices", "400" (the request is rejected as invalid). `fault_rate` adds random
+faults (drawn from `fault_kinds`, seeded) to requests with no queued fault. Every request
+is counted, faulted or not; `answered_by_prompt` counts the usable answers delivered per
+prompt (the last message's content) to a client still connected, `abandoned` those whose client
+was gone (killed) by the time the answer was ready, and `authorizations` the
+`Authorization` headers received.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import select
+import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -25,16 +33,40 @@ class Reply:
     completion_tokens: int = 1
 
 
+def _client_gone(connection: socket.socket) -> bool:
+    """True when the peer closed its end: a client waiting for its answer sends nothing,
+    so a readable socket with nothing to read means it hung up (or was killed)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 512  # the default backlog (5) refuses connections under high concurrency
+
+
 class ChatServer:
-    def __init__(self, responder: Callable[[dict], Reply], *, latency_s: float = 0.0, hang_s: float = 30.0):
+    def __init__(self, responder: Callable[[dict], Reply], *, latency_s: float = 0.0, hang_s: float = 30.0,
+                 fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = ("500",), seed: int = 0):
         self.responder = responder
         self.latency_s = latency_s
         self.hang_s = hang_s
         self.faults: deque[str] = deque()
+        self.fault_rate = fault_rate
+        self.fault_kinds = fault_kinds
+        self._random = random.Random(seed)
         self.requests = 0
         self.answered = 0
+        self.faulted: Counter = Counter()
+        self.answered_by_prompt: Counter = Counter()
+        self.abandoned = 0
+        self.authorizations: set[str] = set()
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -57,12 +89,25 @@ class ChatServer:
     def _next_fault(self) -> str | None:
         with self.lock:
             self.requests += 1
-            return self.faults.popleft() if self.faults else None
+            if self.faults:
+                fault = self.faults.popleft()
+            elif self.fault_rate and self._random.random() < self.fault_rate:
+                fault = self._random.choice(self.fault_kinds)
+            else:
+                fault = None
+            if fault:
+                self.faulted[fault] += 1
+            return fault
+
 
     def _handler(self):
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as real API servers do: HTTP/1.0 would cost a new connection per request.
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes
+
             def log_message(self, *args):  # keep test output clean
                 pass
 
@@ -78,6 +123,8 @@ class ChatServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length) or b"{}")
+                with server.lock:
+                    server.authorizations.add(self.headers.get("Authorization", ""))
                 fault = server._next_fault()
                 if server.latency_s:
                     time.sleep(server.latency_s)
@@ -93,6 +140,8 @@ class ChatServer:
                     return self._send(429, b'{"error": {"message": "rate limited"}}', headers)
                 if fault in ("500", "503"):
                     return self._send(int(fault), b'{"error": {"message": "server error"}}')
+                if fault == "400":
+                    return self._send(400, b'{"error": {"message": "invalid request"}}')
                 if fault == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [')
                 reply = server.responder(request)
@@ -106,8 +155,13 @@ class ChatServer:
                     "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
                               "total_tokens": reply.prompt_tokens + reply.completion_tokens},
                 }
+                messages = request.get("messages") or [{}]
                 with server.lock:
                     server.answered += 1
+                    if _client_gone(self.connection):
+                        server.abandoned += 1
+                    elif choices:
+                        server.answered_by_prompt[str(messages[-1].get("content"))] += 1
                 return self._send(200, json.dumps(body).encode())
 
         return Handler

@@ -3,7 +3,8 @@ bounded concurrency, retries with backoff and jitter that honour `Retry-After`, 
 errors, an append-only cache, and token accounting."""
 
 from .cache import JsonlCache
-from .core import ChatClient, ChatResult, ClientSettings, MalformedResponseError, RequestFailedError, Usage
+from .core import (ChatClient, ChatResult, ClientSettings, MalformedResponseError, RequestFailedError,
+                   RequestRejectedError, Usage)
 
 __all__ = ["ChatClient", "ChatResult", "ClientSettings", "JsonlCache", "MalformedResponseError",
-           "RequestFailedError", "Usage"]
+           "RequestFailedError", "RequestRejectedError", "Usage"]

@@ -7,7 +7,7 @@ import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 from ..log import get_logger
 
@@ -21,6 +21,21 @@ class RequestFailedError(RuntimeError):
         super().__init__(message)
         self.attempts = attempts
         self.last_error = last_error
+
+    @property
+    def kind(self) -> str:
+        """The failure kind (`rate_limit`, `server_error`, `bad_request`, ...), for counting."""
+        return self.last_error.split(":", 1)[0]
+
+
+class RequestRejectedError(RequestFailedError):
+    """The server refused this one request as invalid (400/413/422, e.g. a prompt longer
+    than the model's context): not retried, reported like any other failed request.
+    Authentication and not-found errors (401/403/404) are not this: they stop the run."""
+
+
+# Status codes that condemn one request, not the run (retrying cannot help either).
+_REJECTED_STATUS = (400, 413, 422)
 
 
 class MalformedResponseError(ValueError):
@@ -128,6 +143,10 @@ class ChatClient:
             except Exception as error:  # classified below; unknown kinds are re-raised
                 kind = _classify(error)
                 if kind is None:
+                    if getattr(error, "status_code", None) in _REJECTED_STATUS:
+                        self.usage.failures += 1
+                        raise RequestRejectedError(f"request rejected by the server ({str(error)[:200]})", attempt + 1,
+                                                   f"bad_request: {type(error).__name__}: {str(error)[:200]}") from error
                     raise
                 last = f"{kind}: {type(error).__name__}: {str(error)[:200]}"
                 if attempt + 1 == self.settings.max_attempts:
@@ -143,21 +162,26 @@ class ChatClient:
         raise RequestFailedError(f"request failed after {self.settings.max_attempts} attempts ({last})",
                                  self.settings.max_attempts, last)
 
-    async def map(self, jobs: Sequence[tuple[Any, Sequence[dict[str, str]], dict[str, Any]]],
+    async def map(self, jobs: Iterable[tuple[Any, Sequence[dict[str, str]], dict[str, Any]]],
                   on_result: Callable[[Any, ChatResult | RequestFailedError], None]) -> None:
         """Run `(key, messages, params)` jobs with bounded concurrency; `on_result` gets each
         result (or its `RequestFailedError`) as soon as it is known, so a caller can
-        persist it before anything else happens."""
-        gate = asyncio.Semaphore(self.settings.concurrency)
+        persist it before anything else happens.
 
-        async def run(key, messages, params):
-            async with gate:
+        `jobs` may be a lazy iterable: `concurrency` workers pull from it, so only that many
+        jobs are ever in memory as coroutines, however many prompts there are."""
+        pending = iter(jobs)
+
+        async def worker():
+            # One shared iterator: `next` runs between awaits, so workers never race on it.
+            for key, messages, params in pending:
                 try:
-                    on_result(key, await self.complete(messages, **params))
+                    result = await self.complete(messages, **params)
                 except RequestFailedError as error:
-                    on_result(key, error)
+                    result = error
+                on_result(key, result)
 
-        await asyncio.gather(*(run(*job) for job in jobs))
+        await asyncio.gather(*(worker() for _ in range(max(1, self.settings.concurrency))))
 
     async def close(self) -> None:
         await self._client.close()

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 from ..log import get_logger
 from ..prompt_id import prompt_id as compute_prompt_id
 from ..rows import BadRowError, BadRowReason, SodaFields, normalize_answer, parse_row
+from ..teacher.flags import TeacherFlag
 from .card import write_card_and_report
 from .length import LengthCheck
 from .reasons import TRUNCATED, DropReason, TruncatedPolicy
@@ -60,6 +61,16 @@ class _Batch:
         return len(self.samples)
 
 
+def _flag_drop(flags: list[str]) -> DropReason | None:
+    """Why a flagged teacher answer is dropped; `truncated` is left to the truncation
+    policy and `empty` was already caught as an empty answer."""
+    if TeacherFlag.REFUSAL.value in flags:
+        return DropReason.REFUSED_TEACHER_ANSWER
+    if set(flags) - {TeacherFlag.TRUNCATED.value, TeacherFlag.EMPTY.value}:
+        return DropReason.FLAGGED_TEACHER_ANSWER
+    return None
+
+
 def _teacher_drop(error: BadRowError, fields: TeacherFields) -> DropReason:
     if error.field == fields.teacher and error.reason in (BadRowReason.MISSING_FIELD, BadRowReason.EMPTY):
         return DropReason.EMPTY_TEACHER_ANSWER
@@ -101,8 +112,17 @@ class _Builder:
             self.drops[DropReason.DUPLICATE_TEACHER_PROMPT] += 1
             return
         self.seen.add(pid)
-        if row.get(self.fields.finish_reason) == TRUNCATED and self.truncated.drops_truncated_teacher:
+        flags = row.get(self.fields.flags) or []
+        if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
+            self.drops[DropReason.MALFORMED_TEACHER_ROW] += 1
+            return
+        truncated = row.get(self.fields.finish_reason) == TRUNCATED or TeacherFlag.TRUNCATED.value in flags
+        if truncated and self.truncated.drops_truncated_teacher:
             self.drops[DropReason.TRUNCATED_TEACHER_ANSWER] += 1
+            return
+        flag_drop = _flag_drop(flags)
+        if flag_drop is not None:
+            self.drops[flag_drop] += 1
             return
         samples = self.index.pop(pid)
         if not samples:

@@ -25,7 +25,9 @@ class DropReason(str, Enum):
     MALFORMED_TEACHER_ROW = "malformed_teacher_row"  # messages invalid, answer not a string
     EMPTY_TEACHER_ANSWER = "empty_teacher_answer"  # missing, empty or whitespace
     DUPLICATE_TEACHER_PROMPT = "duplicate_teacher_prompt"  # the first valid row is kept
-    TRUNCATED_TEACHER_ANSWER = "truncated_teacher_answer"  # finish_reason "length"
+    TRUNCATED_TEACHER_ANSWER = "truncated_teacher_answer"  # finish_reason "length" (or flag "truncated")
+    REFUSED_TEACHER_ANSWER = "refused_teacher_answer"  # flag "refusal" (collect_teacher)
+    FLAGGED_TEACHER_ANSWER = "flagged_teacher_answer"  # any other flag, e.g. "content_filter"
     NO_STUDENT_ANSWER = "no_student_answer"  # no snapshot has a row for this prompt
     # Snapshot rows.
     MALFORMED_SNAPSHOT_ROW = "malformed_snapshot_row"  # bad prompt_id/sample_index/response/finish_reason
@@ -47,7 +49,7 @@ _UNITS = {
     **{r: Unit.TEACHER_ROW for r in (
         DropReason.MALFORMED_TEACHER_ROW, DropReason.EMPTY_TEACHER_ANSWER,
         DropReason.DUPLICATE_TEACHER_PROMPT, DropReason.TRUNCATED_TEACHER_ANSWER,
-        DropReason.NO_STUDENT_ANSWER,
+        DropReason.REFUSED_TEACHER_ANSWER, DropReason.FLAGGED_TEACHER_ANSWER, DropReason.NO_STUDENT_ANSWER,
     )},
     **{r: Unit.SNAPSHOT_ROW for r in (
         DropReason.MALFORMED_SNAPSHOT_ROW, DropReason.DUPLICATE_SNAPSHOT_SAMPLE,

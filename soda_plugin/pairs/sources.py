@@ -22,12 +22,14 @@ PARQUET_BATCH_ROWS = 4096
 
 @dataclass(frozen=True)
 class TeacherFields:
-    """Column names of the teacher files (`prompt_id` and `finish_reason` are optional)."""
+    """Column names of the teacher files (`prompt_id`, `finish_reason` and `flags` are
+    optional; `flags` is the list `tools/collect_teacher.py` writes, see `teacher.flags`)."""
 
     messages: str = DEFAULT_FIELD_MESSAGES
     teacher: str = DEFAULT_FIELD_TEACHER
     prompt_id: str = "prompt_id"
     finish_reason: str = "finish_reason"
+    flags: str = "flags"
 
 
 def iter_file_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:

