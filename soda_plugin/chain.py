@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import os
 from .log import get_logger
 from typing import Any, Iterator, Mapping
 
 from .args import SodaConfig, Stage
 from .distributed import decide_on_main, on_main_then_barrier, place_model_on_cpu_without_accelerator
+from .merge import merge_warmup_adapter, merged_dir, uses_adapter
 from .stages import (
     WarmupDecision,
     config_hash,
@@ -71,6 +73,42 @@ def _keep_process_group() -> Iterator[None]:
         axolotl_train.cleanup_distributed = original
 
 
+@contextlib.contextmanager
+def _second_deepspeed_setup(enabled: bool) -> Iterator[None]:
+    """Let the warmup's `load_cfg` set DeepSpeed up although the recipe's already did.
+
+    Axolotl's `setup_deepspeed_env` raises "Distributed State already initialized before
+    Deepspeed setup" once its distributed state exists, which the recipe's own `load_cfg`
+    created. The process-wide part (process group, Accelerate state) is shared by both
+    stages and is reused as it is; only the per-stage environment is written again.
+    """
+    if not enabled:
+        yield
+        return
+    import axolotl.utils.distributed as axolotl_distributed
+
+    saved = axolotl_distributed.distributed_state
+    axolotl_distributed.distributed_state = None
+    try:
+        yield
+    finally:
+        if axolotl_distributed.distributed_state is None:
+            axolotl_distributed.distributed_state = saved
+
+
+@contextlib.contextmanager
+def _restore_accelerate_env() -> Iterator[None]:
+    """The warmup's `load_cfg` rewrites `ACCELERATE_*` (e.g. its gradient accumulation
+    steps); DPO's trainer must read the recipe's values again."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_")}
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith("ACCELERATE_") and k not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
 def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
     """Train the SFT warmup described by the raw config `warmup_cfg`, in this process."""
     from axolotl.cli.args import TrainerCliArgs
@@ -83,12 +121,14 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
     manager = PluginManager.get_instance()
     outer_cfg = manager.cfg
     try:
-        cfg = load_cfg(DictDefault(copy.deepcopy(dict(warmup_cfg))))
-        place_model_on_cpu_without_accelerator(cfg)
-        dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
-        with _keep_process_group():
-            outputs = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
-        del outputs, dataset_meta
+        with _restore_accelerate_env():
+            with _second_deepspeed_setup(bool(warmup_cfg.get("deepspeed"))):
+                cfg = load_cfg(DictDefault(copy.deepcopy(dict(warmup_cfg))))
+            place_model_on_cpu_without_accelerator(cfg)
+            dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+            with _keep_process_group():
+                outputs = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
+            del outputs, dataset_meta
     finally:
         manager.cfg = outer_cfg
         gc.collect()
@@ -131,6 +171,9 @@ def _run_warmup_if_needed(warmup_cfg: dict[str, Any], soda: SodaConfig) -> str:
         # A stale marker must not survive a re-run that is killed half-way.
         on_main_then_barrier(lambda: marker_path(directory).unlink(missing_ok=True))
         run_warmup(warmup_cfg)
+        if uses_adapter(warmup_cfg):
+            # Before the marker: a run killed during the merge is a warmup to redo.
+            on_main_then_barrier(lambda: merge_warmup_adapter(warmup_cfg, directory))
         on_main_then_barrier(lambda: write_marker(directory, "warmup", warmup_cfg))
         LOG.info("soda: warmup finished; marker written to %s", marker_path(directory))
     return directory
@@ -156,5 +199,8 @@ def prepare_dpo_stage(cfg: Any) -> None:
         if soda.stage is Stage.WARMUP:
             LOG.info("soda: `soda.stage: warmup`; q_w is in %s, stopping before DPO.", directory)
             raise SystemExit(0)
+    if uses_adapter(warmup_cfg):
+        # DPO trains a fresh adapter on the merged q_w; with it disabled, the reference is q_w.
+        directory = str(merged_dir(directory))
     point_at_warmup(cfg, directory)
     LOG.info("soda: DPO starts from the warmup model %s, which is also its reference.", directory)

@@ -19,11 +19,13 @@ class SODAPlugin(BasePlugin):
     def register(self, cfg) -> None:
         from .args import record_dataset_fields
         from .chain import remember_raw_config
+        from .deepspeed_path import resolve_deepspeed_path
         from .distributed import start_cpu_data_parallel_if_launched
         from .reference import install_reference_model_skip
 
         start_cpu_data_parallel_if_launched()
         record_dataset_fields(cfg)
+        resolve_deepspeed_path(cfg)
         remember_raw_config(cfg)
         install_reference_model_skip()
 

@@ -1,0 +1,94 @@
+"""One GPU recipe, reduced in size and steps, trained end to end on CPU with its DeepSpeed
+ZeRO-2 setting through the real `axolotl train` CLI: warmup (LoRA) → merge → DPO (LoRA).
+
+`recipes/llama8b_lora_soda.yml` is the one chosen: it runs every soda path the GPU
+recipes use (chain, DeepSpeed in both stages, precomputed reference, and the LoRA merge).
+Every change to the recipe is listed below or in `tests/recipe_overrides.py` with its reason.
+"""
+
+import math
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from axolotl_run import axolotl_train, write_config
+from recipe_overrides import RECIPES_DIR, TRAIN_OVERRIDES, cpu_recipe, write_fixtures
+
+pytestmark = pytest.mark.e2e
+
+RECIPE = RECIPES_DIR / "llama8b_lora_soda.yml"
+LAUNCHER = Path(__file__).with_name("deepspeed_cpu_launch.py")
+
+# key -> (value, reason); `soda.warmup.*` keys go into the warmup block.
+SIZE_AND_STEPS = {
+    "max_steps": (3, "3 steps per stage keep the test under ~90 s on 2 cores"),
+    "soda.warmup.max_steps": (3, "as above, for the warmup"),
+    "micro_batch_size": (2, "the 24-row fixture; 2 pairs per step"),
+    "gradient_accumulation_steps": (1, "one process here, not 8 GPUs; no accumulation needed"),
+    "soda.warmup.micro_batch_size": (2, "as above, for the warmup"),
+    "soda.warmup.gradient_accumulation_steps": (1, "as above, for the warmup"),
+    "sequence_len": (256, "fixture rows are < 100 tokens"),
+    "lora_r": (4, "the tiny model's hidden size is 32"),
+    "lora_alpha": (8, "alpha = 2 r, as in the recipe"),
+    "lora_mlp_kernel": (False, "Axolotl 0.19 turns its Triton LoRA kernels on for an SFT LoRA config (the "
+                               "warmup); Triton needs CUDA"),
+    "lora_qkv_kernel": (False, "as above"),
+    "lora_o_kernel": (False, "as above"),
+    "save_steps": (3, "a checkpoint at the last step shows DeepSpeed's own files (`latest`, `zero_to_fp32.py`)"),
+    "logging_steps": (1, "every step's loss and DPO margin are checked"),
+    "dataset_processes": (1, "two cores: no worker pool"),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reduced(cfg):
+    for key, (value, _reason) in SIZE_AND_STEPS.items():
+        if key.startswith("soda.warmup."):
+            cfg["soda"]["warmup"][key.rsplit(".", 1)[1]] = value
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def test_llama8b_lora_recipe_trains_with_deepspeed_on_cpu(tiny_model_dirs, tmp_path, monkeypatch):
+    cfg = _reduced(cpu_recipe(RECIPE, tiny_model_dirs, write_fixtures(tmp_path / "data"), tmp_path, train=True))
+    assert cfg["deepspeed"] == "deepspeed/zero2.json" and cfg["adapter"] == "lora"
+    # The recipe is copied outside the repo with only its YAML: soda finds the shared JSON.
+    config = write_config(cfg, tmp_path / RECIPE.name)
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    run = axolotl_train(config, launcher=[sys.executable, str(LAUNCHER)], timeout=600)
+    assert run.returncode == 0, run.output[-4000:]
+
+    out = tmp_path / "out"
+    warmup, merged = out / "warmup", out / "warmup" / "merged"
+    # DeepSpeed trained both stages: its checkpoint files exist in each.
+    for stage_dir in (warmup, out):
+        checkpoint = stage_dir / "checkpoint-3"
+        assert (checkpoint / "latest").is_file() and (checkpoint / "zero_to_fp32.py").is_file(), stage_dir
+    # The warmup adapter was merged into a full model, and DPO started from it.
+    assert (warmup / "adapter_config.json").is_file() and (merged / "model.safetensors").is_file()
+    assert f"DPO starts from the warmup model {merged}" in run.output
+    base = load_file(str(tiny_model_dirs["llama"] / "model.safetensors"))
+    q_w = load_file(str(merged / "model.safetensors"))
+    assert not torch.equal(q_w["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    logs = run.step_logs()
+    dpo = [log for log in logs if "rewards/margins" in log]
+    assert len(logs) - len(dpo) == 3 and len(dpo) == 3
+    assert all(math.isfinite(log["loss"]) for log in logs)
+    # Reference = merged q_w = the policy before its first update (fresh adapter, B = 0).
+    assert abs(dpo[0]["rewards/margins"]) < 1e-6
+    assert (out / "adapter_config.json").is_file()
+
+
+def test_overrides_have_reasons():
+    for key, (_value, reason) in {**SIZE_AND_STEPS, **TRAIN_OVERRIDES}.items():
+        assert len(reason) > 7, key
