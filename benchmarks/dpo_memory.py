@@ -8,6 +8,7 @@ Goal of the project: DPO with precomputed reference log-probs <= 1.10 x SFT.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -45,14 +46,28 @@ def peak_rss_gb(config: Path, log: Path) -> tuple[float, float]:
     return usage.ru_maxrss / 1024**2, time.perf_counter() - start  # ru_maxrss is in KiB on Linux
 
 
+def write_pairs(model: Path, path: Path, n_prompts: int, max_tokens: int) -> None:
+    """`soda` rows: the miniature's tasks, the program teacher's answers, q0's greedy answers."""
+    from soda_plugin.miniature.tasks import generate_tasks, teacher_answer
+    from soda_plugin.snapshot.engine import SamplingSettings
+    from soda_plugin.snapshot.transformers_engine import TransformersEngine
+
+    drawn = generate_tasks(n_prompts, seed=0)
+    engine = TransformersEngine(str(model), batch_size=8)
+    answers = engine.generate([t.messages() for t in drawn], SamplingSettings(temperature=0.0, max_tokens=max_tokens))
+    engine.close()
+    path.write_text("".join(json.dumps({"content": t.messages(), "teacher_response": teacher_answer(t.question),
+                                        "student_response": a[0].text}) + "\n" for t, a in zip(drawn, answers)))
+
+
 def main(args: argparse.Namespace) -> None:
-    from soda_plugin.cpu_demo import build_demo_pairs
     from soda_plugin.smollm2 import convert_smollm2
 
     workdir = Path(args.workdir).resolve()
     model = convert_smollm2(workdir.parent / "models" / "SmolLM2-135M-Instruct")
     pairs = workdir / "pairs.jsonl"
-    build_demo_pairs(str(model), pairs, n_prompts=args.prompts, max_new_tokens=48)
+    if not pairs.is_file():
+        write_pairs(model, pairs, args.prompts, max_tokens=48)
     base = {
         "base_model": str(model), "plugins": ["soda_plugin.SODAPlugin"], "soda": {},
         "datasets": [{"path": str(pairs), "ds_type": "json", "type": "soda"}],

@@ -25,11 +25,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    from soda_plugin.cpu_demo import arithmetic_problems
+    from soda_plugin.miniature.tasks import generate_tasks
     from soda_plugin.snapshot.engine import SamplingSettings, create_engine
     from soda_plugin.snapshot.runner import run_snapshot
 
-    prompts = [p.messages() for p in arithmetic_problems(args.prompts, seed=1)]
+    prompts = [t.messages() for t in generate_tasks(args.prompts, seed=1)]
     options = {"batch_size": 8} if args.backend == "transformers" else {"dtype": "float32", "enforce_eager": True}
     engine = create_engine(args.backend, args.model, **options)
     settings = SamplingSettings(temperature=0.0, max_tokens=args.max_tokens)

@@ -1,59 +1,80 @@
-"""The README's main job on the real SmolLM2-135M-Instruct, in quick mode."""
+"""The README's main job on the real SmolLM2-135M-Instruct, in quick mode: the whole
+miniature pipeline (local HTTP teacher -> tools -> axolotl train -> judge -> report).
+Asserts the pipeline's invariants, not which method wins."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from axolotl_run import Run
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, smollm2_dir):
-    workdir = tmp_path_factory.mktemp("demo")
-    shutil.copytree(REPO / "recipes", workdir / "recipes")
-    (workdir / "outputs" / "models").mkdir(parents=True)
-    (workdir / "outputs" / "models" / "SmolLM2-135M-Instruct").symlink_to(smollm2_dir)
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "cpu_demo.py"), "--quick", "--prompts", "12", "--max-steps", "2"],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200,
-    )
-    (workdir / "demo.log").write_text(proc.stdout)
+def quick_run(tmp_path_factory, smollm2_dir):
+    out = tmp_path_factory.mktemp("miniature") / "quick"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "cpu_demo.py"), "--quick", "--out", str(out),
+                           "--model-dir", str(smollm2_dir)],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=880)
+    (out.parent / "demo.log").write_text(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    return workdir, Run(proc.returncode, proc.stdout)
+    return out, proc.stdout, json.loads((out / "summary.json").read_text())
 
 
-def test_quick_demo_chains_warmup_and_dpo_on_smollm2(demo):
-    workdir, run = demo
-    out = workdir / "outputs"
-    rows = [json.loads(line) for line in (out / "cpu_demo" / "pairs.quick.jsonl").read_text().splitlines()]
-    meta = json.loads((out / "cpu_demo" / "pairs.quick.meta.json").read_text())
-    assert len(rows) + meta["dropped_identical_or_empty"] == 12 and rows
-    assert set(rows[0]) == {"content", "teacher_response", "student_response"}
-    assert json.loads((out / "cpu_demo" / "soda_quick" / "warmup" / "soda_stage.json").read_text())["stage"] == "warmup"
-    assert (out / "cpu_demo" / "soda_quick" / "model.safetensors").is_file()
-    dpo = [log for log in run.step_logs() if "rewards/margins" in log]
-    sft = [log for log in run.step_logs() if "rewards/margins" not in log]
-    assert len(sft) == 2 and len(dpo) == 2
-    assert dpo[0]["rewards/margins"] == 0.0
-    assert "Wall time per stage" in run.output
+def test_every_stage_produced_what_the_next_needs(quick_run):
+    out, _, summary = quick_run
+    n_train = summary["settings"]["n_train"]
+    teacher = [json.loads(line) for line in (out / "data" / "teacher.jsonl").read_text().splitlines()]
+    assert len(teacher) == n_train and all(row["teacher_response"] and not row["flags"] for row in teacher)
+    report = json.loads((out / "pairs" / "q0" / "build_report.json").read_text())
+    assert json.dumps(report) and (out / "pairs" / "q0" / "data").is_dir()
+    for run in ("soda", "seqkd", "soda_sibling", "soda_degraded"):
+        assert (out / "runs" / "seed0" / run / "model.safetensors").is_file(), run
+    marker = json.loads((out / "runs" / "seed0" / "warmup" / "soda_stage.json").read_text())
+    assert marker["stage"] == "warmup"
 
 
-def test_smollm2_template_round_trips_in_both_views(demo):
+def test_tables_are_complete_and_scores_in_range(quick_run):
+    out, stdout, summary = quick_run
+    assert summary["same_test_prompts_for_all_models"] is True
+    assert set(summary["metrics"]) == {"base", "seqkd", "soda", "soda-sibling", "soda-degraded"}
+    for group, metrics in summary["metrics"].items():
+        assert len(metrics["exact_match"]) == len(metrics["judge"]) == 1, group
+        assert 0 <= metrics["exact_match"][0] <= 100 and 0 <= metrics["judge"][0] <= 100, group
+    # The untrained student is clearly worse than the teacher: the task is worth distilling.
+    assert summary["metrics"]["base"]["exact_match"][0] < 50
+    report = (out / "report.md").read_text()
+    for heading in ("## Base / SeqKD / SODA", "## Rejection-source ablation", "## Representations", "## Wall time per stage"):
+        assert heading in report
+    assert "(not run)" not in report
+    analysis = json.loads((out / "analysis" / "analysis.json").read_text())
+    assert [m["name"] for m in analysis["models"]] == ["base", "seqkd", "soda"]
+    assert all(0 <= c <= 1.0001 for m in analysis["models"] for c in m["cka_by_layer"])
+    assert (out / "analysis" / "cka_by_layer.png").read_bytes()[:4] == b"\x89PNG"
+    assert summary["ratio_snapshot_soda_over_seqkd"] > 0
+    assert "exact match" in stdout and "(q0 snapshot + SODA warmup + DPO) / SeqKD" in stdout
+
+
+def test_judge_ran_for_real_through_the_http_teacher(quick_run):
+    out, _, summary = quick_run
+    results = json.loads((out / "eval" / "judge" / "results.json").read_text())
+    assert results["protocol"]["judge_model"] == "program-teacher"
+    n_models = len(summary["metrics"])
+    assert {r["n_prompts"] for r in results["results"]} == {summary["n_test_prompts"]}
+    assert len(results["results"]) == n_models
+
+
+def test_smollm2_template_round_trips_in_both_views(smollm2_dir):
     from transformers import AutoTokenizer
 
     from soda_plugin.constants import IGNORE_INDEX
     from soda_plugin.rows import SodaRow
     from soda_plugin.views import dpo_example, sft_example
 
-    workdir, _ = demo
-    tok = AutoTokenizer.from_pretrained(workdir / "outputs" / "models" / "SmolLM2-135M-Instruct")
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
     messages = ({"role": "user", "content": "What is 2 plus 3?"},)
     example = sft_example(tok, SodaRow(messages=messages, teacher="2 + 3 = 5."))
     full = tok.apply_chat_template([*messages, {"role": "assistant", "content": "2 + 3 = 5."}], tokenize=False)

@@ -1,0 +1,324 @@
+"""The paper's pipeline in miniature, on a CPU, through the project's own tools only:
+
+local teacher (HTTP) -> tools/collect_teacher.py -> tools/snapshot_q0.py (q0 = SmolLM2)
+-> tools/build_pairs.py -> axolotl train (SODA warmup -> DPO; SeqKD; ablations)
+-> student answers + exact match + tools/judge.py (the local teacher as judge)
+-> tools/analyze.py -> report.md
+
+Every stage is a subprocess running a real command, logged to `<out>/logs/`. Stages whose
+outputs exist are reused (the tools resume; training folders with a finished model are
+kept), so a killed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from ..fileio import atomic_write_text, iter_jsonl
+from ..log import get_logger
+from . import tasks
+from .settings import MiniatureSettings
+
+LOG = get_logger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / "tools"
+RECIPES = REPO / "recipes"
+TEACHER_MODEL = "program-teacher"
+NEGATIVES = {"q0": "q0 (SODA)", "sibling": "cross-student", "degraded": "degraded teacher"}
+
+
+class StageError(RuntimeError):
+    """A stage's command failed; the message names its log."""
+
+
+class StageClock:
+    """Wall time per stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        LOG.info("miniature: %s ...", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            LOG.info("miniature: %s done in %.0f s", name, self.seconds[name])
+
+
+def offline_env() -> dict[str, str]:
+    return dict(os.environ, AXOLOTL_DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                TOKENIZERS_PARALLELISM="false")
+
+
+def run_command(command: list[str], log_path: Path) -> None:
+    """Run `command`, output to `log_path`; raise `StageError` with the log's tail if it fails."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=offline_env(), cwd=REPO).returncode
+    if code != 0:
+        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
+        raise StageError(f"`{Path(command[1]).name if len(command) > 1 else command[0]}` exited with code {code}; "
+                         f"full log: {log_path}\n{tail}")
+
+
+def run_tool(script: str, args: list[str], log_path: Path) -> None:
+    run_command([sys.executable, str(TOOLS / script), *map(str, args)], log_path)
+
+
+def axolotl_train(config: Path, log_path: Path) -> None:
+    run_command([str(Path(sys.executable).with_name("axolotl")), "train", str(config), "--launcher", "python"], log_path)
+
+
+# Data ---------------------------------------------------------------------------------
+
+def write_task_files(settings: MiniatureSettings, data_dir: Path) -> dict[str, Path]:
+    """train / val / test prompts as `content` messages plus the task's family and answer."""
+    splits = tasks.split_tasks(settings.n_train, settings.n_val, settings.n_test, seed=settings.data_seed)
+    paths = {}
+    for name, drawn in splits.items():
+        paths[name] = data_dir / f"{name}.jsonl"
+        atomic_write_text(paths[name], "".join(
+            json.dumps({"content": t.messages(), "family": t.family, "answer": t.answer}) + "\n" for t in drawn))
+    return paths
+
+
+def make_sibling_model(model_dir: Path, out_dir: Path, noise: float, seed: int) -> Path:
+    """The "cross-student": q0's weights plus seeded Gaussian noise (std = `noise` x each
+    tensor's std), a different model of the same size and tokenizer."""
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.numel() > 1:
+                param.add_(torch.randn(param.shape, generator=generator) * noise * param.std())
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def teacher_rows_as_degraded_snapshot(teacher_file: Path, out_file: Path, keep_fraction: float, seed: int) -> Path:
+    """A careless teacher's answers, cut short, in the snapshot schema the builder reads as
+    a rejection source (the paper's "deliberately bad" negatives)."""
+    from ..pairs.degrade import degrade_rows
+    from ..snapshot.records import SnapshotRow
+
+    rows = (SnapshotRow(prompt_id=r["prompt_id"], sample_index=0, prompt=r["content"], response=r["teacher_response"],
+                        finish_reason=r["finish_reason"], prompt_tokens=r.get("prompt_tokens", 0),
+                        response_tokens=r.get("completion_tokens", 0), source="teacher:hot").to_dict()
+            for r in iter_jsonl(teacher_file))
+    atomic_write_text(out_file, "".join(json.dumps(row) + "\n" for row in
+                                        degrade_rows(rows, keep_fraction=keep_fraction, seed=seed)))
+    return out_file
+
+
+# Training configs ---------------------------------------------------------------------
+
+def soda_config(settings: MiniatureSettings, seed: int, pairs_dir: Path, warmup_pairs: Path, out: Path,
+                warmup_dir: Path, stage: str = "chain") -> dict[str, Any]:
+    cfg = yaml.safe_load((RECIPES / "smollm2_cpu_soda.yml").read_text())
+    cfg.update(base_model=str(settings.model_dir.resolve()), output_dir=str(out), seed=seed,
+               max_steps=settings.dpo_steps,
+               datasets=[{"path": str(pairs_dir / "data"), "ds_type": "parquet", "type": "soda"}],
+               dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
+    cfg["soda"]["stage"] = stage
+    # The warmup always trains on the q0 pairs' teacher answers, so every negative source's
+    # DPO starts from the same q_w (same config hash).
+    cfg["soda"]["warmup"].update(output_dir=str(warmup_dir), max_steps=settings.warmup_steps,
+                                 datasets=[{"path": str(warmup_pairs / "data"), "ds_type": "parquet", "type": "soda"}])
+    return cfg
+
+
+def seqkd_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out: Path) -> dict[str, Any]:
+    cfg = yaml.safe_load((RECIPES / "smollm2_cpu_seqkd.yml").read_text())
+    cfg.update(base_model=str(settings.model_dir.resolve()), output_dir=str(out), seed=seed,
+               max_steps=settings.sft_steps,
+               datasets=[{"path": str(teacher_file), "ds_type": "json", "type": "soda"}],
+               dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
+    return cfg
+
+
+def train_once(name: str, cfg: dict[str, Any], settings: MiniatureSettings) -> Path:
+    """`axolotl train` on `cfg` unless its output folder already holds a finished model."""
+    out = Path(cfg["output_dir"])
+    if (out / "model.safetensors").is_file():
+        LOG.info("miniature: reusing %s", out)
+        return out
+    config_path = settings.out_dir / "configs" / f"{name}.yml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    axolotl_train(config_path, settings.out_dir / "logs" / f"train_{name}.log")
+    return out
+
+
+# Evaluation ---------------------------------------------------------------------------
+
+BENCHMARK = "miniature"  # the held-out test prompts, as a local evaluation set
+
+
+def answer_test_prompts(name: str, model_dir: Path, test_file: Path, settings: MiniatureSettings) -> Path:
+    out = settings.out_dir / "eval" / "answers" / name
+    run_tool("judge.py", ["answer", "--model", model_dir, "--out", out, "--benchmarks", BENCHMARK,
+                          "--eval-file", f"{BENCHMARK}={test_file}", "--backend", "transformers",
+                          "--max-tokens", settings.eval_max_tokens, "--no-progress"],
+             settings.out_dir / "logs" / f"answer_{name}.log")
+    return out
+
+
+def exact_match_by_prompt(answers_dir: Path, test_file: Path) -> dict[str, bool]:
+    """prompt_id -> whether the model's greedy answer has the task's exact final value."""
+    from ..judge.answers import read_answers
+    from ..prompt_id import prompt_id
+
+    answers = read_answers(answers_dir, BENCHMARK)
+    matches = {}
+    for row in iter_jsonl(test_file):
+        pid = prompt_id(row["content"])
+        if pid not in answers:
+            raise StageError(f"{answers_dir} has no answer for test prompt {pid}; re-run to finish it")
+        matches[pid] = tasks.exact_match(answers[pid]["response"], row["answer"])
+    return matches
+
+
+def judge_models(answer_dirs: dict[str, Path], test_file: Path, base_url: str, settings: MiniatureSettings) -> dict:
+    """Run the judge tool with the local teacher as judge; return its `results.json`."""
+    out = settings.out_dir / "eval" / "judge"
+    run_tool("judge.py", ["score", "--judge-base-url", base_url, "--judge-model", TEACHER_MODEL,
+                          "--api-key-env", "SODA_MINIATURE_KEY", "--models",
+                          *[f"{name}={path}" for name, path in answer_dirs.items()],
+                          "--benchmarks", BENCHMARK, "--eval-file", f"{BENCHMARK}={test_file}",
+                          "--out", out, "--no-progress", "--seed", settings.data_seed],
+             settings.out_dir / "logs" / "judge.log")
+    return json.loads((out / "results.json").read_text())
+
+
+# The whole run --------------------------------------------------------------------------
+
+KEY_ENV = "SODA_MINIATURE_KEY"  # the local teacher needs no key; the tools still read one from the environment
+
+
+def collect_teacher(url: str, prompts: Path, out: Path, temperature: float, exclude: Path, log: Path) -> Path:
+    run_tool("collect_teacher.py", ["--prompts", prompts, "--out", out, "--base-url", url, "--model", TEACHER_MODEL,
+                                    "--api-key-env", KEY_ENV, "--temperature", temperature, "--max-tokens", 256,
+                                    "--exclude-eval", f"{BENCHMARK}={exclude}", "--no-progress"], log)
+    return out
+
+
+def snapshot(model_dir: Path, prompts: Path, out: Path, snapshot_cfg: dict, settings: MiniatureSettings, log: Path) -> Path:
+    run_tool("snapshot_q0.py", ["--model", model_dir, "--prompts", prompts, "--out", out, "--backend", "transformers",
+                                "--temperature", snapshot_cfg.get("temperature", 0.0),
+                                "--max-tokens", snapshot_cfg["max_tokens"], "--seed", settings.data_seed,
+                                "--no-progress"], log)
+    return out
+
+
+def build_pairs(teacher: Path, negatives: str, out: Path, log: Path, truncated: str = "teacher_only") -> Path:
+    # `teacher_only`: q0's rambling is cut at max_tokens and still a fair negative; a
+    # truncated teacher answer would teach truncation, so those pairs are dropped.
+    run_tool("build_pairs.py", ["--teacher", teacher, "--snapshot", negatives, "--out", out, "--overwrite",
+                                "--truncated", truncated, "--teacher-name", TEACHER_MODEL], log)
+    return out
+
+
+def _train_runtimes(log: Path) -> list[float]:
+    """`train_runtime` of each trainer in an axolotl log (warmup then DPO for a chain)."""
+    import re
+
+    return [float(m) for m in re.findall(r"'train_runtime': '?([0-9.]+)", log.read_text(errors="replace"))]
+
+
+def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
+    """Run every stage (reusing finished ones); write `report.md`; return the summary."""
+    from ..smollm2 import convert_smollm2
+    from .teacher_server import running_teacher
+
+    out, logs = settings.out_dir, settings.out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault(KEY_ENV, "local-teacher-needs-no-key")
+    clock = StageClock()
+    recipe = yaml.safe_load((RECIPES / "smollm2_cpu_soda.yml").read_text())
+    with clock.stage("convert SmolLM2"):
+        convert_smollm2(settings.model_dir)
+    data = out / "data"
+    files = write_task_files(settings, data)
+    models: dict[str, Path] = {"base": settings.model_dir}
+    with running_teacher(logs / "teacher_server.log") as url:
+        with clock.stage("teacher answers"):
+            teacher = collect_teacher(url, files["train"], data / "teacher.jsonl", 0.0, files["test"], logs / "teacher.log")
+        with clock.stage("q0 snapshot"):
+            q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / "q0", recipe["soda"]["snapshot"],
+                          settings, logs / "snapshot_q0.log")
+        with clock.stage("pairs"):
+            pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / "q0", logs / "pairs.log")}
+        if settings.ablation:
+            with clock.stage("ablation negatives"):
+                hot = collect_teacher(url, files["train"], data / "teacher_hot.jsonl", settings.hot_teacher_temperature,
+                                      files["test"], logs / "teacher_hot.log")
+                degraded = teacher_rows_as_degraded_snapshot(hot, data / "degraded.jsonl", settings.degrade_keep_fraction,
+                                                            settings.data_seed)
+                sibling = make_sibling_model(settings.model_dir, out / "models" / "sibling", settings.sibling_noise,
+                                             settings.data_seed)
+                sibling_snapshot = snapshot(sibling, files["train"], out / "snapshots" / "sibling",
+                                            recipe["soda"]["snapshot"], settings, logs / "snapshot_sibling.log")
+                pairs["sibling"] = build_pairs(teacher, f"{sibling_snapshot}=cross-student:sibling",
+                                               out / "pairs" / "sibling", logs / "pairs.log")
+                pairs["degraded"] = build_pairs(teacher, f"{degraded}=degraded:hot-teacher", out / "pairs" / "degraded",
+                                                logs / "pairs.log")
+        runtimes: dict[str, list[float]] = {"warmup": [], "dpo": [], "seqkd": []}
+        for seed in settings.seeds:
+            runs = out / "runs" / f"seed{seed}"
+            warmup_dir = runs / "warmup"
+            with clock.stage("SODA train (warmup + DPO)"):
+                models[f"soda/s{seed}"] = train_once(f"soda_s{seed}", soda_config(
+                    settings, seed, pairs["q0"], pairs["q0"], runs / "soda", warmup_dir), settings)
+            soda_times = _train_runtimes(logs / f"train_soda_s{seed}.log") if (logs / f"train_soda_s{seed}.log").exists() else []
+            if len(soda_times) == 2:
+                runtimes["warmup"].append(soda_times[0])
+                runtimes["dpo"].append(soda_times[1])
+            with clock.stage("SeqKD train"):
+                models[f"seqkd/s{seed}"] = train_once(f"seqkd_s{seed}", seqkd_config(
+                    settings, seed, teacher, runs / "seqkd"), settings)
+            if (logs / f"train_seqkd_s{seed}.log").exists():
+                runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
+            if settings.ablation:
+                with clock.stage("ablation DPO"):
+                    for source in ("sibling", "degraded"):
+                        models[f"soda-{source}/s{seed}"] = train_once(f"soda_{source}_s{seed}", soda_config(
+                            settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir,
+                            stage="dpo"), settings)
+        answers = {}
+        with clock.stage("student answers"):
+            for name, model_dir in models.items():
+                answers[name] = answer_test_prompts(name.replace("/", "_"), model_dir, files["test"], settings)
+        with clock.stage("judge"):
+            judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url, settings)
+    matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}
+    with clock.stage("representation analysis"):
+        first = settings.seeds[0]
+        run_tool("analyze.py", ["--prompts", files["test"], "--limit", settings.analysis_prompts,
+                                "--base", f"base={settings.model_dir}", "--model", f"seqkd={models[f'seqkd/s{first}']}",
+                                "--model", f"soda={models[f'soda/s{first}']}", "--out", out / "analysis"],
+                 logs / "analyze.log")
+    from .summary import write_report
+
+    return write_report(settings, clock.seconds, runtimes, matches, judged, files)

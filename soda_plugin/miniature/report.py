@@ -1,0 +1,57 @@
+"""The miniature's `report.md` and its one-screen summary: tables over seeds, stage times."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    mean: float
+    low: float | None  # 95 % interval over seeds (Student's t); None with one seed
+    high: float | None
+    n: int
+
+    def format(self, digits: int = 1) -> str:
+        if self.low is None:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def over_seeds(values: Sequence[float]) -> SeedSummary:
+    """Mean and 95 % t-interval of per-seed values (the spread of training seeds)."""
+    if not values:
+        raise ValueError("no values to summarise")
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return SeedSummary(mean, None, None, 1)
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return SeedSummary(mean, mean - half, mean + half, n)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metric_table(metrics: Mapping[str, Mapping[str, Sequence[float]]], labels: Mapping[str, str]) -> str:
+    """Rows = models (in `labels` order); columns = exact match and judge score over seeds."""
+    rows = []
+    for key, label in labels.items():
+        if key not in metrics:
+            continue
+        by_metric = metrics[key]
+        rows.append([label, str(len(by_metric["exact_match"])), over_seeds(by_metric["exact_match"]).format(),
+                     over_seeds(by_metric["judge"]).format()])
+    return markdown_table(["model", "seeds", "exact match % (95 % CI)", "judge score (95 % CI)"], rows)
+
+
+def timing_table(seconds: Mapping[str, float]) -> str:
+    return markdown_table(["stage", "wall time (s)"], [[name, f"{value:.0f}"] for name, value in seconds.items()])

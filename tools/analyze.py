@@ -1,0 +1,48 @@
+"""Representation analysis: linear CKA to the base model per layer, last-layer activation
+entropy and kurtosis, on the last prompt token of held-out prompts (SODA's section on
+representations).
+
+    python tools/analyze.py --prompts heldout.jsonl --base base=outputs/models/SmolLM2-135M-Instruct \\
+        --model seqkd=outputs/seqkd --model soda=outputs/soda --out outputs/analysis
+
+Writes `analysis.json`, `cka_by_layer.png` and `last_layer_activations.png` in `--out`,
+and prints a table.
+"""
+
+import argparse
+from pathlib import Path
+
+
+def _named(spec: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got `{spec}`")
+    return name, path
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", required=True, help="jsonl/json/parquet file of prompt messages")
+    parser.add_argument("--field-messages", default="content", help="column holding the prompt messages")
+    parser.add_argument("--limit", type=int, help="use the first N prompts (the paper uses 200)")
+    parser.add_argument("--base", required=True, type=_named, help="NAME=PATH of the base model")
+    parser.add_argument("--model", action="append", default=[], type=_named, help="NAME=PATH, repeatable")
+    parser.add_argument("--out", required=True, type=Path)
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    from soda_plugin.analysis import format_table, run_analysis
+    from soda_plugin.snapshot.prompts import prompts_from_file
+
+    prompts = prompts_from_file(args.prompts, args.field_messages)[: args.limit]
+    base_name, base_path = args.base
+    models = {base_name: base_path, **dict(args.model)}
+    results = run_analysis(models, base_name, prompts, args.out)
+    print(format_table(results))
+    print(f"plots and numbers in {args.out}")
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())
