@@ -174,13 +174,14 @@ def train_once(name: str, cfg: dict[str, Any], settings: MiniatureSettings) -> P
 # Evaluation ---------------------------------------------------------------------------
 
 BENCHMARK = "miniature"  # the held-out test prompts, as a local evaluation set
+GENERATION_BATCH = 24  # CPU generation: 24 prompts per batch ran 1.7x faster than 8 on 2 cores
 
 
 def answer_test_prompts(name: str, model_dir: Path, test_file: Path, settings: MiniatureSettings) -> Path:
     out = settings.out_dir / "eval" / "answers" / name
     run_tool("judge.py", ["answer", "--model", model_dir, "--out", out, "--benchmarks", BENCHMARK,
                           "--eval-file", f"{BENCHMARK}={test_file}", "--backend", "transformers",
-                          "--max-tokens", settings.eval_max_tokens, "--no-progress"],
+                          "--max-tokens", settings.eval_max_tokens, "--batch-size", GENERATION_BATCH, "--no-progress"],
              settings.out_dir / "logs" / f"answer_{name}.log")
     return out
 
@@ -228,6 +229,7 @@ def snapshot(model_dir: Path, prompts: Path, out: Path, snapshot_cfg: dict, sett
     run_tool("snapshot_q0.py", ["--model", model_dir, "--prompts", prompts, "--out", out, "--backend", "transformers",
                                 "--temperature", snapshot_cfg.get("temperature", 0.0),
                                 "--max-tokens", snapshot_cfg["max_tokens"], "--seed", settings.data_seed,
+                                "--batch-size", GENERATION_BATCH,
                                 "--no-progress"], log)
     return out
 
