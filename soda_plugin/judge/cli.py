@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -64,7 +63,7 @@ def run_score(args: argparse.Namespace) -> str:
     from ..client import ChatClient, ClientSettings
     from .calls import JudgeCalls, JudgeSettings
     from .report import write_tables
-    from .run import ScoreConfig, report, results_document, score_models, write_results
+    from .run import ScoreConfig, report, results_document, score_models_sync, write_results
     from .template import load_template
 
     benchmarks, files = resolve_benchmarks(args)
@@ -85,16 +84,7 @@ def run_score(args: argparse.Namespace) -> str:
                                        timeout_s=args.timeout_s, max_attempts=args.max_attempts))
     calls = JudgeCalls(client, judge, config.cache_dir or out / "cache", progress=config.progress)
 
-    async def go():
-        try:
-            return await score_models(config, calls)
-        finally:
-            await client.close()
-
-    try:
-        results = asyncio.run(go())
-    finally:
-        calls.close()
+    results = score_models_sync(config, calls)
     prices = (args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
     document = results_document(config, results, calls, prices)
     write_results(out, document)

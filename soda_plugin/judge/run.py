@@ -144,6 +144,22 @@ async def score_models(config: ScoreConfig, calls: JudgeCalls) -> list[ModelResu
     return results
 
 
+def score_models_sync(config: ScoreConfig, calls: JudgeCalls) -> list[ModelResult]:
+    """`score_models` in a fresh event loop; the client and the cache are closed after."""
+    import asyncio
+
+    async def go():
+        try:
+            return await score_models(config, calls)
+        finally:
+            await calls.client.close()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        calls.close()
+
+
 def results_document(config: ScoreConfig, results: Sequence[ModelResult], calls: JudgeCalls,
                      price_per_m: tuple[float, float] | None = None) -> dict[str, Any]:
     """The `results.json` document: protocol, one record per model and benchmark, calls

@@ -1,6 +1,5 @@
 """Scoring students end to end in process, against a real local server playing the judge."""
 
-import asyncio
 import json
 
 import pytest
@@ -10,7 +9,7 @@ from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder
 from soda_plugin.client import ChatClient, ClientSettings
 from soda_plugin.judge import JudgeCalls, JudgeSettings, load_template
-from soda_plugin.judge.run import ScoreConfig, results_document, score_models
+from soda_plugin.judge.run import ScoreConfig, results_document, score_models_sync
 
 PROMPTS = ["Name a prime.", "Describe the sea.", "Why is the sky blue?"]
 
@@ -28,16 +27,7 @@ def score(server, tmp_path, models, *, parse_attempts=3, concurrency=4, timeout_
                                        timeout_s=timeout_s), sleep=_no_sleep)
     calls = JudgeCalls(client, settings, tmp_path / "cache", progress=False)
 
-    async def go():
-        try:
-            return await score_models(config, calls)
-        finally:
-            await client.close()
-
-    try:
-        results = asyncio.run(go())
-    finally:
-        calls.close()
+    results = score_models_sync(config, calls)
     document = results_document(config, results, calls)
     return {(r["model"], r["benchmark"]): r for r in document["results"]}, document
 
