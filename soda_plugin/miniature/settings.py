@@ -45,8 +45,10 @@ def mode_settings(quick: bool, out_dir: Path, **overrides: Any) -> MiniatureSett
         base = MiniatureSettings(out_dir=out_dir, quick=True, seeds=(0,), n_train=24, n_val=10, n_test=15,
                                  warmup_steps=4, dpo_steps=2, ablation=True, analysis_prompts=15)
     else:
-        base = MiniatureSettings(out_dir=out_dir, quick=False, seeds=(0, 1, 2), n_train=120, n_val=30, n_test=40,
-                                 warmup_steps=30, dpo_steps=15, ablation=True, analysis_prompts=40)
+        # Sized for <= 25 min on 2 cores: 3 seeds x (SODA, SeqKD, 2 ablation DPO runs) is 12
+        # `axolotl train` processes (~25 s of start-up each), so each stage stays short.
+        base = MiniatureSettings(out_dir=out_dir, quick=False, seeds=(0, 1, 2), n_train=80, n_val=20, n_test=40,
+                                 warmup_steps=20, dpo_steps=10, ablation=True, analysis_prompts=40)
     settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
     # The stages run as subprocesses from the repository root: every path is made absolute.
     return replace(settings, out_dir=Path(settings.out_dir).resolve(), model_dir=Path(settings.model_dir).resolve())
