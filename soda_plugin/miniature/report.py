@@ -41,15 +41,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def metric_table(metrics: Mapping[str, Mapping[str, Sequence[float]]], labels: Mapping[str, str]) -> str:
-    """Rows = models (in `labels` order); columns = exact match and judge score over seeds."""
+def metric_table(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], labels: Mapping[str, str]) -> str:
+    """Rows = models (in `labels` order); columns = exact match and judge score over seeds
+    (`metrics`: group -> metric -> seed -> value)."""
     rows = []
     for key, label in labels.items():
         if key not in metrics:
             continue
-        by_metric = metrics[key]
-        rows.append([label, str(len(by_metric["exact_match"])), over_seeds(by_metric["exact_match"]).format(),
-                     over_seeds(by_metric["judge"]).format()])
+        exact, judge = list(metrics[key]["exact_match"].values()), list(metrics[key]["judge"].values())
+        rows.append([label, str(len(exact)), over_seeds(exact).format(), over_seeds(judge).format()])
     return markdown_table(["model", "seeds", "exact match % (95 % CI)", "judge score (95 % CI)"], rows)
 
 

@@ -22,6 +22,7 @@ class MiniatureSettings:
     warmup_steps: int  # SODA warmup (SFT) optimizer steps
     dpo_steps: int  # SODA DPO optimizer steps
     ablation: bool  # also train DPO with cross-student and degraded negatives
+    ablation_seeds: tuple[int, ...]  # seeds of the ablation's two extra DPO runs (default: the first seed)
     analysis_prompts: int  # held-out prompts for the representation analysis
     data_seed: int = 0  # prompts and splits; fixed so every seed trains on the same data
     eval_max_tokens: int = 64  # the teacher's longest answer is ~30 tokens; SmolLM2 rambles
@@ -42,13 +43,17 @@ class MiniatureSettings:
 def mode_settings(quick: bool, out_dir: Path, **overrides: Any) -> MiniatureSettings:
     """Defaults of the quick mode (CI, ~5 min) or the full mode (~25 min on 2 cores)."""
     if quick:
-        base = MiniatureSettings(out_dir=out_dir, quick=True, seeds=(0,), n_train=24, n_val=10, n_test=15,
-                                 warmup_steps=4, dpo_steps=2, ablation=True, analysis_prompts=15)
+        base = MiniatureSettings(out_dir=out_dir, quick=True, seeds=(0,), n_train=16, n_val=8, n_test=10,
+                                 warmup_steps=2, dpo_steps=2, ablation=True, ablation_seeds=(), analysis_prompts=10)
     else:
-        # Sized for <= 25 min on 2 cores: 3 seeds x (SODA, SeqKD, 2 ablation DPO runs) is 12
-        # `axolotl train` processes (~25 s of start-up each), so each stage stays short.
-        base = MiniatureSettings(out_dir=out_dir, quick=False, seeds=(0, 1, 2), n_train=80, n_val=20, n_test=40,
-                                 warmup_steps=20, dpo_steps=10, ablation=True, analysis_prompts=40)
+        # Sized for <= 25 min on 2 cores, where one SFT step of SmolLM2 (4 rows) takes ~4 s, a
+        # DPO step ~9 s and each `axolotl train` process ~25 s of start-up: 3 seeds of SODA and
+        # SeqKD, and the ablation's two extra DPO runs on the first seed only.
+        base = MiniatureSettings(out_dir=out_dir, quick=False, seeds=(0, 1, 2), n_train=64, n_val=16, n_test=40,
+                                 warmup_steps=12, dpo_steps=6, ablation=True, ablation_seeds=(),
+                                 analysis_prompts=40)
     settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+    if not settings.ablation_seeds:
+        settings = replace(settings, ablation_seeds=settings.seeds[:1])
     # The stages run as subprocesses from the repository root: every path is made absolute.
     return replace(settings, out_dir=Path(settings.out_dir).resolve(), model_dir=Path(settings.model_dir).resolve())

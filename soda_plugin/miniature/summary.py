@@ -20,18 +20,30 @@ def _group(name: str) -> str:
     return name.split("/")[0]
 
 
-def collect_metrics(matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
-    """group -> {"exact_match": [per seed], "judge": [per seed]} (percent / score points)."""
+def _seed(name: str) -> str:
+    """`soda/s1` -> `s1`; `base` (untrained, deterministic) -> `-`."""
+    return name.split("/")[1] if "/" in name else "-"
+
+
+def collect_metrics(matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """group -> {"exact_match": {seed: %}, "judge": {seed: score}}."""
     judge_by_model = {r["model"]: r["score"] for r in judged["results"]}
-    metrics: dict[str, dict[str, list[float]]] = {}
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
     for name, by_prompt in matches.items():
-        group = metrics.setdefault(_group(name), {"exact_match": [], "judge": []})
-        group["exact_match"].append(100.0 * sum(by_prompt.values()) / len(by_prompt))
+        group = metrics.setdefault(_group(name), {"exact_match": {}, "judge": {}})
+        group["exact_match"][_seed(name)] = 100.0 * sum(by_prompt.values()) / len(by_prompt)
         score = judge_by_model.get(name.replace("/", "_"))
         if score is None:
             raise ValueError(f"the judge has no score for `{name}`; see logs/judge.log")
-        group["judge"].append(score)
+        group["judge"][_seed(name)] = score
     return metrics
+
+
+def only_seeds(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], seeds: Sequence[int]) -> dict:
+    """The same metrics restricted to `seeds` (so ablation rows compare like with like)."""
+    keep = {f"s{seed}" for seed in seeds}
+    return {group: {metric: {s: v for s, v in values.items() if s in keep} for metric, values in by_metric.items()}
+            for group, by_metric in metrics.items()}
 
 
 def stage_ratio(seconds: Mapping[str, float], n_seeds: int) -> float | None:
@@ -67,7 +79,8 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     main = metric_table(metrics, MAIN)
-    ablation = metric_table(metrics, ABLATION) if "soda-sibling" in metrics else "(not run)"
+    ablation = (metric_table(only_seeds(metrics, settings.ablation_seeds), ABLATION) if "soda-sibling" in metrics
+                else "(not run)")
     ratio_line = (f"(q0 snapshot + SODA warmup + DPO) / SeqKD wall time per seed: **{ratio:.2f}** "
                   f"(goal <= {GOAL_RATIO})" if ratio is not None else "")
     text = f"""# SODA in miniature: SmolLM2-135M-Instruct distilled from a program teacher
@@ -90,7 +103,9 @@ with the local teacher as judge; 50 means "as good as the judge's own reference 
 
 {ablation}
 
-The same warmup model q_w per seed; DPO differs only in the rejected answers: q0's own answers,
+Seeds {list(settings.ablation_seeds)} (the ablation's extra DPO runs are trained with these only, to fit
+the time budget; the q0 row is SODA on the same seeds). The same warmup model q_w per seed; DPO
+differs only in the rejected answers: q0's own answers,
 a cross-student's (a sibling: SmolLM2 with seeded weight noise, std {settings.sibling_noise} x each
 tensor's std), or a careless teacher's (temperature {settings.hot_teacher_temperature}: wrong final values)
 cut to at most {int(settings.degrade_keep_fraction * 100)} % of their words.

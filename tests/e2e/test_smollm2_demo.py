@@ -42,10 +42,10 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
     assert summary["same_test_prompts_for_all_models"] is True
     assert set(summary["metrics"]) == {"base", "seqkd", "soda", "soda-sibling", "soda-degraded"}
     for group, metrics in summary["metrics"].items():
-        assert len(metrics["exact_match"]) == len(metrics["judge"]) == 1, group
-        assert 0 <= metrics["exact_match"][0] <= 100 and 0 <= metrics["judge"][0] <= 100, group
+        assert set(metrics["exact_match"]) == set(metrics["judge"]) == ({"-"} if group == "base" else {"s0"}), group
+        assert all(0 <= v <= 100 for values in metrics.values() for v in values.values()), group
     # The untrained student is clearly worse than the teacher: the task is worth distilling.
-    assert summary["metrics"]["base"]["exact_match"][0] < 50
+    assert summary["metrics"]["base"]["exact_match"]["-"] < 50
     report = (out / "report.md").read_text()
     for heading in ("## Base / SeqKD / SODA", "## Rejection-source ablation", "## Representations", "## Wall time per stage"):
         assert heading in report

@@ -89,3 +89,30 @@ def test_teacher_runs_as_its_own_process(tmp_path):
         client = OpenAI(base_url=base_url, api_key="unused", max_retries=0)
         assert _ask(client, "Write the word 'planet' backwards.").message.content.endswith("Answer: tenalp")
         assert client.models.list().data[0].id == "program-teacher"
+
+
+def test_seed_interval_is_students_t():
+    from soda_plugin.miniature.report import over_seeds
+
+    summary = over_seeds([50.0, 60.0, 70.0])  # sd 10, t(0.975, 2) = 4.303 -> half-width 24.84
+    assert summary.mean == pytest.approx(60.0)
+    assert (summary.low, summary.high) == (pytest.approx(35.16, abs=0.01), pytest.approx(84.84, abs=0.01))
+    assert over_seeds([42.0]).format() == "42.0"
+
+
+def test_tables_compare_ablation_rows_on_the_same_seeds():
+    from soda_plugin.miniature.summary import ABLATION, MAIN, collect_metrics, only_seeds, stage_ratio
+    from soda_plugin.miniature.report import metric_table
+
+    matches = {"base": {"a": False, "b": True}, "soda/s0": {"a": True, "b": True}, "soda/s1": {"a": True, "b": False},
+               "soda-sibling/s0": {"a": False, "b": False}, "soda-degraded/s0": {"a": True, "b": False}}
+    judged = {"results": [{"model": name.replace("/", "_"), "score": 10.0 * i} for i, name in enumerate(matches)]}
+    metrics = collect_metrics(matches, judged)
+    assert metrics["soda"]["exact_match"] == {"s0": 100.0, "s1": 50.0} and metrics["base"]["judge"] == {"-": 0.0}
+    main = metric_table(metrics, MAIN)
+    assert "| SODA | 2 | 75.0 [" in main and "| Base (SmolLM2-135M-Instruct) | 1 | 50.0 | 0.0 |" in main
+    ablation = metric_table(only_seeds(metrics, [0]), ABLATION)
+    assert "| q0 negatives (SODA) | 1 | 100.0 | 10.0 |" in ablation and "| cross-student negatives | 1 | 0.0 | 30.0 |" in ablation
+    with pytest.raises(ValueError, match="no score for `soda/s1`"):
+        collect_metrics(matches, {"results": judged["results"][:2]})
+    assert stage_ratio({"q0 snapshot": 10, "SODA train (warmup + DPO)": 60, "SeqKD train": 40}, 2) == pytest.approx(2.0)
