@@ -114,8 +114,13 @@ def _solve_sort(question: str):
 
 
 # String edits -----------------------------------------------------------------------
-_WORDS = ("planet", "window", "garden", "silver", "rocket", "forest", "candle", "bridge", "pencil", "marble",
-          "thunder", "harbor", "meadow", "lantern", "canyon", "falcon", "violet", "copper", "island", "puzzle")
+_WORDS = tuple("""
+planet window garden silver rocket forest candle bridge pencil marble thunder harbor meadow lantern canyon
+falcon violet copper island puzzle anchor basket castle dragon engine feather glacier hammer jacket kettle
+ladder magnet needle orange parrot quartz rabbit saddle tablet umbrella velvet walnut yellow zipper bottle
+button carpet cactus dinner donkey fabric finger guitar helmet insect jungle kitten lemon mirror monkey napkin
+oyster pepper pillow pocket ribbon salmon shadow spider stable sunset ticket tomato turtle valley wallet wizard
+""".split())
 _REVERSE = re.compile(r"^Write the word '([a-z]+)' backwards\.$")
 
 

@@ -26,6 +26,8 @@ def test_splits_are_disjoint_and_test_does_not_move_when_train_grows():
     assert not (questions[0] & questions[1]) and not (questions[0] & questions[2]) and not (questions[1] & questions[2])
     assert small["test"] == large["test"]
     assert not {t.question for t in large["train"]} & {t.question for t in large["test"]}
+    full = tasks.split_tasks(200, 50, 100, seed=0)  # well above the full mode's sizes
+    assert [len(full[name]) for name in ("train", "val", "test")] == [200, 50, 100]
 
 
 @pytest.mark.parametrize("reply, answer, expected", [
