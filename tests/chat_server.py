@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from soda_plugin.miniature.teacher_server import chat_completion_body
+
 
 @dataclass
 class Reply:
@@ -145,22 +147,16 @@ class ChatServer:
                 if fault == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [')
                 reply = server.responder(request)
-                choices = [] if fault == "empty_choices" else [{
-                    "index": 0, "finish_reason": reply.finish_reason,
-                    "message": {"role": "assistant", "content": reply.text},
-                }]
-                body = {
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-                    "model": request.get("model", "test"), "choices": choices,
-                    "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                              "total_tokens": reply.prompt_tokens + reply.completion_tokens},
-                }
+                body = chat_completion_body(request.get("model", "test"), reply.text, reply.finish_reason,
+                                            reply.prompt_tokens, reply.completion_tokens)
+                if fault == "empty_choices":
+                    body["choices"] = []
                 messages = request.get("messages") or [{}]
                 with server.lock:
                     server.answered += 1
                     if _client_gone(self.connection):
                         server.abandoned += 1
-                    elif choices:
+                    elif body["choices"]:
                         server.answered_by_prompt[str(messages[-1].get("content"))] += 1
                 return self._send(200, json.dumps(body).encode())
 

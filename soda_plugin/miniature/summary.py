@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..fileio import atomic_write_text
-from .report import markdown_table, metric_table, timing_table
+from .report import metric_table, timing_table
 from .settings import MiniatureSettings
 
 MAIN = {"base": "Base (SmolLM2-135M-Instruct)", "seqkd": "SeqKD", "soda": "SODA"}
@@ -57,10 +57,9 @@ def stage_ratio(seconds: Mapping[str, float], n_seeds: int) -> float | None:
 def _representation_table(analysis_file: Path) -> str:
     if not analysis_file.is_file():
         return "(not run)"
-    models = json.loads(analysis_file.read_text())["models"]
-    return markdown_table(["model", "final-layer CKA to base", "last-layer entropy (nats)", "last-layer kurtosis"],
-                          [[m["name"], f"{m['cka_by_layer'][-1]:.3f}", f"{m['last_layer_entropy']:.3f}",
-                            f"{m['last_layer_kurtosis']:.1f}"] for m in models])
+    from ..analysis import ModelAnalysis, format_table
+
+    return format_table([ModelAnalysis(**m) for m in json.loads(analysis_file.read_text())["models"]])
 
 
 def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]],
