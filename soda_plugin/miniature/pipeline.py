@@ -243,9 +243,12 @@ def build_pairs(teacher: Path, negatives: str, out: Path, log: Path, truncated: 
 
 
 def _train_runtimes(log: Path) -> list[float]:
-    """`train_runtime` of each trainer in an axolotl log (warmup then DPO for a chain)."""
+    """`train_runtime` of each trainer in an axolotl log (warmup then DPO for a chain); none
+    when the run was reused from an earlier invocation and left no log here."""
     import re
 
+    if not log.is_file():
+        return []
     return [float(m) for m in re.findall(r"'train_runtime': '?([0-9.]+)", log.read_text(errors="replace"))]
 
 
@@ -293,15 +296,14 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
             with clock.stage("SODA train (warmup + DPO)"):
                 models[f"soda/s{seed}"] = train_once(f"soda_s{seed}", soda_config(
                     settings, seed, pairs["q0"], pairs["q0"], runs / "soda", warmup_dir), settings)
-            soda_times = _train_runtimes(logs / f"train_soda_s{seed}.log") if (logs / f"train_soda_s{seed}.log").exists() else []
+            soda_times = _train_runtimes(logs / f"train_soda_s{seed}.log")
             if len(soda_times) == 2:
                 runtimes["warmup"].append(soda_times[0])
                 runtimes["dpo"].append(soda_times[1])
             with clock.stage("SeqKD train"):
                 models[f"seqkd/s{seed}"] = train_once(f"seqkd_s{seed}", seqkd_config(
                     settings, seed, teacher, runs / "seqkd"), settings)
-            if (logs / f"train_seqkd_s{seed}.log").exists():
-                runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
+            runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
             if settings.ablation and seed in settings.ablation_seeds:
                 with clock.stage("ablation DPO"):
                     for source in ("sibling", "degraded"):
