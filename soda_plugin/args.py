@@ -207,6 +207,14 @@ class SodaConfig(_StrictBlock):
             "with the policy at step 0 (it equals q_w then) instead of loading a second model."
         },
     )
+    precompute_only_trained_rows: bool = Field(
+        default=True,
+        json_schema_extra={
+            "description": "With `precompute_ref_log_probs: true` and `max_steps` shorter than the "
+            "data, keep a seeded random subset of exactly the rows those steps consume, so no "
+            "reference log-probs are computed for rows training never sees."
+        },
+    )
     warmup: WarmupConfig | None = Field(
         default=None,
         json_schema_extra={"description": "The SFT warmup stage; absent: DPO starts from `base_model`."},

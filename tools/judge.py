@@ -35,9 +35,13 @@ def _add_benchmarks(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_answer(sub) -> None:
-    parser = sub.add_parser("answer", help="generate one student's greedy answers")
-    parser.add_argument("--model", required=True, help="student model folder or Hub id")
-    parser.add_argument("--out", required=True, help="answers folder (one snapshot folder per benchmark)")
+    parser = sub.add_parser("answer", help="generate students' greedy answers")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="student model folder or Hub id")
+    which.add_argument("--models", nargs="+", metavar="NAME=MODEL",
+                       help="several students in one process, one after another; answers go to OUT/NAME")
+    parser.add_argument("--out", required=True, help="answers folder (one snapshot folder per benchmark); with "
+                        "--models, the folder that holds one answers folder per NAME")
     parser.add_argument("--max-tokens", type=int, default=1536, help="new tokens per answer (paper: 1536)")
     _add_benchmarks(parser)
     engine = parser.add_argument_group("engine (as tools/snapshot_q0.py)")

@@ -50,12 +50,17 @@ def run_answer(args: argparse.Namespace) -> str:
     benchmarks, files = resolve_benchmarks(args)
     config = SnapshotConfig.model_validate({k: getattr(args, k) for k in ("backend", "dtype", "tensor_parallel_size",
                                                                          "base_url") if getattr(args, k) is not None})
+    students = ({"": args.model} if args.model else parse_assignments(args.models, "--models"))
     eval_sets = {name: load_eval_set(name, files.get(name)) for name in benchmarks}
     ranks = data_parallel_size(config, args.data_parallel_size)
-    summaries = generate_answers(config.backend.value, args.model, engine_options(config, args), eval_sets, args.out,
-                                 max_tokens=args.max_tokens, shard_size=args.shard_size, progress=not args.no_progress,
-                                 data_parallel_size=ranks, engine_version=installed_version(config.backend.value))
-    return "\n".join(f"{name}: {summary.report()}" for name, summary in summaries.items())
+    reports = []
+    for student, model in students.items():
+        summaries = generate_answers(config.backend.value, model, engine_options(config, args), eval_sets,
+                                     Path(args.out) / student, max_tokens=args.max_tokens, shard_size=args.shard_size,
+                                     progress=not args.no_progress, data_parallel_size=ranks,
+                                     engine_version=installed_version(config.backend.value))
+        reports += [f"{student + ' ' if student else ''}{name}: {summary.report()}" for name, summary in summaries.items()]
+    return "\n".join(reports)
 
 
 def run_score(args: argparse.Namespace) -> str:

@@ -19,7 +19,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import yaml
 
@@ -141,11 +141,17 @@ def soda_config(settings: MiniatureSettings, seed: int, pairs_dir: Path, warmup_
                max_steps=settings.dpo_steps,
                datasets=[{"path": str(pairs_dir / "data"), "ds_type": "parquet", "type": "soda"}],
                dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
+    if settings.beta is not None:
+        cfg["trl"]["beta"] = settings.beta
+    if settings.dpo_learning_rate is not None:
+        cfg["learning_rate"] = settings.dpo_learning_rate
     cfg["soda"]["stage"] = stage
     # The warmup always trains on the q0 pairs' teacher answers, so every negative source's
     # DPO starts from the same q_w (same config hash).
     cfg["soda"]["warmup"].update(output_dir=str(warmup_dir), max_steps=settings.warmup_steps,
                                  datasets=[{"path": str(warmup_pairs / "data"), "ds_type": "parquet", "type": "soda"}])
+    if settings.warmup_learning_rate is not None:
+        cfg["soda"]["warmup"]["learning_rate"] = settings.warmup_learning_rate
     return cfg
 
 
@@ -155,6 +161,8 @@ def seqkd_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out
                max_steps=settings.sft_steps,
                datasets=[{"path": str(teacher_file), "ds_type": "json", "type": "soda"}],
                dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
+    if settings.warmup_learning_rate is not None:
+        cfg["learning_rate"] = settings.warmup_learning_rate
     return cfg
 
 
@@ -177,13 +185,17 @@ BENCHMARK = "miniature"  # the held-out test prompts, as a local evaluation set
 GENERATION_BATCH = 24  # CPU generation: 24 prompts per batch ran 1.7x faster than 8 on 2 cores
 
 
-def answer_test_prompts(name: str, model_dir: Path, test_file: Path, settings: MiniatureSettings) -> Path:
-    out = settings.out_dir / "eval" / "answers" / name
-    run_tool("judge.py", ["answer", "--model", model_dir, "--out", out, "--benchmarks", BENCHMARK,
-                          "--eval-file", f"{BENCHMARK}={test_file}", "--backend", "transformers",
+def answer_prompts(models: Mapping[str, Path], prompts_file: Path, settings: MiniatureSettings) -> dict[str, Path]:
+    """Greedy answers of every model to `prompts_file`, all in one `tools/judge.py answer`
+    process (one start-up instead of one per model); model name -> its answers folder."""
+    folders = {name: name.replace("/", "_") for name in models}
+    root = settings.out_dir / "eval" / "answers"
+    run_tool("judge.py", ["answer", "--models", *[f"{folders[n]}={path}" for n, path in models.items()],
+                          "--out", root, "--benchmarks", BENCHMARK,
+                          "--eval-file", f"{BENCHMARK}={prompts_file}", "--backend", "transformers",
                           "--max-tokens", settings.eval_max_tokens, "--batch-size", GENERATION_BATCH, "--no-progress"],
-             settings.out_dir / "logs" / f"answer_{name}.log")
-    return out
+             settings.out_dir / "logs" / "answers.log")
+    return {name: root / folder for name, folder in folders.items()}
 
 
 def exact_match_by_prompt(answers_dir: Path, test_file: Path) -> dict[str, bool]:
@@ -225,9 +237,13 @@ def collect_teacher(url: str, prompts: Path, out: Path, temperature: float, excl
     return out
 
 
-def snapshot(model_dir: Path, prompts: Path, out: Path, snapshot_cfg: dict, settings: MiniatureSettings, log: Path) -> Path:
+def snapshot(model_dir: Path, prompts: Path, out: Path, snapshot_cfg: dict, settings: MiniatureSettings, log: Path,
+             samples: int = 1) -> Path:
+    """`samples` answers per prompt: greedy (the recipe's setting) for one, else sampled at
+    `settings.negative_temperature` with the data seed."""
+    temperature = snapshot_cfg.get("temperature", 0.0) if samples == 1 else settings.negative_temperature
     run_tool("snapshot_q0.py", ["--model", model_dir, "--prompts", prompts, "--out", out, "--backend", "transformers",
-                                "--temperature", snapshot_cfg.get("temperature", 0.0),
+                                "--temperature", temperature, "--n", samples,
                                 "--max-tokens", snapshot_cfg["max_tokens"], "--seed", settings.data_seed,
                                 "--batch-size", GENERATION_BATCH,
                                 "--no-progress"], log)
@@ -240,6 +256,11 @@ def build_pairs(teacher: Path, negatives: str, out: Path, log: Path, truncated: 
     run_tool("build_pairs.py", ["--teacher", teacher, "--snapshot", negatives, "--out", out, "--overwrite",
                                 "--truncated", truncated, "--teacher-name", TEACHER_MODEL], log)
     return out
+
+
+def q0_name(settings: MiniatureSettings) -> str:
+    """Folder name of q0's snapshot and pairs: `q0`, or `q0x<k>` for k sampled answers per prompt."""
+    return "q0" if settings.negatives == 1 else f"q0x{settings.negatives}"
 
 
 def _train_runtimes(log: Path) -> list[float]:
@@ -271,10 +292,10 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
         with clock.stage("teacher answers"):
             teacher = collect_teacher(url, files["train"], data / "teacher.jsonl", 0.0, files["test"], logs / "teacher.log")
         with clock.stage("q0 snapshot"):
-            q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / "q0", recipe["soda"]["snapshot"],
-                          settings, logs / "snapshot_q0.log")
+            q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
+                          recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log", samples=settings.negatives)
         with clock.stage("pairs"):
-            pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / "q0", logs / "pairs.log")}
+            pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log")}
         if settings.ablation:
             with clock.stage("ablation negatives"):
                 hot = collect_teacher(url, files["train"], data / "teacher_hot.jsonl", settings.hot_teacher_temperature,
@@ -310,10 +331,8 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                         models[f"soda-{source}/s{seed}"] = train_once(f"soda_{source}_s{seed}", soda_config(
                             settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir,
                             stage="dpo"), settings)
-        answers = {}
         with clock.stage("student answers"):
-            for name, model_dir in models.items():
-                answers[name] = answer_test_prompts(name.replace("/", "_"), model_dir, files["test"], settings)
+            answers = answer_prompts(models, files["test"], settings)
         with clock.stage("judge"):
             judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url, settings)
     matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}

@@ -102,8 +102,7 @@ with the local teacher as judge; 50 means "as good as the judge's own reference 
 
 {ablation}
 
-Seeds {list(settings.ablation_seeds)} (the ablation's extra DPO runs are trained with these only, to fit
-the time budget; the q0 row is SODA on the same seeds). The same warmup model q_w per seed; DPO
+Seeds {list(settings.ablation_seeds)} (the q0 row is SODA on the same seeds). The same warmup model q_w per seed; DPO
 differs only in the rejected answers: q0's own answers,
 a cross-student's (a sibling: SmolLM2 with seeded weight noise, std {settings.sibling_noise} x each
 tensor's std), or a careless teacher's (temperature {settings.hot_teacher_temperature}: wrong final values)

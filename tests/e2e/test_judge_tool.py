@@ -71,6 +71,22 @@ def test_answers_from_a_tiny_model_then_score_and_table(tiny_model_dirs, tmp_pat
     assert (tmp_path / "redrawn" / "scores.png").is_file()
 
 
+def test_several_students_answer_in_one_process_each_in_its_own_folder(tiny_model_dirs, tmp_path):
+    vicuna = write_eval_file(tmp_path / "vicuna.jsonl", ["Name a prime.", "Say hi.", "Count to two."])
+    models = {"llama": tiny_model_dirs["llama"], "qwen": tiny_model_dirs["qwen2"]}
+    proc = _tool("answer", "--models", *[f"{n}={m}" for n, m in models.items()], "--out", tmp_path / "answers",
+                 "--backend", "transformers", "--max-tokens", "4", "--benchmarks", "vicuna",
+                 "--eval-file", f"vicuna={vicuna}", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, model in models.items():
+        manifest = store.read_manifest(tmp_path / "answers" / name / "vicuna")
+        assert manifest["model"] == str(model) and len(list(store.iter_rows(tmp_path / "answers" / name / "vicuna"))) == 3
+    assert proc.stdout.count("3 prompts generated now") == 2
+    both = _tool("answer", "--model", models["llama"], "--models", f"qwen={models['qwen']}", "--out", tmp_path / "x",
+                 "--benchmarks", "vicuna", "--eval-file", f"vicuna={vicuna}")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def _assert_png_with_bars(path):
     from PIL import Image
 
