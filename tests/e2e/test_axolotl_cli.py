@@ -38,15 +38,20 @@ def test_sft_with_soda_type(family, tiny_model_dirs, pairs, tmp_path):
     assert not torch.equal(_weights(out)["model.norm.weight"], _weights(tiny_model_dirs[family])["model.norm.weight"])
 
 
-def test_dpo_alone_with_soda_type_and_no_resident_reference(tiny_model_dirs, pairs, tmp_path):
+@pytest.mark.parametrize("trim", [True, False])
+def test_dpo_alone_with_soda_type_and_no_resident_reference(trim, tiny_model_dirs, pairs, tmp_path):
     cfg = base_config(tiny_model_dirs["qwen2"], pairs, tmp_path / "out", rl="dpo", trl={"beta": 0.1},
-                      precompute_ref_log_probs=True, learning_rate=1.0e-3)
+                      precompute_ref_log_probs=True, learning_rate=1.0e-3,
+                      soda={"precompute_only_trained_rows": trim})
     run = axolotl_train(write_config(cfg, tmp_path / "dpo.yml"))
     _assert_ok(run, "DPO")
     logs = run.step_logs()
     assert logs[0]["rewards/margins"] == 0.0, "policy and reference must both be the start model at step 0"
     assert logs[-1]["rewards/margins"] != 0.0, "DPO must move the policy away from the reference"
     assert "no second model is loaded" in run.output
+    # 3 steps x 2 rows use 6 of the 24 pairs: reference log-probs for 3 batches, or all 12 without the trim.
+    assert ("trains on 6 of the 24 pairs" in run.output) is trim
+    assert f"Computing reference log probs for train dataset: 100%|██████████| {3 if trim else 12}/" in run.output
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +140,8 @@ def test_two_process_cpu_launch_chains_with_one_writer(tiny_model_dirs, pairs, t
     dpo_logs = [log for log in run.step_logs() if "rewards/margins" in log]
     # Not bit-exact here: the precompute pass and the training step pad different batches.
     assert dpo_logs and abs(dpo_logs[0]["rewards/margins"]) < 1e-5
-    # Data parallel: 3 steps x 2 ranks x 2 rows = half of the 24 rows (one rank alone: a quarter).
-    assert dpo_logs[-1]["epoch"] == 0.5
+    # Data parallel: 3 steps x 2 ranks x 2 rows = 12 of the 24 rows, kept by the precompute trim;
+    # they make exactly one epoch (a trim that forgot the second rank would keep 6: two epochs).
+    assert "trains on 12 of the 24 pairs" in run.output
+    assert dpo_logs[-1]["epoch"] == 1.0
     assert (tmp_path / "out" / "model.safetensors").is_file()
