@@ -64,23 +64,55 @@ def offline_env() -> dict[str, str]:
 
 def run_command(command: list[str], log_path: Path) -> None:
     """Run `command`, output to `log_path`; raise `StageError` with the log's tail if it fails."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        log.write(f"\n$ {' '.join(command)}\n")
-        log.flush()
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=offline_env(), cwd=REPO).returncode
-    if code != 0:
-        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
-        raise StageError(f"`{Path(command[1]).name if len(command) > 1 else command[0]}` exited with code {code}; "
-                         f"full log: {log_path}\n{tail}")
+    run_commands_concurrently([(command, log_path)])
+
+
+def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_each: int | None = None) -> None:
+    """Run every `(command, log_path)` at once and wait for all; raise `StageError` naming each
+    failure's log. `threads_each` caps each process's torch threads (OMP_NUM_THREADS) so that
+    concurrent trainings share the cores instead of oversubscribing them. A failure or an
+    interrupt stops the processes still running: nothing is left training in the background."""
+    env = offline_env()
+    if threads_each is not None:
+        env["OMP_NUM_THREADS"] = str(threads_each)
+    running: list[tuple[subprocess.Popen, Any, list[str], Path]] = []
+    try:
+        for command, log_path in commands:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(log_path, "a")
+            log.write(f"\n$ {' '.join(command)}\n")
+            log.flush()
+            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
+                            log, command, log_path))
+        while True:  # until all finish or one fails
+            codes = [proc.poll() for proc, *_ in running]
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.2)
+        failed = [_failure_message(command, code, log_path)
+                  for code, (_, _, command, log_path) in zip(codes, running) if code not in (None, 0)]
+        if failed:
+            raise StageError("\n".join(failed))
+    finally:
+        for proc, log, _, _ in running:
+            if proc.poll() is None:
+                proc.terminate()  # `axolotl train --launcher python` trains in this very process
+                proc.wait()
+            log.close()
+
+
+def _failure_message(command: list[str], code: int, log_path: Path) -> str:
+    tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
+    return (f"`{Path(command[1]).name if len(command) > 1 else command[0]}` exited with code {code}; "
+            f"full log: {log_path}\n{tail}")
 
 
 def run_tool(script: str, args: list[str], log_path: Path) -> None:
     run_command([sys.executable, str(TOOLS / script), *map(str, args)], log_path)
 
 
-def axolotl_train(config: Path, log_path: Path) -> None:
-    run_command([str(Path(sys.executable).with_name("axolotl")), "train", str(config), "--launcher", "python"], log_path)
+def axolotl_train_command(config: Path) -> list[str]:
+    return [str(Path(sys.executable).with_name("axolotl")), "train", str(config), "--launcher", "python"]
 
 
 # Data ---------------------------------------------------------------------------------
@@ -168,15 +200,29 @@ def seqkd_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out
 
 def train_once(name: str, cfg: dict[str, Any], settings: MiniatureSettings) -> Path:
     """`axolotl train` on `cfg` unless its output folder already holds a finished model."""
-    out = Path(cfg["output_dir"])
-    if (out / "model.safetensors").is_file():
-        LOG.info("miniature: reusing %s", out)
-        return out
-    config_path = settings.out_dir / "configs" / f"{name}.yml"
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    axolotl_train(config_path, settings.out_dir / "logs" / f"train_{name}.log")
-    return out
+    return train_concurrently({name: cfg}, settings)[name]
+
+
+def train_concurrently(runs: Mapping[str, dict[str, Any]], settings: MiniatureSettings) -> dict[str, Path]:
+    """`axolotl train` on every config of `runs` (name -> config) at once, each on its share
+    of the cores, skipping those whose output folder already holds a finished model. Used for
+    runs whose training time no ratio reads: concurrent runs overlap their ~25 s start-ups,
+    but each one's own `train_runtime` is no longer its time alone. Name -> output folder."""
+    pending = []
+    for name, cfg in runs.items():
+        out = Path(cfg["output_dir"])
+        if (out / "model.safetensors").is_file():
+            LOG.info("miniature: reusing %s", out)
+            continue
+        config_path = settings.out_dir / "configs" / f"{name}.yml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        pending.append((axolotl_train_command(config_path), settings.out_dir / "logs" / f"train_{name}.log"))
+    if len(pending) == 1:
+        run_commands_concurrently(pending)
+    elif pending:
+        run_commands_concurrently(pending, threads_each=max(1, (os.cpu_count() or 1) // len(pending)))
+    return {name: Path(cfg["output_dir"]) for name, cfg in runs.items()}
 
 
 # Evaluation ---------------------------------------------------------------------------
@@ -327,10 +373,11 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
             runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
             if settings.ablation and seed in settings.ablation_seeds:
                 with clock.stage("ablation DPO"):
+                    trained = train_concurrently({f"soda_{source}_s{seed}": soda_config(
+                        settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir, stage="dpo")
+                        for source in ("sibling", "degraded")}, settings)
                     for source in ("sibling", "degraded"):
-                        models[f"soda-{source}/s{seed}"] = train_once(f"soda_{source}_s{seed}", soda_config(
-                            settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir,
-                            stage="dpo"), settings)
+                        models[f"soda-{source}/s{seed}"] = trained[f"soda_{source}_s{seed}"]
         with clock.stage("student answers"):
             answers = answer_prompts(models, files["test"], settings)
         with clock.stage("judge"):

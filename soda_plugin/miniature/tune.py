@@ -54,6 +54,7 @@ GRID = (
     Variant("dpo-lr-1e-4", dpo_learning_rate=1e-4),
     Variant("dpo-lr-5e-5-2neg", dpo_learning_rate=5e-5, negatives=2),
     Variant("warmup-6-dpo-12", warmup_steps=6, dpo_steps=12, dpo_learning_rate=5e-5),
+    Variant("warmup-15-dpo-3", warmup_steps=15, dpo_steps=3, dpo_learning_rate=5e-5),
     Variant("sft-lr-1e-4", warmup_learning_rate=1e-4),
 )
 
