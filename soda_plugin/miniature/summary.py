@@ -89,6 +89,7 @@ Mode: {"quick" if settings.quick else "full"}; seeds {list(settings.seeds)}; {se
 Every model is evaluated on the same {summary["n_test_prompts"]} held-out prompts
 ({"checked" if same_prompts else "NOT the same: a bug"}). Intervals are 95 % Student-t intervals over
 training seeds; Base is deterministic (greedy decoding of an untrained model), so it has one value.
+SODA's settings were chosen on the validation prompts only (`tools/tune_miniature.py`, docs/miniature.md).
 
 ## Base / SeqKD / SODA
 
