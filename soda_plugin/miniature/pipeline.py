@@ -75,30 +75,30 @@ def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_ea
     env = offline_env()
     if threads_each is not None:
         env["OMP_NUM_THREADS"] = str(threads_each)
-    running: list[tuple[subprocess.Popen, Any, list[str], Path]] = []
+    running: list[tuple[subprocess.Popen, list[str], Path]] = []
     try:
         for command, log_path in commands:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = open(log_path, "a")
-            log.write(f"\n$ {' '.join(command)}\n")
-            log.flush()
-            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
-                            log, command, log_path))
+            with open(log_path, "a") as log:
+                log.write(f"\n$ {' '.join(command)}\n")
+                log.flush()
+                # The child keeps its own copy of the descriptor; ours can close at once.
+                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
+                                command, log_path))
         while True:  # until all finish or one fails
             codes = [proc.poll() for proc, *_ in running]
             if None not in codes or any(code not in (None, 0) for code in codes):
                 break
             time.sleep(0.2)
         failed = [_failure_message(command, code, log_path)
-                  for code, (_, _, command, log_path) in zip(codes, running) if code not in (None, 0)]
+                  for code, (_, command, log_path) in zip(codes, running) if code not in (None, 0)]
         if failed:
             raise StageError("\n".join(failed))
     finally:
-        for proc, log, _, _ in running:
+        for proc, _, _ in running:
             if proc.poll() is None:
                 proc.terminate()  # `axolotl train --launcher python` trains in this very process
                 proc.wait()
-            log.close()
 
 
 def _failure_message(command: list[str], code: int, log_path: Path) -> str:
@@ -205,9 +205,10 @@ def train_once(name: str, cfg: dict[str, Any], settings: MiniatureSettings) -> P
 
 def train_concurrently(runs: Mapping[str, dict[str, Any]], settings: MiniatureSettings) -> dict[str, Path]:
     """`axolotl train` on every config of `runs` (name -> config) at once, each on its share
-    of the cores, skipping those whose output folder already holds a finished model. Used for
-    runs whose training time no ratio reads: concurrent runs overlap their ~25 s start-ups,
-    but each one's own `train_runtime` is no longer its time alone. Name -> output folder."""
+    of the cores, skipping those whose output folder already holds a finished model.
+    Concurrent runs overlap their ~25 s start-ups, but each one's `train_runtime` is then no
+    longer its time alone: only runs whose time no ratio reads go here together. Name ->
+    output folder."""
     pending = []
     for name, cfg in runs.items():
         out = Path(cfg["output_dir"])
@@ -218,10 +219,8 @@ def train_concurrently(runs: Mapping[str, dict[str, Any]], settings: MiniatureSe
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         pending.append((axolotl_train_command(config_path), settings.out_dir / "logs" / f"train_{name}.log"))
-    if len(pending) == 1:
-        run_commands_concurrently(pending)
-    elif pending:
-        run_commands_concurrently(pending, threads_each=max(1, (os.cpu_count() or 1) // len(pending)))
+    share = max(1, (os.cpu_count() or 1) // len(pending)) if len(pending) > 1 else None  # alone: torch's default
+    run_commands_concurrently(pending, threads_each=share)
     return {name: Path(cfg["output_dir"]) for name, cfg in runs.items()}
 
 
