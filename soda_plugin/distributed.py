@@ -88,9 +88,27 @@ def start_cpu_data_parallel_if_launched() -> None:
         return
     from accelerate import PartialState
 
+    _skip_cuda_peer_check_without_gpu()
     os.environ["ACCELERATE_USE_CPU"] = "true"
     state = PartialState(cpu=True)
     LOG.info("soda: CPU multi-process launch: %s over %d processes.", state.distributed_type, state.num_processes)
+
+
+def _skip_cuda_peer_check_without_gpu() -> None:
+    """Axolotl 0.21's `load_cfg` → `prepare_optim_env` asks torch whether GPU `LOCAL_RANK`
+    can reach a peer (`utils/environment.py`, `check_cuda_p2p_support`) in every multi-process
+    launch. A CPU torch raises AssertionError there, which Axolotl catches; the CUDA build
+    (the only torch 2.13 wheel the index serves for Python 3.12) on a machine without a
+    driver raises RuntimeError, which it does not, and the launch dies. There is no peer
+    without a GPU: answer "no P2P" as Axolotl's own fallback would. Runs from
+    `SODAPlugin.register`, which `load_cfg` calls before `prepare_optim_env`. Delete when
+    Axolotl catches the RuntimeError itself."""
+    try:
+        import axolotl.utils.environment as axolotl_environment
+    except ImportError:
+        return
+    if hasattr(axolotl_environment, "check_cuda_p2p_support"):
+        axolotl_environment.check_cuda_p2p_support = lambda: False
 
 
 def world_size() -> int:

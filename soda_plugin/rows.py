@@ -44,11 +44,17 @@ class BadRowError(ValueError):
         self.index = index
         self.field = field
         self.reason = reason
+        self.detail = detail
         super().__init__(
             f"soda row {index}: field `{field}` {detail} (reason: {reason.value}). Fix the "
             "data, or set `soda.on_bad_row: skip` to drop such rows (they are counted and "
             "logged per reason)."
         )
+
+    def __reduce__(self):
+        # Raised inside Axolotl's dataset-map workers: the parent must rebuild it from a
+        # pickle, or the pool's result thread dies and `axolotl train` hangs.
+        return (type(self), (self.index, self.field, self.reason, self.detail))
 
 
 @dataclass(frozen=True)

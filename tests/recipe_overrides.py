@@ -39,7 +39,6 @@ IN_PROCESS_OVERRIDES: dict[str, tuple[Any, str]] = {
 }
 # Applied only where a recipe trains on this CPU (tests/e2e/test_recipe_e2e.py).
 TRAIN_OVERRIDES: dict[str, tuple[Any, str]] = {
-    "attn_implementation": ("sdpa", "flash_attention_2 needs the CUDA-only flash-attn package (not installed)"),
     "bf16": (False, "float32 on CPU, as the CPU demo: bf16 autocast on 2 cores is slow and not what is tested"),
     "tf32": (False, "TF32 is a CUDA matmul mode; the Trainer refuses `tf32` without a CUDA GPU"),
 }

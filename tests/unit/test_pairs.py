@@ -268,8 +268,9 @@ def test_output_loads_with_datasets_and_feeds_the_dpo_view(tmp_path, chatml_toke
     files = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
     assert folder.column_names == files.column_names == list(PAIR_COLUMNS)
     assert len(folder) == len(files) == report.kept == 5
-    transform, _ = soda_dpo({})
-    triples = transform(folder[:5], list(range(5)), tokenizer=chatml_tokenizer)
+    transform, map_kwargs = soda_dpo({})
+    triples = folder.map(transform, **{**map_kwargs, "remove_columns": folder.column_names},
+                         fn_kwargs={"tokenizer": chatml_tokenizer})
     assert triples["chosen"][0] == "The answer is 0.<|im_end|>" and len(triples["rejected"]) == 5
 
 

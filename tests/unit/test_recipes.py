@@ -50,7 +50,7 @@ def test_recipe_passes_axolotl_load_cfg(recipe, tiny_model_dirs, fixtures, tmp_p
     assert cfg.sequence_len == raw["sequence_len"] == 3584
     assert cfg.gradient_checkpointing is True
     # The GPU settings themselves pass Axolotl's validation here; only `deepspeed` is removed.
-    assert cfg.bf16 is True and cfg.tf32 is True and cfg.attn_implementation == "flash_attention_2"
+    assert cfg.bf16 is True and cfg.tf32 is True and cfg.attn_implementation == "sdpa"
     if raw.get("rl"):
         assert str(getattr(cfg.rl, "value", cfg.rl)) == "dpo" and cfg.precompute_ref_log_probs is True
         assert cfg.soda["warmup"]["max_steps"] == raw["soda"]["warmup"]["max_steps"]

@@ -95,3 +95,16 @@ def test_tally_counts_per_reason_under_skip_and_raises_under_error():
     )
     with pytest.raises(BadRowError):
         BadRowTally(OnBadRow.ERROR).record(errors[0])
+
+
+def test_bad_row_error_survives_a_pickle_round_trip():
+    """Axolotl's dataset map raises it in a worker; the parent unpickles it."""
+    import pickle
+
+    from soda_plugin.rows import BadRowError, BadRowReason
+
+    error = BadRowError(7, "teacher_response", BadRowReason.EMPTY, "is empty")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is BadRowError
+    assert (copy.index, copy.field, copy.reason, copy.detail) == (7, "teacher_response", BadRowReason.EMPTY, "is empty")
+    assert str(copy) == str(error)
