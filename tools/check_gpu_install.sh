@@ -42,21 +42,9 @@ esac
 
 fail() { echo "check_gpu_install: FAIL: $*" >&2; exit 1; }
 
-is_py312() { [ -n "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; }
-find_python312() {
-  local candidate root
-  if [ -n "${SODA_PYTHON312:-}" ]; then echo "$SODA_PYTHON312"; return 0; fi
-  # A pyenv shim named python3.12 may be on PATH and still refuse to run: try each one.
-  root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
-  for candidate in "$(command -v python3.12 2>/dev/null)" \
-      "$(PYENV_VERSION=3.12 pyenv which python 2>/dev/null)" \
-      $(ls -d "$root"/versions/3.12*/bin/python 2>/dev/null | sort -V -r); do
-    if is_py312 "$candidate"; then echo "$candidate"; return 0; fi
-  done
-  return 1
-}
+source "$SODA_ROOT/tools/find_python.sh"
 
-PY312=$(find_python312) || fail "no Python 3.12 found (set SODA_PYTHON312, or put python3.12 on PATH, or install it with pyenv)"
+PY312=${SODA_PYTHON312:-$(soda_find_python 3.12)} || fail "no Python 3.12 found (set SODA_PYTHON312, or put python3.12 on PATH, or install it with pyenv)"
 "$PY312" -c 'import sys, platform
 ok = sys.version_info[:2] == (3, 12) and sys.platform == "linux" and platform.machine() == "x86_64"
 sys.exit(0 if ok else 1)' || fail "$PY312 is not CPython 3.12 on Linux x86_64; the GPU sets are pinned for exactly that"
