@@ -12,6 +12,8 @@ import contextlib
 import copy
 import gc
 import os
+from pathlib import Path
+
 from .log import get_logger
 from typing import Any, Iterator, Mapping
 
@@ -118,6 +120,9 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
     from axolotl.utils.dict import DictDefault
     import axolotl.train as axolotl_train
 
+    from .dataset_type import bad_row_policy
+    from .strict_rows import clean_soda_datasets
+
     manager = PluginManager.get_instance()
     outer_cfg = manager.cfg
     try:
@@ -125,6 +130,7 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
             with _second_deepspeed_setup(bool(warmup_cfg.get("deepspeed"))):
                 cfg = load_cfg(DictDefault(copy.deepcopy(dict(warmup_cfg))))
             place_model_on_cpu_without_accelerator(cfg)
+            clean_soda_datasets(cfg, need_student=False, policy=bad_row_policy(cfg))
             dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
             with _keep_process_group():
                 outputs = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
@@ -168,6 +174,7 @@ def _run_warmup_if_needed(warmup_cfg: dict[str, Any], soda: SodaConfig) -> str:
     )
     LOG.info("soda: %s", decision.reason)
     if decision.run:
+        LOG.info("soda: %s", describe_warmup_start(warmup_cfg, directory))
         # A stale marker must not survive a re-run that is killed half-way.
         on_main_then_barrier(lambda: marker_path(directory).unlink(missing_ok=True))
         run_warmup(warmup_cfg)
@@ -177,6 +184,31 @@ def _run_warmup_if_needed(warmup_cfg: dict[str, Any], soda: SodaConfig) -> str:
         on_main_then_barrier(lambda: write_marker(directory, "warmup", warmup_cfg))
         LOG.info("soda: warmup finished; marker written to %s", marker_path(directory))
     return directory
+
+
+def _checkpoints(directory: str) -> list[str]:
+    found = Path(directory).glob("checkpoint-*") if Path(directory).is_dir() else []
+    return sorted((p.name for p in found if p.name.split("-")[-1].isdigit()), key=lambda n: int(n.split("-")[-1]))
+
+
+def describe_warmup_start(warmup_cfg: Mapping[str, Any], directory: str) -> str:
+    """Whether the warmup about to train restarts from step 0 or Axolotl resumes it."""
+    partial = [name for name in ("model.safetensors", "adapter_model.safetensors", "merged")
+               if (Path(directory) / name).exists()]
+    left = f" (an unfinished earlier run left {', '.join(partial)}; it is overwritten)" if partial else ""
+    checkpoints = _checkpoints(directory)
+    if checkpoints and warmup_cfg.get("auto_resume_from_checkpoints"):
+        return f"the warmup resumes from {directory}/{checkpoints[-1]} (`auto_resume_from_checkpoints`){left}"
+    return f"the warmup trains from step 0{left}"
+
+
+def describe_dpo_start(cfg: Any) -> str:
+    checkpoints = _checkpoints(str(cfg.get("output_dir") or ""))
+    if cfg.get("resume_from_checkpoint"):
+        return f"DPO resumes from {cfg.get('resume_from_checkpoint')}"
+    if checkpoints and cfg.get("auto_resume_from_checkpoints"):
+        return f"DPO resumes from {cfg.get('output_dir')}/{checkpoints[-1]} (`auto_resume_from_checkpoints`)"
+    return "DPO trains from step 0"
 
 
 def prepare_dpo_stage(cfg: Any) -> None:
@@ -203,4 +235,5 @@ def prepare_dpo_stage(cfg: Any) -> None:
         # DPO trains a fresh adapter on the merged q_w; with it disabled, the reference is q_w.
         directory = str(merged_dir(directory))
     point_at_warmup(cfg, directory)
-    LOG.info("soda: DPO starts from the warmup model %s, which is also its reference.", directory)
+    LOG.info("soda: DPO starts from the warmup model %s, which is also its reference; %s.",
+             directory, describe_dpo_start(cfg))

@@ -45,10 +45,11 @@ def _check_columns(column_names: list[str], fields: SodaFields, need_student: bo
 class SodaSFTStrategy(DatasetWrappingStrategy):
     """Warmup view: the teacher answer is the final assistant turn; prompt tokens masked."""
 
-    def __init__(self, tokenizer: Any, fields: SodaFields, policy: OnBadRow):
+    def __init__(self, tokenizer: Any, fields: SodaFields, policy: OnBadRow, source: str | None = None):
         self.tokenizer = tokenizer
         self.fields = fields
         self.policy = policy
+        self.source = source
 
     def valid_indices(self, dataset: Any) -> list[int]:
         """Indices of trainable rows; raises on the first bad row under `error`."""
@@ -58,7 +59,7 @@ class SodaSFTStrategy(DatasetWrappingStrategy):
         columns = dataset.select_columns([self.fields.messages, self.fields.teacher])
         for index, row in enumerate(columns):
             try:
-                parse_row(row, self.fields, index=index, need_student=False)
+                parse_row(row, self.fields, index=index, need_student=False, where=_where(self.source, index))
             except BadRowError as error:
                 tally.record(error)
                 continue
@@ -88,11 +89,16 @@ class SodaSFTStrategy(DatasetWrappingStrategy):
 def load(tokenizer: Any, cfg: Mapping[str, Any], ds_cfg: Mapping[str, Any] | None = None) -> SodaSFTStrategy:
     """SFT loader, called by `axolotl.prompt_strategies.load`."""
     fields = SodaFields.from_dataset_config(ds_cfg, (cfg or {}).get("soda"))
-    return SodaSFTStrategy(tokenizer, fields, bad_row_policy(cfg))
+    return SodaSFTStrategy(tokenizer, fields, bad_row_policy(cfg), (ds_cfg or {}).get("path"))
+
+
+def _where(source: str | None, index: int) -> str | None:
+    return f"{source} row {index}" if source else None
 
 
 def dpo_rows_to_triples(
-    batch: dict[str, list[Any]], indices: list[int], tokenizer: Any, fields: SodaFields, policy: OnBadRow
+    batch: dict[str, list[Any]], indices: list[int], tokenizer: Any, fields: SodaFields, policy: OnBadRow,
+    source: str | None = None,
 ) -> dict[str, list[str]]:
     """Batched DPO transform body: validate each row, keep the good ones as triples."""
     out: dict[str, list[str]] = {"prompt": [], "chosen": [], "rejected": []}
@@ -101,7 +107,7 @@ def dpo_rows_to_triples(
     for position, index in enumerate(indices):
         row = {column: batch[column][position] for column in columns}
         try:
-            parsed = parse_row(row, fields, index=index, need_student=True)
+            parsed = parse_row(row, fields, index=index, need_student=True, where=_where(source, index))
         except BadRowError as error:
             tally.record(error)
             continue
@@ -135,12 +141,13 @@ def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
     entry = datasets[dataset_idx] if dataset_idx < len(datasets) else {}
     fields = SodaFields.from_dataset_config(entry, (cfg or {}).get("soda"))
     policy = bad_row_policy(cfg)
+    source = entry.get("path")
     map_kwargs: dict[str, Any] = {"batched": True, "remove_columns": "__all__"}
 
     if _host_passes_row_indices():
 
         def transform(batch, indices, tokenizer=None):
-            return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy)
+            return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy, source)
 
         return transform, {**map_kwargs, "with_indices": True}
 
@@ -150,6 +157,6 @@ def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
         size = len(next(iter(batch.values()))) if batch else 0
         indices = list(range(seen[0], seen[0] + size))
         seen[0] += size
-        return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy)
+        return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy, source)
 
     return transform_counting, map_kwargs

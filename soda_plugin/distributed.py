@@ -56,11 +56,11 @@ def decide_on_main(decide: Callable[[], T]) -> T:
 
 
 def on_main_then_barrier(action: Callable[[], Any]) -> None:
-    """Run `action` on rank 0 only (e.g. writing a marker), then wait for all ranks."""
+    """Once every rank is here, run `action` on rank 0 only (e.g. writing a marker); every
+    rank returns when it is done, or raises rank 0's error. A bare barrier would leave the
+    other ranks waiting for the process group's timeout (30 minutes) with no cause."""
     barrier()
-    if is_main():
-        action()
-    barrier()
+    decide_on_main(lambda: (action(), None)[1])
 
 
 def place_model_on_cpu_without_accelerator(cfg) -> None:

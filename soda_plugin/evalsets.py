@@ -103,6 +103,9 @@ class BadEvalRowError(ValueError):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self):  # rebuilt with its fields after crossing a process boundary
+        return (type(self), (str(self), self.reason))
+
 
 @dataclass
 class EvalSetRead:

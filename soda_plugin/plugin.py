@@ -30,6 +30,11 @@ class SODAPlugin(BasePlugin):
         install_reference_model_skip()
 
     def load_datasets(self, cfg, preprocess: bool = False):
+        from .dataset_type import bad_row_policy
+        from .strict_rows import clean_soda_datasets
+
+        # Before any warmup trains: a bad preference row must not cost a warmup first.
+        clean_soda_datasets(cfg, need_student=bool(cfg.get("rl")), policy=bad_row_policy(cfg))
         if cfg.get("soda") is None:
             return None
         from .distributed import place_model_on_cpu_without_accelerator

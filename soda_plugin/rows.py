@@ -30,6 +30,7 @@ class BadRowReason(str, Enum):
     BAD_MESSAGES = "bad_messages"
     ROLES_OUT_OF_ORDER = "roles_out_of_order"
     CHOSEN_EQUALS_REJECTED = "chosen_equals_rejected"
+    NOT_JSON = "not_json"  # a line of a JSON-lines file that is not one JSON object
 
 
 class OnBadRow(str, Enum):
@@ -38,23 +39,31 @@ class OnBadRow(str, Enum):
 
 
 class BadRowError(ValueError):
-    """A `soda` row that cannot be trained on."""
+    """A `soda` row that cannot be trained on.
 
-    def __init__(self, index: int, field: str, reason: BadRowReason, detail: str):
+    `where` locates it for the user: `FILE:LINE` for a JSON-lines file, `FILE row N` for
+    other files, `soda row N` when the file is not known.
+    """
+
+    def __init__(self, index: int, field: str, reason: BadRowReason, detail: str, where: str | None = None):
         self.index = index
         self.field = field
-        self.reason = reason
+        self.reason = BadRowReason(reason)
         self.detail = detail
+        self.where = where or f"soda row {index}"
         super().__init__(
-            f"soda row {index}: field `{field}` {detail} (reason: {reason.value}). Fix the "
+            f"{self.where}: field `{field}` {detail} (reason: {self.reason.value}). Fix the "
             "data, or set `soda.on_bad_row: skip` to drop such rows (they are counted and "
             "logged per reason)."
         )
 
+    def located(self, where: str) -> "BadRowError":
+        return type(self)(self.index, self.field, self.reason, self.detail, where)
+
     def __reduce__(self):
         # Raised inside Axolotl's dataset-map workers: the parent must rebuild it from a
         # pickle, or the pool's result thread dies and `axolotl train` hangs.
-        return (type(self), (self.index, self.field, self.reason, self.detail))
+        return (type(self), (self.index, self.field, self.reason, self.detail, self.where))
 
 
 @dataclass(frozen=True)
@@ -156,12 +165,25 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_row(row: Mapping[str, Any], fields: SodaFields, *, index: int, need_student: bool) -> SodaRow:
+def parse_row(
+    row: Mapping[str, Any], fields: SodaFields, *, index: int, need_student: bool, where: str | None = None
+) -> SodaRow:
     """Validate one row and return its typed form.
 
     Raises:
-        BadRowError: naming the row index, the field and the reason.
+        BadRowError: naming the row (`where`, else its index), the field and the reason.
     """
+    try:
+        return _parse_row(row, fields, index=index, need_student=need_student)
+    except BadRowError as error:
+        if where is None:
+            raise
+        raise error.located(where) from None
+
+
+def _parse_row(row: Mapping[str, Any], fields: SodaFields, *, index: int, need_student: bool) -> SodaRow:
+    if not isinstance(row, Mapping):
+        raise BadRowError(index, "(row)", BadRowReason.NOT_JSON, f"is a JSON {type(row).__name__}, not an object")
     messages = parse_messages(row, fields.messages, index)
     teacher = _require_text(row, fields.teacher, index)
     if not need_student:
@@ -181,13 +203,13 @@ class BadRowTally:
     def __init__(self, policy: OnBadRow):
         self.policy = OnBadRow(policy)
         self.counts: Counter[str] = Counter()
-        self.first_index: dict[str, int] = {}
+        self.first_where: dict[str, str] = {}
 
     def record(self, error: BadRowError) -> None:
         if self.policy is OnBadRow.ERROR:
             raise error
         self.counts[error.reason.value] += 1
-        self.first_index.setdefault(error.reason.value, error.index)
+        self.first_where.setdefault(error.reason.value, error.where)
 
     @property
     def total(self) -> int:
@@ -195,7 +217,7 @@ class BadRowTally:
 
     def summary(self, seen: int, where: str) -> str:
         parts = ", ".join(
-            f"{reason}={count} (first at row {self.first_index[reason]})"
+            f"{reason}={count} (first at {self.first_where[reason]})"
             for reason, count in sorted(self.counts.items())
         )
         return f"soda: skipped {self.total} of {seen} rows in {where} (`soda.on_bad_row: skip`): {parts}"

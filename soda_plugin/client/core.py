@@ -24,6 +24,9 @@ class RequestFailedError(RuntimeError):
         self.attempts = attempts
         self.last_error = last_error
 
+    def __reduce__(self):  # rebuilt with its fields after crossing a process boundary
+        return (type(self), (str(self), self.attempts, self.last_error))
+
     @property
     def kind(self) -> str:
         """The failure kind (`rate_limit`, `server_error`, `bad_request`, ...), for counting."""

@@ -27,6 +27,9 @@ class DataParallelError(RuntimeError):
         super().__init__(message)
         self.exit_codes = dict(exit_codes)
 
+    def __reduce__(self):  # rebuilt with its fields after crossing a process boundary
+        return (type(self), (str(self), self.exit_codes))
+
 
 def contiguous_shards(n_items: int, n_ranks: int) -> list[range]:
     """Split `range(n_items)` into `n_ranks` contiguous shards, in rank order.

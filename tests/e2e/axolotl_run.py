@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ _LOG_DICT = re.compile(r"\{'loss': [^{}]*\}")
 class Run:
     returncode: int
     output: str
+    seconds: float = 0.0
 
     def step_logs(self) -> list[dict[str, float]]:
         """The per-step log dicts the Trainer prints, in order, values as floats."""
@@ -55,7 +57,7 @@ def base_config(model_dir: Path, data: Path, output_dir: Path, **extra) -> dict:
         "bf16": False,
         "fp16": False,
         "tf32": False,
-        "dataset_processes": 1,
+        "dataset_num_proc": 1,
         "val_set_size": 0,
         "logging_steps": 1,
         "save_strategy": "no",
@@ -80,14 +82,29 @@ def write_config(cfg: dict, path: Path) -> Path:
     return path
 
 
-def axolotl_train(config: Path, *, launcher: list[str] | None = None, timeout: int = 900) -> Run:
-    env = dict(os.environ, AXOLOTL_DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+def axolotl_train(
+    config: Path, *, launcher: list[str] | None = None, timeout: int = 900, env: dict[str, str] | None = None
+) -> Run:
+    """Run `axolotl train CONFIG` (or `LAUNCHER... CONFIG`); `tests/e2e` is importable in it
+    (for `fault_plugin`)."""
+    python_path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, AXOLOTL_DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               PYTHONPATH=python_path, **(env or {}))
     command = launcher or [str(BIN / "axolotl"), "train", str(config), "--launcher", "python"]
     if launcher:
         command = launcher + [str(config)]
+    start = time.monotonic()
     proc = subprocess.run(
         command, cwd=config.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=timeout,
     )
     (config.parent / f"{config.stem}.log").write_text(proc.stdout)
-    return Run(proc.returncode, proc.stdout)
+    return Run(proc.returncode, proc.stdout, time.monotonic() - start)
+
+
+def two_process_launcher(port: int) -> list[str]:
+    """`accelerate launch` of two CPU processes; `port` is the rendezvous port (never the
+    fixed default 29500, which any other distributed job on the host may hold)."""
+    return [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+            "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "axolotl.cli.train"]

@@ -64,7 +64,7 @@ def test_sft_strategy_skips_bad_rows_and_reports_counts(chatml_tokenizer, capsys
     assert all(IGNORE_INDEX in labels and set(labels) != {IGNORE_INDEX} for labels in out["labels"])
     err = capsys.readouterr().err
     assert "skipped 2 of 6 rows" in err
-    assert "empty=1 (first at row 1)" in err and "roles_out_of_order=1 (first at row 4)" in err
+    assert "empty=1 (first at soda row 1)" in err and "roles_out_of_order=1 (first at soda row 4)" in err
     assert rows == original
 
 
@@ -93,7 +93,7 @@ def test_dpo_transform_skips_bad_rows_with_counts(chatml_tokenizer, capsys):
     assert all(c.endswith("<|im_end|>") and r.endswith("<|im_end|>") for c, r in zip(out["chosen"], out["rejected"]))
     err = capsys.readouterr().err
     assert "skipped 3 of 6 rows in preference rows 0-5" in err
-    assert "chosen_equals_rejected=1 (first at row 3)" in err
+    assert "chosen_equals_rejected=1 (first at soda row 3)" in err
 
 
 def test_dpo_transform_errors_name_the_row(chatml_tokenizer):

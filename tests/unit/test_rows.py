@@ -91,7 +91,7 @@ def test_tally_counts_per_reason_under_skip_and_raises_under_error():
     assert tally.counts == {"empty": 2, "roles_out_of_order": 1}
     assert tally.summary(20, "the data") == (
         "soda: skipped 3 of 20 rows in the data (`soda.on_bad_row: skip`): "
-        "empty=2 (first at row 3), roles_out_of_order=1 (first at row 9)"
+        "empty=2 (first at soda row 3), roles_out_of_order=1 (first at soda row 9)"
     )
     with pytest.raises(BadRowError):
         BadRowTally(OnBadRow.ERROR).record(errors[0])

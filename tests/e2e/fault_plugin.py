@@ -1,0 +1,107 @@
+"""Test-only Axolotl plugin: kill `axolotl train` at a named point, and count model loads.
+
+Listed after soda under `plugins:` by the kill tests; `tests/e2e` is on the subprocess's
+PYTHONPATH. Both are driven by environment variables so that the config under test is
+the user's config plus one plugin line:
+
+- `SODA_TEST_KILL_AT`: `warmup_step=N` / `dpo_step=N` (after optimizer step N of that
+  stage), `before_marker` (the warmup is saved, its marker not yet written), or
+  `during_merge` (the merged q_w weights are saved, its tokenizer not yet). The process
+  SIGKILLs itself there: no handler, no flush, as the OOM killer or a preemption would.
+- `SODA_TEST_EVENTS`: a file that gets one line per model constructed (any
+  `PreTrainedModel`, in any process) and one line just before each kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from axolotl.integrations.base import BasePlugin
+from transformers import TrainerCallback
+
+_INSTALLED = False
+
+
+def _event(text: str) -> None:
+    path = os.environ.get("SODA_TEST_EVENTS")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{text} pid={os.getpid()} rank={os.environ.get('RANK', '0')}\n")
+
+
+def _kill(point: str) -> None:
+    _event(f"kill {point}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_at() -> str:
+    return os.environ.get("SODA_TEST_KILL_AT", "")
+
+
+def _count_model_constructions() -> None:
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.__init__
+
+    def counted(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        _event(f"model {type(self).__name__}")  # inner modules too (e.g. LlamaModel): filter by class
+
+    PreTrainedModel.__init__ = counted
+
+
+def _kill_before_marker() -> None:
+    import soda_plugin.chain as chain
+
+    original = chain.write_marker
+
+    def write_marker(*args, **kwargs):
+        _kill("before_marker")
+        return original(*args, **kwargs)
+
+    chain.write_marker = write_marker
+
+
+def _kill_during_merge() -> None:
+    import soda_plugin.chain as chain
+
+    original = chain.merge_warmup_adapter
+
+    def merge(*args, **kwargs):
+        import transformers
+
+        # The merge saves the model, then loads and saves the tokenizer: kill in between.
+        transformers.AutoTokenizer.from_pretrained = lambda *a, **k: _kill("during_merge")
+        return original(*args, **kwargs)
+
+    chain.merge_warmup_adapter = merge
+
+
+class _KillAtStep(TrainerCallback):
+    def __init__(self, point: str, step: int):
+        self.point, self.step = point, step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            _kill(self.point)
+
+
+class FaultPlugin(BasePlugin):
+    def register(self, cfg) -> None:
+        global _INSTALLED
+        if _INSTALLED:  # `load_cfg` runs again for the warmup stage
+            return
+        _INSTALLED = True
+        _count_model_constructions()
+        if _kill_at() == "before_marker":
+            _kill_before_marker()
+        elif _kill_at() == "during_merge":
+            _kill_during_merge()
+
+    def add_callbacks_post_trainer(self, cfg, trainer):
+        stage = "dpo" if cfg.get("rl") else "warmup"
+        name, _, step = _kill_at().partition("=")
+        if name == f"{stage}_step":
+            return [_KillAtStep(name, int(step))]
+        return []
