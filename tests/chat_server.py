@@ -9,6 +9,9 @@ is counted, faulted or not; `answered_by_prompt` counts the usable answers deliv
 prompt (the last message's content) to a client still connected, `abandoned` those whose client
 was gone (killed) by the time the answer was ready, and `authorizations` the
 `Authorization` headers received.
+
+`hold_after=n` makes every request after the first n wait in its handler until `release()`
+(`held` counts them): a test can kill a client while it is known to have calls in flight.
 """
 
 from __future__ import annotations
@@ -47,13 +50,28 @@ def _client_gone(connection: socket.socket) -> bool:
         return True
 
 
+def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    """Poll `condition` until it holds or `timeout_s` passes; returns whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+async def no_sleep(_seconds: float) -> None:
+    """A `ChatClient(sleep=...)` that retries at once: tests need no backoff wait."""
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 512  # the default backlog (5) refuses connections under high concurrency
 
 
 class ChatServer:
     def __init__(self, responder: Callable[[dict], Reply], *, latency_s: float = 0.0, hang_s: float = 30.0,
-                 fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = ("500",), seed: int = 0):
+                 fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = ("500",), seed: int = 0,
+                 hold_after: int | None = None):
         self.responder = responder
         self.latency_s = latency_s
         self.hang_s = hang_s
@@ -67,6 +85,9 @@ class ChatServer:
         self.answered_by_prompt: Counter = Counter()
         self.abandoned = 0
         self.authorizations: set[str] = set()
+        self.hold_after = hold_after
+        self.held = 0
+        self._gate = threading.Event()
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -81,6 +102,7 @@ class ChatServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -88,9 +110,16 @@ class ChatServer:
         with self.lock:
             self.faults.extend(faults)
 
-    def _next_fault(self) -> str | None:
+    def release(self) -> None:
+        """Let the held requests (and every later one) go on."""
+        self._gate.set()
+
+    def _arrive(self) -> tuple[str | None, bool]:
+        """Count a request: its fault, and whether it must wait for `release()`."""
         with self.lock:
             self.requests += 1
+            gated = self.hold_after is not None and self.requests > self.hold_after and not self._gate.is_set()
+            self.held += gated
             if self.faults:
                 fault = self.faults.popleft()
             elif self.fault_rate and self._random.random() < self.fault_rate:
@@ -99,8 +128,7 @@ class ChatServer:
                 fault = None
             if fault:
                 self.faulted[fault] += 1
-            return fault
-
+            return fault, gated
 
     def _handler(self):
         server = self
@@ -127,7 +155,9 @@ class ChatServer:
                 request = json.loads(self.rfile.read(length) or b"{}")
                 with server.lock:
                     server.authorizations.add(self.headers.get("Authorization", ""))
-                fault = server._next_fault()
+                fault, gated = server._arrive()
+                if gated:
+                    server._gate.wait()
                 if server.latency_s:
                     time.sleep(server.latency_s)
                 if fault == "hang":

@@ -9,7 +9,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from ports import reserved_port  # noqa: E402
 from tiny_models import build_model, build_tokenizer  # noqa: E402
+
+
+@pytest.fixture
+def held_port():
+    """A port for a launcher's rendezvous (`MASTER_PORT`, `--main_process_port`), held for the test."""
+    with reserved_port() as port:
+        yield port
 
 
 @pytest.fixture(scope="session")

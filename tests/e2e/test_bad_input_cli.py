@@ -4,7 +4,6 @@ workers and under a two-process launch; under `skip`, good rows arrive as writte
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,6 @@ from soda_data import valid_rows, write_jsonl
 
 pytestmark = pytest.mark.e2e
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _mixed_types(n=24):
@@ -77,10 +71,10 @@ def test_warmup_bad_row_stops_before_any_training_in_the_sft_view(tiny_model_dir
     assert not run.step_logs() and not (tmp_path / "out" / "warmup" / "model.safetensors").exists()
 
 
-def test_two_process_launch_stops_on_a_bad_row(tiny_model_dirs, tmp_path):
+def test_two_process_launch_stops_on_a_bad_row(tiny_model_dirs, tmp_path, held_port):
     data = write_jsonl(_mixed_types(), tmp_path / "pairs.jsonl")
     cfg = dpo_chain_config(tiny_model_dirs["qwen2"], data, tmp_path / "out")
-    run = axolotl_train(write_config(cfg, tmp_path / "chain2.yml"), launcher=two_process_launcher(_free_port()),
+    run = axolotl_train(write_config(cfg, tmp_path / "chain2.yml"), launcher=two_process_launcher(held_port),
                         timeout=300)
     print(f"two-process axolotl train exited {run.returncode} after {run.seconds:.1f} s")
     assert run.returncode != 0 and run.seconds < 120

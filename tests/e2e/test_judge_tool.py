@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from chat_server import ChatServer
+from chat_server import ChatServer, wait_for
 from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder
 from soda_plugin.snapshot import store
@@ -98,6 +97,12 @@ def _assert_png_with_bars(path):
     assert first_bar in {color for _, color in image.getcolors(maxcolors=1 << 16)}
 
 
+def _cached_calls(cache_dir):
+    """Complete lines in the judge's reference and verdict caches."""
+    paths = [cache_dir / "references.jsonl", cache_dir / "verdicts.jsonl"]
+    return sum(path.read_bytes().count(b"\n") for path in paths if path.exists())
+
+
 def test_sigkill_mid_score_then_rerun_pays_no_call_twice(tmp_path):
     prompts = [f"Question number {i}?" for i in range(12)]
     eval_file = write_eval_file(tmp_path / "vicuna.jsonl", prompts)
@@ -105,24 +110,24 @@ def test_sigkill_mid_score_then_rerun_pays_no_call_twice(tmp_path):
     soda = {p: f"soda q={(i + 4) % 10 + 1}" for i, p in enumerate(prompts)}
     models = {"base": write_answers(tmp_path / "base", base), "soda": write_answers(tmp_path / "soda", soda)}
     calls_needed = 12 + 2 * 12 * 2
-    with ChatServer(JudgeResponder(), latency_s=0.2) as server:
-        args = _score_args(server, tmp_path / "scores", models, eval_file, "--concurrency", "2")
+    paid_at_kill, concurrency = 20, 2
+    with ChatServer(JudgeResponder(), hold_after=paid_at_kill) as server:
+        args = _score_args(server, tmp_path / "scores", models, eval_file, "--concurrency", str(concurrency))
         killed = subprocess.Popen([sys.executable, str(TOOL), *map(str, args)], env=ENV,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while server.answered < 20 and time.time() < deadline and killed.poll() is None:
-            time.sleep(0.01)
-        # Half a latency later the next calls are in flight, not being delivered: an answer
-        # received but not yet written when the process dies is the one loss no client avoids.
-        time.sleep(0.1)
+        # Killed with every lane's call held by the server and every answer it got cached: the
+        # one loss no client avoids (an answer received, not yet written) cannot happen here.
+        assert wait_for(lambda: killed.poll() is not None or (
+            server.held == concurrency and _cached_calls(tmp_path / "scores" / "cache") == paid_at_kill))
+        assert killed.poll() is None, "the tool ended before the kill"
         killed.send_signal(signal.SIGKILL)
         killed.wait()
-        paid_before = sum(server.answered_by_prompt.values())
-        assert 0 < paid_before < calls_needed, "the kill must land mid-run"
+        server.release()
+        assert sum(server.answered_by_prompt.values()) == paid_at_kill < calls_needed
 
         rerun = _tool(*args)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert server.abandoned >= 1  # calls were in flight at the kill
+        assert server.abandoned == concurrency  # the held calls found their client gone
         assert max(server.answered_by_prompt.values()) == 1  # no call delivered twice
         assert sum(server.answered_by_prompt.values()) == calls_needed
     results = {r["model"]: r for r in json.loads((tmp_path / "scores" / "results.json").read_text())["results"]}

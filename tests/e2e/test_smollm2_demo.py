@@ -29,12 +29,34 @@ def test_every_stage_produced_what_the_next_needs(quick_run):
     n_train = summary["settings"]["n_train"]
     teacher = [json.loads(line) for line in (out / "data" / "teacher.jsonl").read_text().splitlines()]
     assert len(teacher) == n_train and all(row["teacher_response"] and not row["flags"] for row in teacher)
-    report = json.loads((out / "pairs" / "q0" / "build_report.json").read_text())
-    assert json.dumps(report) and (out / "pairs" / "q0" / "data").is_dir()
+    _assert_pair_counts_add_up(out, n_train)
     for run in ("soda", "seqkd", "soda_sibling", "soda_degraded"):
         assert (out / "runs" / "seed0" / run / "model.safetensors").is_file(), run
     marker = json.loads((out / "runs" / "seed0" / "warmup" / "soda_stage.json").read_text())
     assert marker["stage"] == "warmup"
+
+
+def _assert_pair_counts_add_up(out: Path, n_train: int) -> None:
+    """`build_report.json` against the files: every q0 row is kept or dropped for a reported reason."""
+    from soda_plugin.pairs.builder import iter_pairs
+    from soda_plugin.pairs.reasons import DropReason, Unit
+    from soda_plugin.snapshot.store import iter_rows
+
+    pairs_dir = out / "pairs" / "q0"
+    report = json.loads((pairs_dir / "build_report.json").read_text())
+    counts = report["counts"]
+    assert set(counts["dropped"]) == {r.value for r in DropReason}
+
+    def dropped(unit: Unit) -> int:
+        return sum(counts["dropped"][r.value] for r in DropReason if r.unit is unit)
+
+    kept = len(list(iter_pairs(pairs_dir)))
+    assert kept == counts["kept"] == sum(counts["kept_by_source"].values()) > 0
+    snapshot_rows = len(list(iter_rows(out / "snapshots" / "q0")))
+    assert sum(counts["snapshot_rows"].values()) == snapshot_rows == n_train
+    assert snapshot_rows == kept + dropped(Unit.SNAPSHOT_ROW) + dropped(Unit.PAIR)
+    # Quick mode has one q0 answer per prompt, so each teacher row gives at most one candidate pair.
+    assert counts["teacher_rows"] == n_train == dropped(Unit.TEACHER_ROW) + kept + dropped(Unit.PAIR)
 
 
 def test_tables_are_complete_and_scores_in_range(quick_run):

@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from chat_server import ChatServer, Reply
+from chat_server import ChatServer, Reply, wait_for
 from soda_plugin.prompt_id import prompt_id
 from soda_data import write_jsonl
 
@@ -39,37 +38,42 @@ def lines(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
+def complete_lines(path):
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
 def test_sigkill_then_rerun_loses_nothing_duplicates_nothing_and_pays_nothing_twice(tmp_path):
     prompts = write_jsonl([{"content": p} for p in PROMPTS], tmp_path / "prompts.jsonl")
     out = tmp_path / "teacher.jsonl"
-    with ChatServer(answer, latency_s=0.1) as server:
+    written_at_kill = 12
+    with ChatServer(answer, hold_after=written_at_kill) as server:
         args = command(prompts, out, "--base-url", server.base_url)
         killed = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while len(lines(out)) < 12 and time.time() < deadline and killed.poll() is None:
-            time.sleep(0.02)
+        # Killed with every lane's request held by the server and every answer it got written:
+        # no request can reach the server after the kill, so the counts below are exact.
+        assert wait_for(lambda: killed.poll() is not None or (
+            server.held == CONCURRENCY and complete_lines(out) == written_at_kill))
+        assert killed.poll() is None, "the tool ended before the kill"
         killed.send_signal(signal.SIGKILL)
         killed.wait()
-        time.sleep(0.3)  # let the server finish the requests that were in flight
+        server.release()
         partial = {json.loads(line)["prompt_id"] for line in lines(out)}
-        assert 0 < len(partial) < len(PROMPTS), "the kill must land mid-run"
-        requests_before = server.requests
+        assert len(partial) == written_at_kill and server.requests == written_at_kill + CONCURRENCY
 
         rerun = subprocess.run(args, env=env(), capture_output=True, text=True, timeout=60)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert f"{len(partial)} already answered" in rerun.stdout
         # The re-run asked exactly the prompts missing from the output, each once.
-        assert server.requests - requests_before == len(PROMPTS) - len(partial)
+        assert server.requests - written_at_kill - CONCURRENCY == len(PROMPTS) - len(partial)
         delivered = dict(server.answered_by_prompt)
+        abandoned = server.abandoned
 
     rows = [json.loads(line) for line in lines(out)]
     ids = [row["prompt_id"] for row in rows]
     assert len(ids) == len(set(ids)) == len(PROMPTS) and set(ids) == {prompt_id(p) for p in PROMPTS}
     assert all(row["teacher_response"] == f"Idea: {row['content'][0]['content']}" for row in rows)
-    # An answer can be paid twice only if it was in flight at the kill and never written.
-    twice = {text for text, count in delivered.items() if count > 1}
-    assert len(twice) <= CONCURRENCY and not {prompt_id([{"role": "user", "content": t}]) for t in twice} & partial
-    assert set(delivered) == {p[0]["content"] for p in PROMPTS}
+    # The held requests were never delivered (their client was gone): nothing was paid twice.
+    assert abandoned == CONCURRENCY and delivered == {p[0]["content"]: 1 for p in PROMPTS}
 
 
 def test_the_api_key_reaches_the_server_and_nowhere_else(tmp_path):

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.e2e  # resolves against PyPI: minutes, not the unit tier
+
 ROOT = Path(__file__).resolve().parents[2]
 CHECKER = ROOT / "tools" / "check_gpu_install.sh"
 CHECK_TIMEOUT_S = 900

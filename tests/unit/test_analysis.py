@@ -48,16 +48,37 @@ def test_kurtosis_conventions():
     assert analysis.kurtosis(heavy) > 900
 
 
+def _last_layer_perturbed(model_dir, out_dir):
+    """A copy of the model whose last decoder layer alone has noise added: every earlier layer
+    computes exactly the same hidden states."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.model.layers[-1].parameters():
+            param.add_(0.1 * torch.randn(param.shape, generator=generator))  # weights are ~0.02
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out_dir)
+    return out_dir
+
+
 def test_hidden_states_analysis_on_a_real_model(tiny_model_dirs, tmp_path):
-    prompts = [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in range(5)]
-    results = analysis.run_analysis({"base": tiny_model_dirs["llama"], "other": tiny_model_dirs["llama"]},
-                                    "base", prompts, tmp_path)
-    saved = json.loads((tmp_path / "analysis.json").read_text())
+    prompts = [[{"role": "user", "content": f"What is {i} plus {2 * i + 1}?"}] for i in range(8)]
+    base = tiny_model_dirs["llama"]
+    other = _last_layer_perturbed(base, tmp_path / "other")
+    results = analysis.run_analysis({"base": base, "other": other}, "base", prompts, tmp_path / "analysis")
+    saved = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
     n_layers = len(saved["models"][0]["cka_by_layer"])
     from transformers import AutoConfig
 
-    assert n_layers == AutoConfig.from_pretrained(tiny_model_dirs["llama"]).num_hidden_layers
-    assert all(c == pytest.approx(1.0) for c in results[1].cka_by_layer)  # same weights, same states
-    assert (tmp_path / "cka_by_layer.png").stat().st_size > 1000
-    assert (tmp_path / "last_layer_activations.png").read_bytes()[:4] == b"\x89PNG"
+    assert n_layers == AutoConfig.from_pretrained(base).num_hidden_layers
+    assert all(c == pytest.approx(1.0) for c in results[0].cka_by_layer)  # the base against itself
+    *same, changed = results[1].cka_by_layer
+    assert same and all(c == pytest.approx(1.0) for c in same)  # the layers before the noise are untouched
+    assert changed < 0.99
+    assert saved["models"][1]["cka_by_layer"] == pytest.approx(results[1].cka_by_layer)
+    assert (tmp_path / "analysis" / "cka_by_layer.png").stat().st_size > 1000
+    assert (tmp_path / "analysis" / "last_layer_activations.png").read_bytes()[:4] == b"\x89PNG"
     assert "| other |" in analysis.format_table(results)

@@ -32,15 +32,10 @@ def _worker(rank, world_size, port, workdir, results):
     dist.destroy_process_group()
 
 
-def test_two_ranks_agree_and_only_rank_zero_writes(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_two_ranks_agree_and_only_rank_zero_writes(tmp_path, held_port):
     manager = mp.Manager()
     results = manager.dict()
-    mp.spawn(_worker, args=(2, port, str(tmp_path), results), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, held_port, str(tmp_path), results), nprocs=2, join=True)
     assert dict(results) == {
         0: ("decided by rank 0", True, False, "rank 0 failed"),
         1: ("decided by rank 0", True, False, "rank 0 failed"),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from chat_server import ChatServer
+from chat_server import ChatServer, no_sleep
 from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder
 from soda_plugin.client import ChatClient, ClientSettings
@@ -14,17 +14,13 @@ from soda_plugin.judge.run import ScoreConfig, results_document, score_models_sy
 PROMPTS = ["Name a prime.", "Describe the sea.", "Why is the sky blue?"]
 
 
-async def _no_sleep(_seconds):
-    return None
-
-
-def score(server, tmp_path, models, *, parse_attempts=3, concurrency=4, timeout_s=5.0, max_attempts=6, **config):
+def score(server, tmp_path, models, *, parse_attempts=3, concurrency=4, timeout_s=30.0, max_attempts=6, **config):
     settings = JudgeSettings("judge-model", load_template(), parse_attempts=parse_attempts)
     config = ScoreConfig(models, ["vicuna"], tmp_path / "scores", settings,
                          {"vicuna": str(write_eval_file(tmp_path / "vicuna.jsonl", PROMPTS))}, resamples=200,
                          progress=False, **config)
     client = ChatClient(ClientSettings(base_url=server.base_url, model="judge-model", concurrency=concurrency,
-                                       timeout_s=timeout_s, max_attempts=max_attempts), sleep=_no_sleep)
+                                       timeout_s=timeout_s, max_attempts=max_attempts), sleep=no_sleep)
     calls = JudgeCalls(client, settings, tmp_path / "cache", progress=False)
 
     results = score_models_sync(config, calls)
@@ -120,15 +116,17 @@ def test_every_fault_kind_still_gives_complete_output_with_retries_reported(tmp_
         clean, _ = score(server, tmp_path / "clean", {"base": base_answers})
     with ChatServer(JudgeResponder(), hang_s=3.0) as server:
         server.inject(*FAULTS)  # each kind once, on the first requests
-        # Enough attempts for one request to meet every fault: which request gets which
-        # fault depends on timing (a lane stuck on "hang" leaves the others to the rest).
+        # Enough attempts for one request to meet every fault, and a slow answer: which request
+        # gets which fault depends on timing (a lane stuck on "hang" leaves the others to the rest).
         faulty, document = score(server, tmp_path / "faulty", {"base": base_answers}, concurrency=2, timeout_s=1.0,
-                                 max_attempts=len(FAULTS) + 1)
+                                 max_attempts=len(FAULTS) + 2)
         assert sum(server.faulted.values()) == len(FAULTS)
     assert faulty == clean
     retries = document["usage"]["retries"]
-    assert sum(retries.values()) == len(FAULTS) and {"rate_limit", "server_error", "timeout", "connection",
-                                                     "malformed"} == set(retries)
+    # One retry per injected fault (429, 5xx and malformed come in two variants each); a slow answer may add timeouts.
+    assert {kind: n for kind, n in retries.items() if kind != "timeout"} == {
+        "rate_limit": 2, "server_error": 2, "connection": 1, "malformed": 2}
+    assert retries["timeout"] >= 1
     assert document["usage"]["failures"] == 0
 
 

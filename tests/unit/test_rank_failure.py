@@ -2,7 +2,6 @@
 with its cause, in two real gloo processes: not a wait for the 30-minute barrier timeout."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ print("returned normally")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
-
-def test_a_marker_write_failing_on_rank_zero_stops_every_rank_with_the_cause(tmp_path):
+def test_a_marker_write_failing_on_rank_zero_stops_every_rank_with_the_cause(tmp_path, held_port):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the warmup folder should be")
     stage_dir = blocker / "warmup"  # rank 0's write fails: its parent is a file
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="2")
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(held_port), WORLD_SIZE="2")
     start = time.monotonic()
     ranks = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(stage_dir)], env=dict(env, RANK=str(r)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]

@@ -31,8 +31,9 @@ def test_wrapper_returns_none_without_loading_and_defers_otherwise(monkeypatch):
 
     monkeypatch.setattr(axolotl_train, "setup_reference_model", fake_setup_reference_model)
     assert install_reference_model_skip() is True
-    assert install_reference_model_skip() is True  # idempotent
     wrapped = axolotl_train.setup_reference_model
+    assert install_reference_model_skip() is True
+    assert axolotl_train.setup_reference_model is wrapped  # idempotent: not wrapped twice
     assert wrapped(BASE, None) is None and calls == []
     no_precompute = dict(BASE, precompute_ref_log_probs=False)
     assert wrapped(no_precompute, None) == "a loaded reference model" and calls == [no_precompute]

