@@ -29,14 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .args import SODA_TYPES
-from .constants import (
-    DATASET_KEY_MESSAGES,
-    DATASET_KEY_STUDENT,
-    DATASET_KEY_TEACHER,
-    DEFAULT_FIELD_MESSAGES,
-    DEFAULT_FIELD_STUDENT,
-    DEFAULT_FIELD_TEACHER,
-)
+from . import constants
 from .fileio import atomic_write_text
 from .log import get_logger
 from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, SodaRow, parse_row
@@ -109,9 +102,10 @@ def iter_source_rows(path: str | os.PathLike) -> Iterator[SourceRow]:
 
 
 def _clean_record(row: SodaRow) -> dict[str, Any]:
-    record: dict[str, Any] = {DEFAULT_FIELD_MESSAGES: list(row.messages), DEFAULT_FIELD_TEACHER: row.teacher}
+    record: dict[str, Any] = {constants.DEFAULT_FIELD_MESSAGES: list(row.messages),
+                              constants.DEFAULT_FIELD_TEACHER: row.teacher}
     if row.student is not None:
-        record[DEFAULT_FIELD_STUDENT] = row.student
+        record[constants.DEFAULT_FIELD_STUDENT] = row.student
     return record
 
 
@@ -211,7 +205,8 @@ def clean_soda_datasets(cfg: Any, *, need_student: bool, policy: OnBadRow, keys=
             result = clean_source(source, fields, need_student=need_student, policy=policy, out_dir=out_dir)
             entry["path"] = str(result.path)
             entry["ds_type"] = "json"
-            for field_key in (DATASET_KEY_MESSAGES, DATASET_KEY_TEACHER, DATASET_KEY_STUDENT):
+            for field_key in (constants.DATASET_KEY_MESSAGES, constants.DATASET_KEY_TEACHER,
+                              constants.DATASET_KEY_STUDENT):
                 if field_key in entry:
                     entry[field_key] = None
             cleaned += 1
