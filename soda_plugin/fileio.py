@@ -22,14 +22,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Rows of a JSON-lines file; a bad line is an error naming the file and line."""
-    path = Path(path)
-    with path.open(encoding="utf-8") as handle:
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """`(line number, value)` for each non-blank line of a JSON-lines file; a line that is
+    not JSON comes as its `json.JSONDecodeError`, for the caller to raise or count."""
+    with Path(path).open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not a JSON line ({error}); fix or remove that line.") from error
+                yield number, error
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Rows of a JSON-lines file; a bad line is an error naming the file and line."""
+    for number, value in iter_json_lines(path):
+        if isinstance(value, json.JSONDecodeError):
+            raise ValueError(f"{path}:{number}: not a JSON line ({value}); fix or remove that line.") from value
+        yield value

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping
 
 from .args import SODA_TYPES
 from . import constants
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, iter_json_lines
 from .log import get_logger
 from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, SodaRow, parse_row
 
@@ -56,19 +56,14 @@ class SourceRow:
 
 
 def _iter_json_lines(path: Path) -> Iterator[SourceRow]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                value = BadRowError(
-                    number, "(line)", BadRowReason.NOT_JSON,
-                    f"is not a JSON line ({error.msg} at column {error.colno}); fix or remove that line", where,
-                )
-            yield SourceRow(number, where, value)
+    for number, value in iter_json_lines(path):
+        where = f"{path}:{number}"
+        if isinstance(value, json.JSONDecodeError):
+            value = BadRowError(
+                number, "(line)", BadRowReason.NOT_JSON,
+                f"is not a JSON line ({value.msg} at column {value.colno}); fix or remove that line", where,
+            )
+        yield SourceRow(number, where, value)
 
 
 def _starts_with_array(path: Path) -> bool:

@@ -25,10 +25,6 @@ def pairs(tmp_path_factory):
     return write_jsonl(valid_rows(24), tmp_path_factory.mktemp("data") / "pairs.jsonl")
 
 
-def _weights(directory: Path) -> dict[str, torch.Tensor]:
-    return weights(directory)
-
-
 
 def _assert_ok(run, what):
     assert run.returncode == 0, f"{what} failed:\n{run.output[-4000:]}"
@@ -42,7 +38,7 @@ def test_sft_with_soda_type(family, tiny_model_dirs, pairs, tmp_path):
     logs = run.step_logs()
     assert len(logs) == 3 and all(math.isfinite(log["loss"]) for log in logs)
     assert (out / "model.safetensors").is_file()
-    assert not torch.equal(_weights(out)["model.norm.weight"], _weights(tiny_model_dirs[family])["model.norm.weight"])
+    assert not torch.equal(weights(out)["model.norm.weight"], weights(tiny_model_dirs[family])["model.norm.weight"])
 
 
 @pytest.mark.parametrize("trim", [True])  # without the trim: 12 batches; dropped from CI for time
@@ -150,7 +146,7 @@ def test_dpo_stage_alone_starts_from_the_given_warmup(chained, tiny_model_dirs, 
                                                 "output_dir": str(chained["warmup"])}})
     run = axolotl_train(write_config(cfg, tmp_path / "dpo_only.yml"))
     _assert_ok(run, "DPO-only stage")
-    dpo, warm, base = _weights(tmp_path / "dpo_only"), _weights(chained["warmup"]), _weights(tiny_model_dirs["llama"])
+    dpo, warm, base = weights(tmp_path / "dpo_only"), weights(chained["warmup"]), weights(tiny_model_dirs["llama"])
     assert all(torch.equal(dpo[name], warm[name]) for name in warm)
     assert not all(torch.equal(warm[name], base[name]) for name in base)
 
