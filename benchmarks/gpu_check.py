@@ -237,8 +237,13 @@ def make_rows(settings: dict[str, Any], n: int, tokenizer) -> list[dict[str, Any
                              add_special_tokens=False)["input_ids"]) - 1
     prompt_words = settings["prompt_tokens"] - overhead
     answer_words = settings["response_tokens"] - 1  # + <|im_end|>
+    def answer(k: int) -> str:
+        # soda strips both answers: the first word must be one token without its space
+        # (a single letter is one byte-level token), the rest are " word" tokens.
+        return rng.choice("abcdefghijklmnopqrstuvwxyz") + text(k - 1)
+
     return [{"content": [{"role": "user", "content": text(prompt_words)}],
-             "teacher_response": text(answer_words), "student_response": text(answer_words)}
+             "teacher_response": answer(answer_words), "student_response": answer(answer_words)}
             for _ in range(n)]
 
 

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .chat_format import render_prompt
+
 ENTROPY_BINS = 100
 
 
@@ -68,8 +70,7 @@ def last_token_hidden_states(model_dir: str | Path, prompts: Sequence[list[dict]
     per_layer: list[list[np.ndarray]] = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
-            texts = [tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True)
-                     for p in prompts[start:start + batch_size]]
+            texts = [render_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             hidden = model(**batch, output_hidden_states=True).hidden_states[1:]
             if not per_layer:

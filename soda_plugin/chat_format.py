@@ -11,6 +11,13 @@ from typing import Any, Sequence
 
 _PROBE = "SODAPROBE7f3a"
 
+# Llama 3.2's template writes "Today Date: <today>" unless given `date_string`, so the
+# snapshot, the SFT and DPO views and the evaluation would each see a different prompt, and
+# tokenized caches would depend on the day they were made. Every render passes this fixed
+# date (the one Llama 3.1's template hard-codes); templates without the variable ignore it.
+FIXED_DATE_STRING = "26 Jul 2024"
+TEMPLATE_KWARGS = {"date_string": FIXED_DATE_STRING}
+
 
 class ChatTemplateError(ValueError):
     """The tokenizer's chat template cannot be used for prompt/response rendering."""
@@ -46,7 +53,7 @@ def _template_turn_suffix(tokenizer: Any) -> str:
     if key not in _SUFFIX_CACHE:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}],
-            tokenize=False,
+            tokenize=False, **TEMPLATE_KWARGS,
         )
         _SUFFIX_CACHE[key] = text[text.rindex(_PROBE) + len(_PROBE):]
     return _SUFFIX_CACHE[key]
@@ -74,7 +81,8 @@ def assistant_turn_suffix(tokenizer: Any) -> tuple[str, str]:
 def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
     """The prompt as text, ending with the template's generation prompt."""
     _require_template(tokenizer)
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True,
+                                         **TEMPLATE_KWARGS)
 
 
 def render_final_turn(tokenizer: Any, messages: Sequence[dict[str, str]], response: str) -> RenderedTurn:
@@ -86,7 +94,7 @@ def render_final_turn(tokenizer: Any, messages: Sequence[dict[str, str]], respon
     """
     prompt = render_prompt(tokenizer, messages)
     full = tokenizer.apply_chat_template(
-        list(messages) + [{"role": "assistant", "content": response}], tokenize=False
+        list(messages) + [{"role": "assistant", "content": response}], tokenize=False, **TEMPLATE_KWARGS
     )
     if not full.startswith(prompt):
         raise ChatTemplateError(

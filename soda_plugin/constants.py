@@ -6,6 +6,8 @@
 DEFAULT_FIELD_MESSAGES = "content"
 DEFAULT_FIELD_TEACHER = "teacher_response"
 DEFAULT_FIELD_STUDENT = "student_response"
+# Written by the teacher tool next to each answer (`teacher/records.py`).
+FINISH_REASON_FIELD = "finish_reason"
 
 # Per-dataset keys (already part of Axolotl's dataset schemas, so they survive its
 # validation for both SFT and DPO datasets) that override the default column names.
@@ -39,3 +41,7 @@ DPO_ONLY_KEYS = (
 )
 
 PLUGIN_PATH = "soda_plugin.SODAPlugin"
+
+# Axolotl's LoRA kernel switches. Left unset, Axolotl turns them on for an SFT LoRA config
+# and off for an `rl` one (`utils/schemas/validation.py`, `lora_kernels_auto_enable`).
+LORA_KERNEL_KEYS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")

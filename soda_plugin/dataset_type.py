@@ -10,13 +10,18 @@
 
 from __future__ import annotations
 
-from .log import get_logger
+from collections import Counter
 from typing import Any, Mapping
 
-from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row
+from .constants import FINISH_REASON_FIELD
+from .log import get_logger
+from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row, teacher_flags
+from .teacher.flags import FLAGS_FIELD
 from .views import dpo_example, sft_example
 
 LOG = get_logger(__name__)
+
+FLAG_COLUMNS = (FLAGS_FIELD, FINISH_REASON_FIELD)
 
 try:  # Axolotl's abstract base; the strategy works without it (e.g. in unit tests).
     from axolotl.prompt_tokenizers import DatasetWrappingStrategy
@@ -56,14 +61,22 @@ class SodaSFTStrategy(DatasetWrappingStrategy):
         _check_columns(dataset.column_names, self.fields, need_student=False)
         tally = BadRowTally(self.policy)
         keep = []
-        columns = dataset.select_columns([self.fields.messages, self.fields.teacher])
+        flagged: Counter[str] = Counter()
+        wanted = [self.fields.messages, self.fields.teacher]
+        columns = dataset.select_columns(wanted + [c for c in FLAG_COLUMNS if c in dataset.column_names])
         for index, row in enumerate(columns):
+            if flags := teacher_flags(row):  # never trained on, as the pair builder never pairs them
+                flagged[flags[0]] += 1
+                continue
             try:
                 parse_row(row, self.fields, index=index, need_student=False, where=_where(self.source, index))
             except BadRowError as error:
                 tally.record(error)
                 continue
             keep.append(index)
+        if flagged:
+            LOG.warning("soda: %d teacher answers flagged by the teacher tool are not trained on (%s)",
+                        sum(flagged.values()), ", ".join(f"{k}={v}" for k, v in sorted(flagged.items())))
         if tally.total:
             LOG.warning(tally.summary(len(dataset), "the warmup dataset"))
         if not keep:

@@ -20,7 +20,9 @@ from .constants import (
     DEFAULT_FIELD_MESSAGES,
     DEFAULT_FIELD_STUDENT,
     DEFAULT_FIELD_TEACHER,
+    FINISH_REASON_FIELD,
 )
+from .teacher.flags import FLAGS_FIELD, TeacherFlag
 
 
 class BadRowReason(str, Enum):
@@ -195,6 +197,26 @@ def _parse_row(row: Mapping[str, Any], fields: SodaFields, *, index: int, need_s
             f"equals `{fields.teacher}` (after whitespace normalization), so the pair teaches nothing",
         )
     return SodaRow(messages=messages, teacher=teacher, student=student)
+
+
+# A `finish_reason` that makes an answer unusable even where no `flags` column says so.
+_FLAGGING_FINISH_REASONS = {"length": TeacherFlag.TRUNCATED.value, "content_filter": TeacherFlag.CONTENT_FILTER.value}
+
+
+def teacher_flags(row: Mapping[str, Any]) -> list[str]:
+    """Why the teacher tool marked this row's answer as not to be trained on: its `flags`
+    (empty, truncated, refusal, content filter; see `teacher.flags`) and a `finish_reason`
+    of `length` or `content_filter`. `[]` for a usable answer or a row without those columns.
+
+    A truncated answer trained as an SFT target gets the end-of-turn token appended and
+    teaches the student to stop mid-sentence; an empty one would stop the run as a bad row.
+    """
+    raw = row.get(FLAGS_FIELD) or []
+    flags = [str(flag) for flag in raw] if isinstance(raw, (list, tuple)) else [str(raw)]
+    extra = _FLAGGING_FINISH_REASONS.get(row.get(FINISH_REASON_FIELD))
+    if extra and extra not in flags:
+        flags.append(extra)
+    return flags
 
 
 class BadRowTally:

@@ -14,6 +14,9 @@ hash of the source's bytes and of the view, so Axolotl's dataset cache still hit
 - `soda.on_bad_row: error`: the first bad row stops the run in the main process, named
   `FILE:LINE` (or `FILE row N`), with the field and the reason.
 - `skip`: bad rows are counted per reason, listed in `<copy>.skipped.jsonl`, and logged.
+- In the SFT view (warmup, SeqKD), answers the teacher tool flagged (empty, truncated,
+  refusal, content filter; `rows.teacher_flags`) are left out under either policy, as the
+  pair builder leaves them out of DPO: counted per flag, listed and logged, never an error.
 
 Hub datasets and `save_to_disk` folders are validated as loaded, in the dataset map
 (`dataset_type`).
@@ -24,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -32,7 +36,7 @@ from .args import SODA_TYPES
 from . import constants
 from .fileio import atomic_write_text, iter_json_lines
 from .log import get_logger
-from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, SodaRow, parse_row
+from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, SodaRow, parse_row, teacher_flags
 
 LOG = get_logger(__name__)
 
@@ -110,6 +114,7 @@ class CleanResult:
     rows: int
     kept: int
     skipped: dict[str, int]
+    flagged: dict[str, int] = field(default_factory=dict)  # SFT view: per teacher flag
 
 
 def _fingerprint(sources: list[Path], fields: SodaFields, need_student: bool, policy: OnBadRow) -> str:
@@ -140,9 +145,15 @@ def clean_source(
     tally = BadRowTally(policy)
     kept: list[str] = []
     skipped: list[str] = []
+    flagged: Counter[str] = Counter()
     rows = 0
     for item in (row for path in sources for row in iter_source_rows(path)):
         rows += 1
+        if not need_student and isinstance(item.value, Mapping) and (flags := teacher_flags(item.value)):
+            flagged[flags[0]] += 1
+            skipped.append(json.dumps({"where": item.where, "field": "flags", "reason": f"teacher_flag:{flags[0]}",
+                                       "detail": f"flagged {flags} by the teacher tool"}))
+            continue
         try:
             if isinstance(item.value, BadRowError):
                 raise item.value
@@ -162,8 +173,13 @@ def clean_source(
     report = out.with_suffix(".skipped.jsonl")
     if skipped:
         atomic_write_text(report, "\n".join(skipped) + "\n")
+    if flagged:
+        LOG.warning("soda: %d of %d teacher answers in %s are flagged by the teacher tool and not trained on "
+                    "in the SFT view (%s); each one is listed in %s", sum(flagged.values()), rows, label,
+                    ", ".join(f"{k}={v}" for k, v in sorted(flagged.items())), report)
+    if tally.total:
         LOG.warning("%s; each one is listed in %s", tally.summary(rows, f"{label} ({view} view)"), report)
-    return CleanResult(out, rows, len(kept), dict(tally.counts))
+    return CleanResult(out, rows, len(kept), dict(tally.counts), dict(flagged))
 
 
 def _local_files(entry: Mapping[str, Any]) -> list[Path] | None:

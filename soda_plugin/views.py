@@ -27,7 +27,7 @@ def sft_example(tokenizer: Any, row: SodaRow) -> dict[str, list[int]]:
         `<|im_start|>user\\n2+2?<|im_end|>\\n<|im_start|>assistant\\n4<|im_end|>\\n` and
         `labels` is `-100` everywhere except the tokens of `4<|im_end|>`.
     """
-    turn = render_final_turn(tokenizer, row.messages, row.teacher)
+    turn = render_final_turn(tokenizer, row.messages, row.teacher.strip())
     prompt_ids = _ids(tokenizer, turn.prompt)
     answer_ids = _ids(tokenizer, turn.completion)
     trailer_ids = _ids(tokenizer, turn.trailer)
@@ -45,8 +45,10 @@ def dpo_example(tokenizer: Any, row: SodaRow) -> dict[str, str]:
         `{"prompt": "<|im_start|>user\\n2+2?<|im_end|>\\n<|im_start|>assistant\\n",
         "chosen": "4<|im_end|>", "rejected": "5<|im_end|>"}`.
     """
-    chosen = render_final_turn(tokenizer, row.messages, row.teacher)
-    rejected = render_final_turn(tokenizer, row.messages, row.student or "")
+    # Both answers stripped, as the snapshot strips q0's: whitespace on one side only would
+    # be a preference feature learnable without reading the answers.
+    chosen = render_final_turn(tokenizer, row.messages, row.teacher.strip())
+    rejected = render_final_turn(tokenizer, row.messages, (row.student or "").strip())
     return {
         "prompt": strip_template_bos(tokenizer, chosen.prompt),
         "chosen": chosen.completion,

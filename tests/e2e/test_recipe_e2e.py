@@ -36,10 +36,6 @@ SIZE_AND_STEPS = {
     "sequence_len": (256, "fixture rows are < 100 tokens"),
     "lora_r": (4, "the tiny model's hidden size is 32"),
     "lora_alpha": (8, "alpha = 2 r, as in the recipe"),
-    "lora_mlp_kernel": (False, "Axolotl 0.19 turns its Triton LoRA kernels on for an SFT LoRA config (the "
-                               "warmup); Triton needs CUDA"),
-    "lora_qkv_kernel": (False, "as above"),
-    "lora_o_kernel": (False, "as above"),
     "save_steps": (3, "a checkpoint at the last step shows DeepSpeed's own files (`latest`, `zero_to_fp32.py`)"),
     "logging_steps": (1, "every step's loss and DPO margin are checked"),
     "dataset_processes": (1, "two cores: no worker pool"),

@@ -66,3 +66,34 @@ def test_decide_runs_then_skips_then_detects_a_change(tmp_path):
         decide_warmup(changed, str(tmp_path), OnWarmupChange.ERROR)
     decision = decide_warmup(changed, str(tmp_path), OnWarmupChange.RERUN)
     assert decision.run and "learning_rate" in decision.reason
+
+
+def test_hash_follows_the_warmup_data_and_deepspeed_by_content_not_their_paths_or_logging(tmp_path):
+    data = tmp_path / "teacher.jsonl"
+    data.write_text('{"a": 1}\n')
+    for place in ("a", "b"):
+        (tmp_path / place).mkdir()
+        (tmp_path / place / "zero2.json").write_text('{"zero_optimization": {"stage": 2}}')
+    cfg = {"learning_rate": 1e-5, "datasets": [{"path": str(data), "type": "soda"}],
+           "deepspeed": str(tmp_path / "a" / "zero2.json")}
+    first = config_hash(cfg)
+    # The checkout moved (same DeepSpeed JSON elsewhere), or only logging changed: the same warmup.
+    assert config_hash(dict(cfg, deepspeed=str(tmp_path / "b" / "zero2.json"))) == first
+    assert config_hash(dict(cfg, wandb_project="x", use_wandb=True)) == first
+    # The teacher file regenerated at the same path: a different warmup, and the diff says so.
+    write_marker(tmp_path / "warmup", "warmup", cfg)
+    data.write_text('{"a": 22}\n')
+    assert config_hash(cfg) != first
+    with pytest.raises(WarmupConfigChangedError, match="the content of the warmup datasets"):
+        decide_warmup(cfg, str(tmp_path / "warmup"), OnWarmupChange.ERROR)
+
+
+def test_a_lora_warmup_runs_without_lora_kernels_like_its_dpo_stage_unless_the_recipe_sets_them():
+    from soda_plugin.constants import LORA_KERNEL_KEYS
+
+    soda = SodaConfig.model_validate(RAW["soda"])
+    lora = dict(RAW, adapter="lora", lora_r=8)
+    assert all(derive_warmup_config(lora, soda)[key] is False for key in LORA_KERNEL_KEYS)
+    chosen = derive_warmup_config(dict(lora, lora_qkv_kernel=True), soda)
+    assert chosen["lora_qkv_kernel"] is True and all(chosen.get(key) is None for key in LORA_KERNEL_KEYS[:1])
+    assert not any(key in derive_warmup_config(RAW, soda) for key in LORA_KERNEL_KEYS)  # full fine-tuning

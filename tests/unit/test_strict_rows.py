@@ -113,3 +113,33 @@ def test_a_folder_of_builder_shards_is_read_in_order_and_a_saved_dataset_is_left
     assert entries[1]["path"] == str(tmp_path / "saved")
     kept = [json.loads(line)["teacher_response"] for line in open(entries[0]["path"])]
     assert kept == [r["teacher_response"] for r in rows[:3]]
+
+
+def _flagged_teacher_rows():
+    rows = [{k: r[k] for k in ("content", "teacher_response")} | {"finish_reason": "stop", "flags": []}
+            for r in valid_rows(6)]
+    rows[1].update(teacher_response="", flags=["empty"])
+    rows[2].update(teacher_response="The answer is", finish_reason="length", flags=["truncated"])
+    rows[3].update(teacher_response="I'm sorry, but I can't help with that.", flags=["refusal"])
+    rows[4].update(teacher_response="", finish_reason="content_filter", flags=[])  # no flags column value
+    return rows
+
+
+def test_the_sft_view_leaves_out_flagged_teacher_answers_even_under_error(tmp_path):
+    source = write_jsonl(_flagged_teacher_rows(), tmp_path / "teacher.jsonl")
+    result = clean_source(source, SodaFields(), need_student=False, policy=OnBadRow.ERROR, out_dir=tmp_path / "c")
+    assert (result.kept, result.flagged) == (2, {"empty": 1, "truncated": 1, "refusal": 1, "content_filter": 1})
+    kept = [json.loads(line)["teacher_response"] for line in result.path.read_text().splitlines()]
+    assert kept == [valid_rows(6)[0]["teacher_response"], valid_rows(6)[5]["teacher_response"]]
+    listed = [json.loads(line) for line in result.path.with_suffix(".skipped.jsonl").read_text().splitlines()]
+    assert [(s["where"], s["reason"]) for s in listed] == [
+        (f"{source}:2", "teacher_flag:empty"), (f"{source}:3", "teacher_flag:truncated"),
+        (f"{source}:4", "teacher_flag:refusal"), (f"{source}:5", "teacher_flag:content_filter")]
+
+
+def test_the_sft_strategy_leaves_out_flagged_answers_of_a_loaded_dataset(chatml_tokenizer):
+    from datasets import Dataset
+    from soda_plugin.dataset_type import SodaSFTStrategy
+
+    strategy = SodaSFTStrategy(chatml_tokenizer, SodaFields(), OnBadRow.ERROR)
+    assert strategy.valid_indices(Dataset.from_list(_flagged_teacher_rows())) == [0, 5]

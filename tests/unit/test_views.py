@@ -99,3 +99,15 @@ def test_missing_chat_template_is_a_clear_error(chatml_tokenizer):
     bare.chat_template = None
     with pytest.raises(ChatTemplateError, match="`chat_template`"):
         sft_example(bare, SodaRow(messages=(USER,), teacher="19"))
+
+
+def test_chosen_and_rejected_get_the_same_whitespace_treatment(chatml_tokenizer):
+    from soda_plugin.rows import SodaRow
+    from soda_plugin.views import dpo_example, sft_example
+
+    row = SodaRow(messages=({"role": "user", "content": "2+2?"},), teacher="\n  4 \n", student="5")
+    triple = dpo_example(chatml_tokenizer, row)
+    assert (triple["chosen"], triple["rejected"]) == ("4<|im_end|>", "5<|im_end|>")
+    tokens = sft_example(chatml_tokenizer, row)
+    answer = [t for t, label in zip(tokens["input_ids"], tokens["labels"]) if label != -100]
+    assert chatml_tokenizer.decode(answer) == "4<|im_end|>"
