@@ -156,6 +156,11 @@ class SnapshotConfig(_StrictBlock):
     n: int | None = Field(default=None, json_schema_extra={"description": "Answers sampled per prompt."})
     seed: int | None = Field(default=None, json_schema_extra={"description": "Sampling seed."})
     shard_size: int = Field(default=256, json_schema_extra={"description": "Prompts per atomic output shard."})
+    max_prompt_tokens: int | None = Field(
+        default=None, ge=1,
+        json_schema_extra={"description": "Leave out (and list) prompts longer than this. Default: the recipe's "
+                           "`sequence_len` - 1, since no answer fits after a longer prompt."},
+    )
     dtype: str | None = Field(default=None, json_schema_extra={"description": "Engine dtype (vllm/transformers)."})
     tensor_parallel_size: int = Field(default=1, json_schema_extra={"description": "vLLM tensor parallelism."})
     data_parallel_size: int | None = Field(

@@ -20,7 +20,7 @@ class FixedEngine(SnapshotEngine):
     def info(self):
         return EngineInfo("fixed", "fixed-student", "1")
 
-    def generate(self, prompts, settings):
+    def generate(self, prompts, settings, prompt_ids=None):
         return [[Completion(self.answers[p[-1]["content"]], FinishReason.STOP, 3, 5)] for p in prompts]
 
 

@@ -34,6 +34,7 @@ def make_parser() -> argparse.ArgumentParser:
     engine.add_argument("--backend", choices=["vllm", "transformers", "openai"])
     engine.add_argument("--dtype")
     engine.add_argument("--batch-size", type=int, default=8, help="transformers backend")
+    engine.add_argument("--device", help="transformers backend: torch device; default cuda when available, else cpu")
     engine.add_argument("--tensor-parallel-size", type=int)
     engine.add_argument("--data-parallel-size", type=int,
                         help="engines, one per GPU group; default: all visible GPUs for vllm")
@@ -44,6 +45,8 @@ def make_parser() -> argparse.ArgumentParser:
     for flag, kind in (("--temperature", float), ("--top-p", float), ("--max-tokens", int), ("--n", int), ("--seed", int)):
         sampling.add_argument(flag, type=kind)
     parser.add_argument("--shard-size", type=int)
+    parser.add_argument("--max-prompt-tokens", type=int,
+                        help="leave out (and list in too_long.jsonl) longer prompts; default: the recipe's sequence_len - 1")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 

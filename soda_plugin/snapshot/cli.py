@@ -25,7 +25,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve_settings(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[SnapshotConfig, SamplingSettings]:
     block = dict(((recipe.get("soda") or {}).get("snapshot")) or {})
-    for key in ("backend", "dtype", "tensor_parallel_size", "base_url", "shard_size"):
+    for key in ("backend", "dtype", "tensor_parallel_size", "base_url", "shard_size", "max_prompt_tokens"):
         if getattr(args, key, None) is not None:
             block[key] = getattr(args, key)
     config = SnapshotConfig.model_validate(block)
@@ -35,7 +35,9 @@ def resolve_settings(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[
 def engine_options(config: SnapshotConfig, args: argparse.Namespace) -> dict[str, Any]:
     backend = config.backend.value
     if backend == "transformers":
-        return {"batch_size": args.batch_size, **({"dtype": config.dtype} if config.dtype else {})}
+        device = getattr(args, "device", None)
+        return {"batch_size": args.batch_size, **({"dtype": config.dtype} if config.dtype else {}),
+                **({"device": device} if device else {})}
     if backend == "vllm":
         return {"tensor_parallel_size": config.tensor_parallel_size, "enforce_eager": args.enforce_eager,
                 **({"dtype": config.dtype} if config.dtype else {})}
@@ -70,6 +72,15 @@ def data_parallel_size(config: SnapshotConfig, requested: int | None) -> int:
     return max(1, torch.cuda.device_count() // config.tensor_parallel_size)
 
 
+def max_prompt_tokens(config: SnapshotConfig, recipe: dict[str, Any]) -> int | None:
+    """The prompt-token limit: as set, else the recipe's `sequence_len` - 1 (after a longer
+    prompt no answer fits, and the pair builder would drop the pair)."""
+    if config.max_prompt_tokens:
+        return config.max_prompt_tokens
+    sequence_len = recipe.get("sequence_len")
+    return int(sequence_len) - 1 if sequence_len else None
+
+
 def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
     recipe = _recipe(args.recipe)
     model = args.model or recipe.get("base_model")
@@ -85,7 +96,8 @@ def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
     out = args.out or config.output_dir or str(Path(recipe.get("output_dir") or ".") / "snapshot_q0")
     backend, options = config.backend.value, engine_options(config, args)
     common = dict(source=args.source or f"q0:{model}", revision=args.revision or recipe.get("base_model_revision"),
-                  shard_size=args.shard_size or config.shard_size, progress=not args.no_progress)
+                  shard_size=args.shard_size or config.shard_size, progress=not args.no_progress,
+                  max_prompt_tokens=max_prompt_tokens(config, recipe))
     ranks = data_parallel_size(config, getattr(args, "data_parallel_size", None))
     if ranks > 1:
         info = EngineInfo(backend, model, installed_version(backend), options)

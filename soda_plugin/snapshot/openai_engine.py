@@ -1,7 +1,8 @@
 """`openai` snapshot backend: any OpenAI-compatible chat-completions server (for example
 `vllm serve <student>` running elsewhere). The server applies the student's template.
 
-One request per answer (`n` requests per prompt, seeds `seed + i`): exact per-answer token
+One request per answer (`n` requests per prompt, seeds `prompt_seed + i`, see
+`engine.prompt_seed`): exact per-answer token
 counts, and servers without `n` support work too. Requests run concurrently; the client
 retries 429/5xx/timeouts with backoff (honouring `Retry-After`).
 """
@@ -12,7 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine
+from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine, seeds_for
 
 
 class OpenAIEngine(SnapshotEngine):
@@ -35,10 +36,10 @@ class OpenAIEngine(SnapshotEngine):
         return EngineInfo(self.backend, self.model_name, f"openai-python {openai.__version__}",
                           {"base_url": self.base_url, "concurrency": self.concurrency})
 
-    def _one(self, messages: Messages, settings: SamplingSettings, sample: int) -> Completion:
+    def _one(self, messages: Messages, settings: SamplingSettings, seed: int) -> Completion:
         response = self.client.chat.completions.create(
             model=self.model_name, messages=list(messages), temperature=settings.temperature,
-            top_p=settings.top_p, max_tokens=settings.max_tokens, seed=settings.seed + sample, n=1,
+            top_p=settings.top_p, max_tokens=settings.max_tokens, seed=seed, n=1,
         )
         if not response.choices:
             raise RuntimeError(f"the server at {self.base_url} returned no choices")
@@ -53,8 +54,10 @@ class OpenAIEngine(SnapshotEngine):
             completion_tokens=usage.completion_tokens if usage else -1,
         )
 
-    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings) -> list[list[Completion]]:
-        jobs = [(p, s) for p in range(len(prompts)) for s in range(settings.n)]
+    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings,
+                 prompt_ids: Sequence[str] | None = None) -> list[list[Completion]]:
+        seeds = seeds_for(prompts, settings, prompt_ids)
+        jobs = [(p, seeds[p] + s) for p in range(len(prompts)) for s in range(settings.n)]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             answers = list(pool.map(lambda job: self._one(prompts[job[0]], settings, job[1]), jobs))
         return [answers[p * settings.n : (p + 1) * settings.n] for p in range(len(prompts))]

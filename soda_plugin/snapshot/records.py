@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 SNAPSHOT_SCHEMA_VERSION = 1
+# How sampled answers are seeded (`engine.prompt_seed`); recorded so that a folder sampled
+# under another scheme is not resumed into a mix of the two. Greedy runs record none.
+SEEDING = "per-prompt-sha256-v1"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from ..log import get_logger
 from ..prompt_id import prompt_id
 from . import store
 from .engine import EngineInfo, Messages, SamplingSettings, SnapshotEngine
-from .records import SNAPSHOT_SCHEMA_VERSION, SnapshotRow
+from .records import SEEDING, SNAPSHOT_SCHEMA_VERSION, SnapshotRow
 
 LOG = get_logger(__name__)
 
@@ -32,6 +32,7 @@ class SnapshotSummary:
     completion_tokens: int
     truncated: int
     seconds: float
+    too_long: int = 0  # prompts left out: longer than the prompt-token limit (listed in too_long*.jsonl)
 
     @property
     def tokens_per_second(self) -> float:
@@ -43,6 +44,7 @@ class SnapshotSummary:
             f"{self.prompts_total} in all ({self.duplicates_dropped} duplicate prompts dropped); "
             f"{self.answers_written} answers, {self.completion_tokens} tokens in {self.seconds:.1f} s "
             f"= {self.tokens_per_second:.1f} tok/s; {self.truncated} answers truncated at max_tokens"
+            + (f"; {self.too_long} prompts left out as too long (listed in too_long*.jsonl)" if self.too_long else "")
         )
 
 
@@ -65,11 +67,41 @@ def _check_same_run(existing: dict | None, identity: dict) -> None:
         )
 
 
+def prompt_token_limit(engine: SnapshotEngine, max_prompt_tokens: int | None) -> int | None:
+    """The longest prompt to generate for: the requested limit, and below the engine's
+    context (vLLM fails the whole call on one longer prompt, on every resume)."""
+    context = engine.context_length()
+    limits = [limit for limit in (max_prompt_tokens, context - 1 if context else None) if limit]
+    return min(limits) if limits else None
+
+
+def leave_out_too_long(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[str, str]]]], out_dir: Path,
+                       max_prompt_tokens: int | None, shard_prefix: str = "") -> list[tuple[str, list[dict[str, str]]]]:
+    """`todo` without the prompts over the limit; those are listed in `too_long*.jsonl`
+    with their length and logged, never dropped silently."""
+    limit = prompt_token_limit(engine, max_prompt_tokens)
+    counts = engine.prompt_token_counts([messages for _, messages in todo]) if limit and todo else None
+    if counts is None:
+        store.write_too_long(out_dir, [], shard_prefix)
+        return list(todo)
+    kept = [item for item, count in zip(todo, counts) if count <= limit]
+    too_long = [{"prompt_id": pid, "prompt_tokens": count, "limit": limit, "prompt": messages}
+                for (pid, messages), count in zip(todo, counts) if count > limit]
+    store.write_too_long(out_dir, too_long, shard_prefix)
+    if too_long:
+        LOG.warning("snapshot: %d of %d prompts are longer than %d tokens and are left out; listed in %s",
+                    len(too_long), len(todo), limit, store.too_long_path(out_dir, shard_prefix))
+    return kept
+
+
 def _generate_into(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[str, str]]]], out_dir: Path,
                    settings: SamplingSettings, source: str, shard_size: int, progress: bool,
-                   shard_prefix: str = "", done_before: int = 0, total: int | None = None) -> tuple[int, int, int]:
+                   shard_prefix: str = "", done_before: int = 0, total: int | None = None,
+                   max_prompt_tokens: int | None = None) -> tuple[int, int, int]:
     """Generate `todo` shard by shard; returns (answers written, completion tokens, truncated)."""
     from tqdm.auto import tqdm
+
+    todo = leave_out_too_long(engine, todo, out_dir, max_prompt_tokens, shard_prefix)
 
     started = time.perf_counter()
     tokens = truncated = written = 0
@@ -78,7 +110,7 @@ def _generate_into(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[s
     shard = store.next_shard_index(out_dir, shard_prefix)
     for start in range(0, len(todo), shard_size):
         chunk = todo[start : start + shard_size]
-        answers = engine.generate([messages for _, messages in chunk], settings)
+        answers = engine.generate([messages for _, messages in chunk], settings, [pid for pid, _ in chunk])
         rows = []
         for (pid, messages), completions in zip(chunk, answers):
             for sample, completion in enumerate(completions):
@@ -99,7 +131,8 @@ def _generate_into(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[s
 
 
 def _data_parallel_rank(rank: int, n_ranks: int, backend: str, model: str, engine_options: dict,
-                        todo: list, out_dir: str, settings: SamplingSettings, source: str, shard_size: int) -> None:
+                        todo: list, out_dir: str, settings: SamplingSettings, source: str, shard_size: int,
+                        max_prompt_tokens: int | None = None) -> None:
     """One data-parallel rank: its own engine on its own GPU(s), a contiguous slice of `todo`."""
     from .data_parallel import contiguous_shards
     from .engine import create_engine
@@ -110,7 +143,7 @@ def _data_parallel_rank(rank: int, n_ranks: int, backend: str, model: str, engin
     engine = create_engine(backend, model, **engine_options)
     try:
         _generate_into(engine, mine, Path(out_dir), settings, source, shard_size, progress=rank == 0,
-                       shard_prefix=f"r{rank:03d}-")
+                       shard_prefix=f"r{rank:03d}-", max_prompt_tokens=max_prompt_tokens)
     finally:
         engine.close()
 
@@ -133,8 +166,12 @@ def run_snapshot(
     progress: bool = True,
     data_parallel: tuple[int, str, str, dict, EngineInfo] | None = None,
     timeout_s: float | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> SnapshotSummary:
     """Generate `settings.n` answers for every prompt not yet in `out_dir`.
+
+    Prompts longer than `max_prompt_tokens` (or than the engine's context) are left out
+    and listed in `out_dir/too_long*.jsonl`; a later run with a higher limit takes them.
 
     With `data_parallel = (ranks, backend, model, engine_options, info)`, `engine` is
     `None` and each rank builds its own engine on its own GPU(s) (`data_parallel.py`).
@@ -143,7 +180,8 @@ def run_snapshot(
     items, duplicates = unique_prompts(prompts)
     info = engine.info() if engine is not None else data_parallel[4]
     identity = {"model": info.model, "revision": revision, "backend": info.backend,
-                "sampling": settings.to_dict(), "source": source, "schema": SNAPSHOT_SCHEMA_VERSION}
+                "sampling": settings.to_dict(), "source": source, "schema": SNAPSHOT_SCHEMA_VERSION,
+                "seeding": None if settings.greedy else SEEDING}
     manifest = store.read_manifest(out_dir)
     _check_same_run(manifest, identity)
     done = store.done_prompt_ids(out_dir)
@@ -161,7 +199,8 @@ def run_snapshot(
     started = time.perf_counter()
     if data_parallel is None:
         written, tokens, truncated = _generate_into(engine, todo, out_dir, settings, source, shard_size, progress,
-                                                    done_before=len(items) - len(todo), total=len(items))
+                                                    done_before=len(items) - len(todo), total=len(items),
+                                                    max_prompt_tokens=max_prompt_tokens)
     else:
         from .data_parallel import cuda_visible_devices, run_data_parallel
 
@@ -169,12 +208,14 @@ def run_snapshot(
         gpus_per_rank = int(options.get("tensor_parallel_size", 1))
         run_data_parallel(
             _data_parallel_rank, ranks,
-            args=(backend, model, options, todo, str(out_dir), settings, source, shard_size),
-            timeout_s=timeout_s, rank_env=cuda_visible_devices(gpus_per_rank) if backend == "vllm" else (lambda r: {}),
+            args=(backend, model, options, todo, str(out_dir), settings, source, shard_size, max_prompt_tokens),
+            timeout_s=timeout_s, rank_env=cuda_visible_devices(gpus_per_rank) if backend != "openai" else (lambda r: {}),
         )
         written, tokens, truncated = _count_new(out_dir, {pid for pid, _ in todo})
     seconds = time.perf_counter() - started
-    summary = SnapshotSummary(len(items), len(items) - len(todo), len(todo), duplicates, written, tokens, truncated, seconds)
+    too_long = store.count_too_long(out_dir)
+    summary = SnapshotSummary(len(items), len(items) - len(todo), len(todo) - too_long, duplicates, written, tokens,
+                              truncated, seconds, too_long)
     store.write_manifest(out_dir, {**manifest, "status": "complete",
                                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                    "last_run": summary.__dict__})

@@ -4,6 +4,9 @@
     <dir>/shards/shard-000000.jsonl complete shards only; each is written to a temp file,
                                     fsynced and renamed, so a half-written shard is never
                                     read (its temp name does not match `shard-*.jsonl`)
+    <dir>/too_long.jsonl            prompts left out of the last run because they exceed
+                                    the prompt-token limit (one file per data-parallel rank:
+                                    `too_long-r003-.jsonl`); rewritten by every run
 
 Every shard holds all `n` samples of the prompts it covers, so a prompt is either done
 (all its rows in one complete shard) or not started.
@@ -56,6 +59,22 @@ def iter_rows(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
 def done_prompt_ids(directory: str | os.PathLike) -> set[str]:
     return {row["prompt_id"] for row in iter_rows(directory)}
+
+
+def too_long_path(directory: str | os.PathLike, prefix: str = "") -> Path:
+    return Path(directory) / (f"too_long-{prefix}.jsonl" if prefix else "too_long.jsonl")
+
+
+def write_too_long(directory: str | os.PathLike, rows: list[dict[str, Any]], prefix: str = "") -> None:
+    path = too_long_path(directory, prefix)
+    if rows:
+        atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    elif path.exists():
+        path.unlink()
+
+
+def count_too_long(directory: str | os.PathLike) -> int:
+    return sum(len(p.read_text(encoding="utf-8").splitlines()) for p in Path(directory).glob("too_long*.jsonl"))
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:

@@ -1,24 +1,30 @@
 """`transformers` snapshot backend: batched `generate` on CPU (or one GPU), left padding,
-prompts sorted by length so that a batch pads little."""
+prompts sorted by length so that a batch pads little.
+
+Sampling draws each row's token with its own seeded generator (Gumbel-max over the
+temperature- and top-p-processed log-probs, exactly a sample from that distribution), so
+an answer depends on its prompt's seed, not on which prompts share its batch.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from ..chat_format import render_prompt
-from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine
+from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine, seeds_for
 
 
 class TransformersEngine(SnapshotEngine):
     backend = "transformers"
 
-    def __init__(self, model: str, *, dtype: str = "float32", batch_size: int = 8, device: str = "cpu",
+    def __init__(self, model: str, *, dtype: str = "float32", batch_size: int = 8, device: str | None = None,
                  trust_remote_code: bool = False):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_name = model
         self.batch_size = batch_size
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype
         self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left", trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:
@@ -39,35 +45,53 @@ class TransformersEngine(SnapshotEngine):
         import transformers
 
         return EngineInfo(self.backend, self.model_name, transformers.__version__,
-                          {"dtype": self.dtype, "batch_size": self.batch_size})
+                          {"dtype": self.dtype, "batch_size": self.batch_size, "device": str(self.model.device)})
 
-    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings) -> list[list[Completion]]:
-        encoded = [
+    def _encode(self, prompts: Sequence[Messages]) -> list[list[int]]:
+        return [
             self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False)["input_ids"]
             for messages in prompts
         ]
+
+    def prompt_token_counts(self, prompts: Sequence[Messages]) -> list[int]:
+        return [len(ids) for ids in self._encode(prompts)]
+
+    def context_length(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings,
+                 prompt_ids: Sequence[str] | None = None) -> list[list[Completion]]:
+        seeds = seeds_for(prompts, settings, prompt_ids)
+        encoded = self._encode(prompts)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[list[Completion]] = [[] for _ in encoded]
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            completions = self._generate_batch([encoded[i] for i in batch], settings, seed=settings.seed + start)
+            completions = self._generate_batch([encoded[i] for i in batch], settings, [seeds[i] for i in batch])
             for index, answers in zip(batch, completions):
                 results[index] = answers
         return results
 
-    def _generate_batch(self, batch_ids: list[list[int]], settings: SamplingSettings, seed: int) -> list[list[Completion]]:
+    def _generate_batch(self, batch_ids: list[list[int]], settings: SamplingSettings,
+                        seeds: list[int]) -> list[list[Completion]]:
         import torch
+        from transformers import LogitsProcessorList
 
-        padded = self.tokenizer.pad({"input_ids": batch_ids}, return_tensors="pt").to(self.model.device)
-        sampling: dict[str, Any] = {"do_sample": False}
+        # One row per (prompt, sample), prompt-major: row // n is the prompt, row % n the sample.
+        rows = [ids for ids in batch_ids for _ in range(settings.n)]
+        padded = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.model.device)
+        # do_sample=False: generate takes the argmax of what the processor returns, which for
+        # sampled settings is log-prob + Gumbel noise from the row's own generator.
+        extra: dict[str, Any] = {}
         if not settings.greedy:
-            # Seeded per batch: sampled answers depend on how prompts were batched.
-            torch.manual_seed(seed)
-            sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+            row_seeds = [seed + sample for seed in seeds for sample in range(settings.n)]
+            extra["logits_processor"] = LogitsProcessorList(
+                [PerRowGumbelSampler(row_seeds, settings.temperature, settings.top_p, self.model.device)])
         with torch.no_grad():
             output = self.model.generate(
-                **padded, max_new_tokens=settings.max_tokens, num_return_sequences=settings.n,
-                pad_token_id=self.tokenizer.pad_token_id, **sampling,
+                **padded, max_new_tokens=settings.max_tokens, do_sample=False, num_beams=1,
+                temperature=None, top_p=None, top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id, **extra,
             )
         new_tokens = output[:, padded["input_ids"].shape[1]:].tolist()
         answers = [self._completion(tokens, len(batch_ids[row // settings.n])) for row, tokens in enumerate(new_tokens)]
@@ -85,3 +109,42 @@ class TransformersEngine(SnapshotEngine):
 
         del self.model
         gc.collect()
+
+
+class PerRowGumbelSampler:
+    """A logits processor that turns greedy decoding into sampling with one generator per row.
+
+    argmax(log softmax(z / T) restricted to the top-p set + Gumbel noise) is a draw from
+    that distribution (the Gumbel-max trick), and the noise of row r comes only from
+    `seeds[r]`: batch-mates do not change a row's draws.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any):
+        import torch
+
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        logprobs = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            logprobs = _top_p_mask(logprobs, self.top_p)
+        uniform = torch.stack([
+            torch.rand(logprobs.shape[-1], generator=generator, device=logprobs.device) for generator in self.generators
+        ])
+        gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20, max=1.0 - 1e-7)))
+        return logprobs + gumbel
+
+
+def _top_p_mask(logprobs: Any, top_p: float) -> Any:
+    """Keep the smallest set of tokens whose probability reaches `top_p` (at least one)."""
+    import torch
+
+    sorted_logprobs, order = torch.sort(logprobs, descending=True, dim=-1)
+    cumulative = sorted_logprobs.exp().cumsum(dim=-1)
+    drop_sorted = cumulative - sorted_logprobs.exp() >= top_p  # mass before this token already reached top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logprobs.masked_fill(drop, float("-inf"))

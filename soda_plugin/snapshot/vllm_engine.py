@@ -11,7 +11,7 @@ import gc
 from typing import Any, Sequence
 
 from ..chat_format import render_prompt
-from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine
+from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine, seeds_for
 
 _FINISH_REASONS = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
 
@@ -25,7 +25,8 @@ class VLLMEngine(SnapshotEngine):
         tensor_parallel_size: GPUs one model is split over.
         enforce_eager: skip graph compilation (much faster start, slower decoding).
         max_model_len: context length; `None` takes the model's.
-        seed: the engine's global seed; each request also gets `SamplingSettings.seed`.
+        seed: the engine's global seed; sampled requests carry their own per-prompt seed
+            (`engine.prompt_seed`), so answers do not depend on it.
         **engine_kwargs: passed to `vllm.LLM` unchanged.
     """
 
@@ -67,7 +68,8 @@ class VLLMEngine(SnapshotEngine):
             extra={"dtype": self._dtype, "tensor_parallel_size": self._tensor_parallel_size},
         )
 
-    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Messages], settings: SamplingSettings,
+                 prompt_ids: Sequence[str] | None = None) -> list[list[Completion]]:
         """Sample `settings.n` answers per prompt, in prompt order.
 
         Raises:
@@ -77,8 +79,19 @@ class VLLMEngine(SnapshotEngine):
         if not prompts:
             return []
         token_prompts = [self._token_prompt(messages) for messages in prompts]
-        outputs = self._llm.generate(token_prompts, self._sampling_params(settings), use_tqdm=False)
+        if settings.greedy:
+            params: Any = self._sampling_params(settings, seed=None)
+        else:
+            params = [self._sampling_params(settings, seed) for seed in seeds_for(prompts, settings, prompt_ids)]
+        outputs = self._llm.generate(token_prompts, params, use_tqdm=False)
         return [_completions(output) for output in outputs]
+
+    def prompt_token_counts(self, prompts: Sequence[Messages]) -> list[int]:
+        return [len(self._token_prompt(messages)["prompt_token_ids"]) for messages in prompts]
+
+    def context_length(self) -> int | None:
+        # vLLM rejects a prompt longer than this outright (the whole call fails).
+        return getattr(getattr(self._llm, "model_config", None), "max_model_len", None)
 
     def close(self) -> None:
         """Shut down vLLM's engine process and free the model."""
@@ -105,15 +118,16 @@ class VLLMEngine(SnapshotEngine):
         token_ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
         return TokensPrompt(prompt_token_ids=list(token_ids))
 
-    def _sampling_params(self, settings: SamplingSettings) -> Any:
-        # temperature 0 is greedy in vLLM; a per-request seed makes sampling reproducible
-        # whatever else is in the batch.
+    def _sampling_params(self, settings: SamplingSettings, seed: int | None) -> Any:
+        # A per-request seed gives the request its own torch.Generator, so its answer does
+        # not depend on the rest of the batch; vLLM seeds its `n` children `seed + i`
+        # (v1/engine/parallel_sampling.py). Temperature 0 is greedy and needs no seed.
         return self._vllm.SamplingParams(
             n=settings.n,
             temperature=settings.temperature,
             top_p=settings.top_p,
             max_tokens=settings.max_tokens,
-            seed=settings.seed,
+            seed=seed,
         )
 
 

@@ -9,7 +9,10 @@ the user's config plus one plugin line:
   `during_merge` (the merged q_w weights are saved, its tokenizer not yet). The process
   SIGKILLs itself there: no handler, no flush, as the OOM killer or a preemption would.
 - `SODA_TEST_EVENTS`: a file that gets one line per model constructed (any
-  `PreTrainedModel`, in any process) and one line just before each kill.
+  `PreTrainedModel`, in any process), one line just before each kill, and, for each
+  stage's trainer, one line on its attention modules: whether their class's `forward` is
+  Axolotl's LoRA-kernel rewrite (`axolotl_attn_forward`, which calls per-instance
+  `apply_qkv`/`apply_o`) and how many instances carry `apply_qkv`.
 """
 
 from __future__ import annotations
@@ -98,6 +101,13 @@ class FaultPlugin(BasePlugin):
             _kill_before_marker()
         elif _kill_at() == "during_merge":
             _kill_during_merge()
+
+    def post_trainer_create(self, cfg, trainer) -> None:
+        stage = "dpo" if cfg.get("rl") else "warmup"
+        attention = [m for name, m in trainer.model.named_modules() if name.endswith("self_attn")]
+        patched = sorted({type(m).forward.__name__ == "axolotl_attn_forward" for m in attention})
+        ready = sum(hasattr(m, "apply_qkv") for m in attention)
+        _event(f"attention stage={stage} kernel_forward={patched} apply_qkv={ready}/{len(attention)}")
 
     def add_callbacks_post_trainer(self, cfg, trainer):
         stage = "dpo" if cfg.get("rl") else "warmup"

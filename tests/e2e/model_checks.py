@@ -53,3 +53,18 @@ def causal_lm_constructions(events: Path) -> list[str]:
 
 def kills(events: Path) -> list[str]:
     return [line.split()[1] for line in events.read_text().splitlines() if line.startswith("kill ")] if events.exists() else []
+
+
+def attention_states(events: Path) -> list[dict[str, str]]:
+    """Per trainer built, as `fault_plugin` recorded it: the stage, whether the attention
+    class runs Axolotl's LoRA-kernel forward, and how many instances carry `apply_qkv`."""
+    if not events.exists():
+        return []
+    lines = [line.split()[1:4] for line in events.read_text().splitlines() if line.startswith("attention ")]
+    return [dict(field.split("=", 1) for field in fields) for fields in lines]
+
+
+def attention_runnable(state: dict[str, str]) -> bool:
+    """The kernel forward needs `apply_qkv` on every instance; the stock forward needs none."""
+    ready, total = state["apply_qkv"].split("/")
+    return state["kernel_forward"] == "[False]" or ready == total

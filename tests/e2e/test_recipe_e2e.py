@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from axolotl_run import axolotl_train, write_config
-from model_checks import kills
+from model_checks import attention_runnable, attention_states, kills
 from recipe_overrides import RECIPES_DIR, cpu_recipe, write_fixtures
 
 pytestmark = pytest.mark.e2e
@@ -67,8 +67,15 @@ def test_llama8b_lora_recipe_trains_with_deepspeed_on_cpu(tiny_model_dirs, tmp_p
     assert run.returncode == -signal.SIGKILL and kills(events) == ["during_merge"], run.output[-3000:]
     assert (merged / "model.safetensors").is_file() and not (warmup / "soda_stage.json").exists()
     # The same command again: the half-merged warmup is not trusted; it is trained and merged again.
-    run = axolotl_train(config, launcher=[sys.executable, str(LAUNCHER)], timeout=600)
+    events = tmp_path / "events-rerun.txt"
+    run = axolotl_train(config, launcher=[sys.executable, str(LAUNCHER)], timeout=600,
+                        env={"SODA_TEST_EVENTS": str(events)})
     assert run.returncode == 0, run.output[-4000:]
+    # Both stages ran in one process with the recipe's LoRA kernel settings; whatever the
+    # warmup did to the attention class, the DPO model's instances can run it.
+    states = attention_states(events)
+    assert [s["stage"] for s in states] == ["warmup", "dpo"], states
+    assert all(attention_runnable(s) for s in states), states
     assert "the warmup trains from step 0 (an unfinished earlier run left" in run.output
     assert (merged / "tokenizer_config.json").is_file() and (warmup / "soda_stage.json").is_file()
     # DeepSpeed trained both stages: its checkpoint files exist in each.

@@ -39,9 +39,20 @@ def test_bad_shard_arguments():
         contiguous_shards(-1, 2)
 
 
-def test_cuda_visible_devices():
+def test_cuda_visible_devices(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert cuda_visible_devices()(3) == {"CUDA_VISIBLE_DEVICES": "3"}
     assert cuda_visible_devices(2)(1) == {"CUDA_VISIBLE_DEVICES": "2,3"}
+
+
+def test_ranks_stay_inside_an_inherited_gpu_mask(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert [cuda_visible_devices()(r) for r in range(4)] == [{"CUDA_VISIBLE_DEVICES": g} for g in "4567"]
+    assert cuda_visible_devices(2)(1) == {"CUDA_VISIBLE_DEVICES": "6,7"}
+    uuids = cuda_visible_devices(1, inherited="GPU-aa, GPU-bb")
+    assert uuids(1) == {"CUDA_VISIBLE_DEVICES": "GPU-bb"}
+    with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES='4,5,6,7' lists 4"):
+        cuda_visible_devices(2)(2)
 
 
 def _write_shard(rank, n_ranks, outdir, n_items):

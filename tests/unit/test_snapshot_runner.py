@@ -26,7 +26,7 @@ class EchoEngine(SnapshotEngine):
     def info(self):
         return EngineInfo("echo", "echo-model", "1.0")
 
-    def generate(self, prompts, settings):
+    def generate(self, prompts, settings, prompt_ids=None):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
