@@ -55,8 +55,20 @@ class SODAPlugin(BasePlugin):
             from axolotl.common.datasets import load_preference_datasets
 
             meta = load_preference_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+        from .reference_cache import tie_reference_cache_to_weights
+
+        tie_reference_cache_to_weights(meta, cfg)
         if not soda_config(cfg).precompute_only_trained_rows:
             return meta
         from .trim import keep_rows_training_uses
 
         return keep_rows_training_uses(meta, cfg, world_size())
+
+    def add_callbacks_post_trainer(self, cfg, trainer):
+        from .chain import is_dpo
+
+        if cfg.get("soda") is None or not is_dpo(cfg):
+            return []
+        from .reference_cache import StepOneRewardCheck
+
+        return [StepOneRewardCheck(trainer)]
