@@ -8,10 +8,15 @@ from typing import Mapping, Sequence
 
 
 def normalize_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
-    """Roles lower-cased, content with surrounding whitespace stripped and runs of
-    whitespace collapsed; other message keys ignored."""
+    """Roles lower-cased, content with Windows line ends made Unix ones and surrounding
+    whitespace stripped; other message keys ignored.
+
+    Whitespace inside the content is kept: code prompts that differ only in indentation
+    are different prompts. (Spacing-insensitive matching, for keeping evaluation prompts
+    out of training, is `evalsets.normalize_prompt_text`.)
+    """
     return [
-        {"role": str(m["role"]).strip().lower(), "content": " ".join(str(m["content"]).split())}
+        {"role": str(m["role"]).strip().lower(), "content": str(m["content"]).replace("\r\n", "\n").strip()}
         for m in messages
     ]
 
