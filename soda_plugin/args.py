@@ -7,13 +7,16 @@ NOTE: defaults that differ from the host's:
 - `soda.on_bad_row` is `error`: Axolotl's own loaders drop or keep bad rows silently.
 - `soda.free_reference_model` is `true`: with `precompute_ref_log_probs: true` no second
   copy of the model is loaded (TRL would keep Axolotl's reference model resident).
+- `soda.precompute_ref_batch_size` is passed to TRL's `DPOConfig` key of the same name,
+  which Axolotl's schema does not expose; unset, TRL precomputes at
+  `per_device_train_batch_size` (`trl/trainer/dpo_trainer.py:990`).
 """
 
 from __future__ import annotations
 
 import difflib
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -127,11 +130,25 @@ class WarmupConfig(_StrictBlock):
     gradient_accumulation_steps: int | None = Field(
         default=None, json_schema_extra={"description": "Warmup gradient accumulation steps."}
     )
+    # Checkpoints
+    save_strategy: Literal["no", "steps", "epoch", "best"] | None = Field(
+        default=None,
+        json_schema_extra={
+            "description": "Warmup checkpoints (Hugging Face `save_strategy`). The chain drops "
+            "`resume_from_checkpoint` for the warmup and an unfinished warmup trains again from "
+            "step 0 unless `auto_resume_from_checkpoints: true`, so `no` saves the disk."
+        },
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The top-level Axolotl keys this block sets for the warmup stage."""
         skip = {"output_dir", "on_config_change"}
-        return {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in skip}
+        values = {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in skip}
+        if values.get("save_strategy", "steps") != "steps":
+            # The recipe's `save_steps` is the DPO stage's; Axolotl refuses it beside any other
+            # strategy (axolotl/utils/schemas/validation.py:534-541, `check_saves`).
+            values["save_steps"] = None
+        return values
 
 
 class SnapshotBackend(str, Enum):
@@ -220,6 +237,25 @@ class SodaConfig(_StrictBlock):
             "reference log-probs are computed for rows training never sees."
         },
     )
+    precompute_ref_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        json_schema_extra={
+            "description": "Pairs per forward pass of the reference log-prob precompute (TRL's "
+            "`precompute_ref_batch_size`, not in Axolotl's schema). No gradients and no optimizer "
+            "state exist then, so it can exceed `micro_batch_size`. Needs "
+            "`precompute_ref_log_probs: true`. Default: TRL's (`micro_batch_size`)."
+        },
+    )
+    gpus: int | None = Field(
+        default=None,
+        ge=1,
+        json_schema_extra={
+            "description": "The number of processes (GPUs) the recipe's batch arithmetic is written "
+            "for: rows per optimizer step = `micro_batch_size` x `gradient_accumulation_steps` x "
+            "`gpus`. A launch with another world size trains with other batches; soda logs a warning."
+        },
+    )
     warmup: WarmupConfig | None = Field(
         default=None,
         json_schema_extra={"description": "The SFT warmup stage; absent: DPO starts from `base_model`."},
@@ -277,4 +313,18 @@ class SODAArgs(BaseModel):
             )
         if stage == Stage.WARMUP.value and soda.get("warmup") is None:
             raise ValueError("`soda.stage: warmup` needs a `soda.warmup` block describing the warmup.")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_precompute_batch_needs_precompute(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("soda"), dict):
+            return data
+        size = data["soda"].get("precompute_ref_batch_size")
+        if size is not None and data.get("precompute_ref_log_probs") is not True:
+            raise ValueError(
+                f"`soda.precompute_ref_batch_size: {size}` sizes the reference log-prob precompute, "
+                f"but `precompute_ref_log_probs` is {data.get('precompute_ref_log_probs')!r}. Set "
+                "`precompute_ref_log_probs: true`, or remove `soda.precompute_ref_batch_size`."
+            )
         return data

@@ -116,6 +116,22 @@ def world_size() -> int:
     return dist.get_world_size() if dist else int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def warn_on_other_world_size(gpus: int | None) -> bool:
+    """Warn when the launch's world size is not the `soda.gpus` the recipe's batch
+    arithmetic assumes; True when it warned. Silence it by setting `soda.gpus` to the
+    launch's process count (and the batch keys to match) or by removing it."""
+    actual = world_size()
+    if gpus is None or actual == gpus:
+        return False
+    LOG.warning(
+        "soda: the recipe's batches are sized for `soda.gpus: %d` processes, this launch has %d: "
+        "each optimizer step reads %d/%d of the rows the recipe states. Scale "
+        "`gradient_accumulation_steps` (and `soda.warmup.gradient_accumulation_steps`) by %d/%d "
+        "to keep them, then set `soda.gpus: %d`.", gpus, actual, actual, gpus, gpus, actual, actual,
+    )
+    return True
+
+
 def load_preference_datasets_same_files_on_all_ranks(cfg) -> Any:
     """Prepare DPO data on rank 0, then load it from disk on every rank.
 

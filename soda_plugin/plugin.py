@@ -72,3 +72,17 @@ class SODAPlugin(BasePlugin):
         from .reference_cache import StepOneRewardCheck
 
         return [StepOneRewardCheck(trainer)]
+
+    def get_training_args(self, cfg):
+        # Merged into the trainer's `TrainingArguments` kwargs by both builders
+        # (axolotl/core/builders/rl.py:240, causal.py:367): DPO keys only for `rl: dpo`.
+        from .chain import is_dpo, soda_config
+        from .distributed import warn_on_other_world_size
+
+        soda = soda_config(cfg)
+        if soda is None or not is_dpo(cfg):
+            return None
+        warn_on_other_world_size(soda.gpus)
+        if soda.precompute_ref_batch_size is None:
+            return None
+        return {"precompute_ref_batch_size": soda.precompute_ref_batch_size}

@@ -1,9 +1,11 @@
 """Snapshot the untouched student q0: sample its answers to every training prompt, once.
 
-From a recipe (student = `base_model`, prompts = its `type: soda` datasets, settings from
-`soda.snapshot`; command-line flags override):
+From a recipe (student = `base_model`, settings from `soda.snapshot`; command-line flags
+override). The prompts come from `--prompts`: a SODA recipe's `type: soda` datasets are
+the pairs this snapshot is for, so they do not exist yet (without `--prompts` the tool
+reads them, and says so when they are missing):
 
-    python tools/snapshot_q0.py --recipe recipes/smollm2_cpu_soda.yml --backend transformers
+    python tools/snapshot_q0.py --recipe recipes/qwen7b_soda.yml --prompts data/teacher/train.jsonl
 
 From plain arguments:
 

@@ -33,8 +33,9 @@ def _scores_section(scores: dict[str, Any]) -> list[str]:
 def _settings(recipe: dict[str, Any]) -> list[str]:
     soda = recipe.get("soda") or {}
     warmup = {k: v for k, v in (soda.get("warmup") or {}).items() if k != "datasets"}
-    dpo = {k: recipe.get(k) for k in ("learning_rate", "max_steps", "micro_batch_size", "gradient_accumulation_steps",
-                                      "lr_scheduler", "adapter") if recipe.get(k) is not None}
+    dpo = {k: recipe.get(k) for k in ("learning_rate", "num_epochs", "max_steps", "micro_batch_size",
+                                      "gradient_accumulation_steps", "max_grad_norm", "lr_scheduler", "adapter")
+           if recipe.get(k) is not None}
     if recipe.get("trl"):
         dpo["beta"] = recipe["trl"].get("beta")
     snapshot = {k: v for k, v in (soda.get("snapshot") or {}).items() if k not in ("output_dir", "base_url")}

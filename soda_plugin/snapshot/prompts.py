@@ -41,13 +41,39 @@ def prompts_from_file(path: str, field: str = "content", ds_type: str | None = N
     return prompts
 
 
+def _is_missing_local_path(path: str) -> bool:
+    """A path that names a local file or folder (not a Hub id `owner/name`) and is absent."""
+    if Path(path).expanduser().exists():
+        return False
+    return path.startswith((".", "/", "~")) or path.count("/") != 1
+
+
+def _missing_dataset_error(path: str, soda: Mapping[str, Any]) -> FileNotFoundError:
+    teacher = [entry.get("path") for entry in ((soda.get("warmup") or {}).get("datasets") or [])
+               if isinstance(entry, Mapping) and entry.get("path")]
+    example = f"`--prompts {teacher[0]}` (this recipe's `soda.warmup.datasets`)" if teacher else \
+        "`--prompts data/teacher/train.jsonl` (the teacher file)"
+    return FileNotFoundError(
+        f"the recipe's `type: soda` dataset `{path}` does not exist yet: in a SODA recipe it holds "
+        "the pairs that tools/build_pairs.py writes from this snapshot. Pass the prompts with "
+        f"`--prompts`, e.g. {example}."
+    )
+
+
 def prompts_from_recipe(cfg: Mapping[str, Any]) -> list[list[dict[str, str]]]:
-    """The prompts of every `type: soda` dataset of an Axolotl recipe (raw YAML dict)."""
+    """The prompts of every `type: soda` dataset of an Axolotl recipe (raw YAML dict).
+
+    Raises:
+        FileNotFoundError: a local dataset path does not exist (a SODA recipe's pairs,
+            before the snapshot that builds them); the message names `--prompts`.
+    """
     soda = cfg.get("soda") or {}
     prompts: list[list[dict[str, str]]] = []
     for entry in cfg.get("datasets") or []:
         if entry.get("type") not in ("soda", "soda_plugin.soda"):
             continue
+        if _is_missing_local_path(str(entry["path"])):
+            raise _missing_dataset_error(str(entry["path"]), soda)
         fields = SodaFields.from_dataset_config(entry, soda)
         prompts.extend(prompts_from_file(entry["path"], fields.messages, entry.get("ds_type")))
     if not prompts:

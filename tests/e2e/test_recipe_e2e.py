@@ -37,6 +37,8 @@ SIZE_AND_STEPS = {
     "lora_r": (4, "the tiny model's hidden size is 32"),
     "lora_alpha": (8, "alpha = 2 r, as in the recipe"),
     "save_steps": (3, "a checkpoint at the last step shows DeepSpeed's own files (`latest`, `zero_to_fp32.py`)"),
+    "soda.warmup.save_strategy": ("steps", "the recipe's warmup writes no checkpoint (`\"no\"`); here one shows "
+                                           "DeepSpeed's files in the warmup too"),
     "logging_steps": (1, "every step's loss and DPO margin are checked"),
     "dataset_processes": (1, "two cores: no worker pool"),
 }

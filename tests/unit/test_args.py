@@ -19,6 +19,12 @@ from soda_plugin.rows import SodaFields
         ({"soda_warmup": {"learning_rate": 1e-5}}, "unknown key `soda_warmup`: soda settings live in one block"),
         ({"soda": {"warmup": {}}}, "`soda.warmup` chains an SFT warmup into DPO, but `rl` is None"),
         ({"soda": {"stage": "warmup"}, "rl": "dpo"}, "`soda.stage: warmup` needs a `soda.warmup` block"),
+        ({"soda": {"precompute_ref_batch_size": 4}, "rl": "dpo"},
+         "`soda.precompute_ref_batch_size: 4` sizes the reference log-prob precompute, but "
+         "`precompute_ref_log_probs` is None"),
+        ({"soda": {"precompute_ref_batch_size": 0}, "precompute_ref_log_probs": True}, "soda.precompute_ref_batch_size"),
+        ({"soda": {"gpus": 0}}, "soda.gpus"),
+        ({"soda": {"warmup": {"save_strategy": "never"}}, "rl": "dpo"}, "'no', 'steps', 'epoch' or 'best'"),
     ],
 )
 def test_bad_soda_config_names_the_key(data, message):
@@ -78,3 +84,33 @@ def test_axolotl_load_cfg_rejects_a_bad_soda_key(tiny_model_dirs, tmp_path):
 
     with pytest.raises(Exception, match=r"unknown key `soda.warmup.lr`"):
         load_cfg(_axolotl_cfg(tiny_model_dirs["qwen2"], tmp_path, soda={"warmup": {"lr": 1e-5}}))
+
+
+def test_warmup_without_checkpoints_drops_the_dpo_save_steps():
+    from soda_plugin.args import WarmupConfig
+
+    assert WarmupConfig(save_strategy="no").overrides() == {"save_strategy": "no", "save_steps": None}
+    assert WarmupConfig(save_strategy="steps").overrides() == {"save_strategy": "steps"}
+    assert WarmupConfig().overrides() == {}
+
+
+def test_training_args_hook_passes_the_precompute_batch_size_to_dpo_only():
+    from soda_plugin.plugin import SODAPlugin
+
+    dpo = {"rl": "dpo", "precompute_ref_log_probs": True, "soda": {"precompute_ref_batch_size": 4}}
+    assert SODAPlugin().get_training_args(dpo) == {"precompute_ref_batch_size": 4}
+    # The SFT builder calls the same hook; its TrainingArguments have no such field.
+    assert SODAPlugin().get_training_args(dict(dpo, rl=None)) is None
+    assert SODAPlugin().get_training_args({"rl": "dpo", "soda": {}}) is None
+    assert SODAPlugin().get_training_args({"rl": "dpo"}) is None
+
+
+def test_a_launch_on_other_gpus_than_declared_warns(monkeypatch, caplog):
+    from soda_plugin.distributed import warn_on_other_world_size
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with caplog.at_level("WARNING"):
+        assert warn_on_other_world_size(8) is True
+    assert "sized for `soda.gpus: 8` processes, this launch has 2" in caplog.text
+    assert "by 8/2" in caplog.text
+    assert warn_on_other_world_size(2) is False and warn_on_other_world_size(None) is False

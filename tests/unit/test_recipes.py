@@ -16,6 +16,14 @@ from recipe_overrides import (
 )
 
 STUDENTS = ("qwen3b", "qwen7b", "qwen14b", "llama3b", "llama8b")
+# GAD's published settings (microsoft/LMOps gad/scripts/train/*.sh, docs/budgets.md): batch
+# 256 prompts per optimizer step and grad_clip 0.2 in every stage; SeqKD lr 5e-6 for 3 epochs,
+# warmup lr 1e-6 for 1 epoch, the GAD stage lr 1e-6.
+GAD_ROWS_PER_STEP = 256
+GAD_GRAD_CLIP = 0.2
+GAD_SEQKD_LR, GAD_SEQKD_EPOCHS = 5.0e-6, 3
+GAD_WARMUP_LR, GAD_WARMUP_EPOCHS = 1.0e-6, 1
+GAD_STAGE_LR = 1.0e-6
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is 12 plus 7?"}]
 
 
@@ -52,7 +60,12 @@ def test_recipe_passes_axolotl_load_cfg(recipe, tiny_model_dirs, fixtures, tmp_p
     assert cfg.bf16 is True and cfg.tf32 is True and cfg.attn_implementation == "sdpa"
     if raw.get("rl"):
         assert str(getattr(cfg.rl, "value", cfg.rl)) == "dpo" and cfg.precompute_ref_log_probs is True
-        assert cfg.soda["warmup"]["max_steps"] == raw["soda"]["warmup"]["max_steps"]
+        assert cfg.soda["warmup"]["num_epochs"] == raw["soda"]["warmup"]["num_epochs"]
+        assert cfg.soda["precompute_ref_batch_size"] == raw["soda"]["precompute_ref_batch_size"]
+    # The budget keys survive Axolotl's validation as written.
+    assert cfg.max_grad_norm == GAD_GRAD_CLIP and cfg.soda["gpus"] == raw["soda"]["gpus"]
+    assert cfg.micro_batch_size * cfg.gradient_accumulation_steps * cfg.soda["gpus"] == GAD_ROWS_PER_STEP
+    assert cfg.max_steps is None and cfg.num_epochs == raw["num_epochs"]
 
 
 @pytest.mark.parametrize("recipe", SODA_RECIPES, ids=_ids(SODA_RECIPES))
@@ -66,6 +79,11 @@ def test_derived_warmup_config_passes_axolotl_load_cfg(recipe, tiny_model_dirs, 
     assert cfg.rl is None and cfg.learning_rate == raw["soda"]["warmup"]["learning_rate"]
     assert cfg.datasets[0]["path"] == str(fixtures["json"])  # the teacher data, not the pairs
     assert cfg.adapter == raw.get("adapter")
+    # GAD's warmup budget reaches the SFT stage Axolotl trains; it writes no checkpoints
+    # (the chain never resumes a warmup: derive_warmup_config drops resume_from_checkpoint).
+    assert cfg.micro_batch_size * cfg.gradient_accumulation_steps * raw["soda"]["gpus"] == GAD_ROWS_PER_STEP
+    assert cfg.max_grad_norm == GAD_GRAD_CLIP and cfg.num_epochs == GAD_WARMUP_EPOCHS and cfg.max_steps is None
+    assert cfg.save_strategy == "no" and "resume_from_checkpoint" not in warmup
 
 
 def _deepspeed_path(recipe: Path) -> Path:
@@ -94,7 +112,7 @@ def test_deepspeed_json_parses_with_deepspeed_config(json_path, tmp_path):
                              max_grad_norm=raw["max_grad_norm"], learning_rate=raw["learning_rate"], use_cpu=True)
     hf.trainer_config_process(args)
     model = SimpleNamespace(config=SimpleNamespace(hidden_size=3584, hidden_sizes=None))
-    hf.trainer_config_finalize(args, model, num_training_steps=raw["max_steps"])
+    hf.trainer_config_finalize(args, model, num_training_steps=700)  # ~one DPO epoch at 256 pairs per step
     ds = DeepSpeedConfig(hf.config)
     assert ds.zero_optimization_stage == json.loads(json_path.read_text())["zero_optimization"]["stage"]
     assert ds.train_micro_batch_size_per_gpu == raw["micro_batch_size"]
@@ -108,23 +126,23 @@ SHARED_ALL = (
     "gradient_checkpointing_kwargs", "optimizer", "weight_decay", "max_grad_norm", "lr_scheduler",
     # logging and checkpoints
     "logging_steps", "save_strategy", "save_steps", "save_total_limit", "seed",
-    "soda.on_bad_row",
+    "soda.on_bad_row", "soda.gpus",
 )
 SHARED_SODA = (
     # DPO stage
-    "rl", "trl.beta", "precompute_ref_log_probs", "warmup_ratio", "micro_batch_size",
-    "gradient_accumulation_steps", "num_epochs", "max_steps",
+    "rl", "trl.beta", "precompute_ref_log_probs", "soda.precompute_ref_batch_size", "warmup_ratio",
+    "micro_batch_size", "gradient_accumulation_steps", "num_epochs",
     # warmup stage
-    "soda.warmup.max_steps", "soda.warmup.lr_scheduler", "soda.warmup.warmup_ratio",
+    "soda.warmup.num_epochs", "soda.warmup.lr_scheduler", "soda.warmup.warmup_ratio",
     "soda.warmup.micro_batch_size", "soda.warmup.gradient_accumulation_steps",
-    "soda.warmup.datasets",
+    "soda.warmup.save_strategy", "soda.warmup.datasets",
     # q0 snapshot sampling
     "soda.snapshot.backend", "soda.snapshot.temperature", "soda.snapshot.top_p", "soda.snapshot.max_tokens",
     "soda.snapshot.n", "soda.snapshot.seed", "soda.snapshot.dtype",
 )
 SHARED_SODA_BY_KIND = ("learning_rate", "soda.warmup.learning_rate")  # full fine-tuning vs LoRA
 SHARED_LORA = ("adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_linear")
-SHARED_SEQKD = ("learning_rate", "warmup_ratio", "micro_batch_size", "gradient_accumulation_steps", "max_steps",
+SHARED_SEQKD = ("learning_rate", "warmup_ratio", "micro_batch_size", "gradient_accumulation_steps", "num_epochs",
                 "datasets")
 
 
@@ -162,12 +180,10 @@ def test_shared_values_agree_across_seqkd_recipes():
 
 
 @pytest.mark.parametrize("student", STUDENTS)
-def test_seqkd_matches_soda_data_model_and_step_budget(student):
+def test_seqkd_matches_soda_data_and_model(student):
     soda, seqkd = load_recipe(RECIPES_DIR / f"{student}_soda.yml"), load_recipe(RECIPES_DIR / f"{student}_seqkd.yml")
     warmup = soda["soda"]["warmup"]
-    assert seqkd["max_steps"] == warmup["max_steps"] + soda["max_steps"]
     assert seqkd["datasets"] == warmup["datasets"]
-    assert seqkd["learning_rate"] == warmup["learning_rate"]
     assert seqkd["micro_batch_size"] * seqkd["gradient_accumulation_steps"] == (
         warmup["micro_batch_size"] * warmup["gradient_accumulation_steps"])
     for key in ("base_model", "deepspeed", "special_tokens", "sequence_len", "attn_implementation"):
@@ -187,7 +203,8 @@ def test_every_open_value_has_a_reason_comment():
     """The keys whose values the paper leaves open carry a one-line reason on their line."""
     open_keys = ("learning_rate", "beta", "max_steps", "temperature", "deepspeed", "lora_r", "sequence_len",
                  "gradient_accumulation_steps", "micro_batch_size", "lr_scheduler", "warmup_ratio", "weight_decay",
-                 "num_epochs", "max_tokens", "optimizer")
+                 "num_epochs", "max_tokens", "optimizer", "max_grad_norm", "save_steps", "save_strategy",
+                 "precompute_ref_batch_size", "gpus")
     for recipe in GPU_RECIPES:
         for line in recipe.read_text().splitlines():
             key = line.strip().split(":", 1)[0]
@@ -217,3 +234,51 @@ def test_one_chat_template_for_sft_dpo_and_snapshot(family_name, tiny_model_dirs
             rendered.add(render_prompt(load_tokenizer(cfg), MESSAGES))
         rendered.add(render_prompt(AutoTokenizer.from_pretrained(raw["base_model"]), MESSAGES))
     assert len(rendered) == 1, rendered
+
+
+def _stages(raw):
+    """(name, settings) of each training stage a recipe runs; the warmup inherits the top level."""
+    top = {k: v for k, v in raw.items() if k != "soda"}
+    if "warmup" not in raw.get("soda", {}):
+        return [("seqkd", top)]
+    return [("warmup", {**top, **raw["soda"]["warmup"]}), ("dpo", top)]
+
+
+@pytest.mark.parametrize("recipe", GPU_RECIPES, ids=_ids(GPU_RECIPES))
+def test_every_stage_takes_gads_batch_and_grad_clip_on_the_declared_gpus(recipe):
+    """256 rows (DPO: pairs) per optimizer step on the recipe's `soda.gpus`, and GAD's clip."""
+    raw = load_recipe(recipe)
+    gpus = raw["soda"]["gpus"]
+    assert f"--num_processes {gpus} " in recipe.read_text(), "the launch command runs another GPU count"
+    for stage, cfg in _stages(raw):
+        rows = cfg["micro_batch_size"] * cfg["gradient_accumulation_steps"] * gpus
+        assert rows == GAD_ROWS_PER_STEP, f"{recipe.name} {stage}: {rows} rows per step"
+        assert cfg["max_grad_norm"] == GAD_GRAD_CLIP, f"{recipe.name} {stage}"
+        # Epochs over the rows actually kept, never a step count fixed before the data exists.
+        assert "max_steps" not in cfg and cfg["num_epochs"] >= 1, f"{recipe.name} {stage}"
+
+
+@pytest.mark.parametrize("recipe", GPU_RECIPES, ids=_ids(GPU_RECIPES))
+def test_learning_rates_and_epochs_are_gads_except_lora_rates(recipe):
+    raw = load_recipe(recipe)
+    expected = {"seqkd": (GAD_SEQKD_LR, GAD_SEQKD_EPOCHS), "warmup": (GAD_WARMUP_LR, GAD_WARMUP_EPOCHS),
+                "dpo": (GAD_STAGE_LR, 1)}  # DPO: one epoch over the kept pairs (the paper gives no length)
+    for stage, cfg in _stages(raw):
+        lr, epochs = expected[stage]
+        assert cfg["num_epochs"] == epochs, f"{recipe.name} {stage}"
+        if raw.get("adapter") != "lora":  # LoRA rates differ, each with its reason on the line
+            assert cfg["learning_rate"] == lr, f"{recipe.name} {stage}"
+
+
+@pytest.mark.parametrize("recipe", SODA_RECIPES, ids=_ids(SODA_RECIPES))
+def test_dpo_training_args_carry_the_precompute_batch_size(recipe, tiny_model_dirs, fixtures, tmp_path):
+    """`soda.precompute_ref_batch_size` reaches TRL's `DPOConfig` through Axolotl's own builder;
+    without it TRL would precompute at `per_device_train_batch_size` (1 here)."""
+    from axolotl.core.builders.rl import HFRLTrainerBuilder
+
+    raw = cpu_recipe(recipe, tiny_model_dirs, fixtures, tmp_path)
+    raw.update(bf16=False, tf32=False)  # TrainingArguments refuses bf16/tf32 without a CUDA GPU
+    args, _ = HFRLTrainerBuilder(_load(raw), None, None)._build_training_arguments(total_num_steps=10)
+    assert args.precompute_ref_log_probs is True and args.per_device_train_batch_size == 1
+    assert args.precompute_ref_batch_size == raw["soda"]["precompute_ref_batch_size"] == 4
+    assert args.max_grad_norm == GAD_GRAD_CLIP and args.gradient_accumulation_steps == 32

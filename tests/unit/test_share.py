@@ -58,7 +58,7 @@ def test_card_names_teacher_student_snapshot_recipe_and_scores(scores):
     assert "- Teacher: gpt-5-chat" in card and "- Student (base): Qwen/Qwen2.5-7B-Instruct" in card
     assert "`temperature`=1.0" in card and "`max_tokens`=1536" in card  # snapshot settings
     assert "- Recipe: `recipe/qwen7b_soda.yml` with `recipe/deepspeed/zero2.json`" in card
-    assert "`beta`=0.1" in card and "`max_steps`=800" in card
+    assert "`beta`=0.1" in card and "`num_epochs`=1" in card and "`max_grad_norm`=0.2" in card
     assert '"lmsys": 51.5' in card
 
 
