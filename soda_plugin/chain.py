@@ -12,14 +12,17 @@ import contextlib
 import copy
 import gc
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from .log import get_logger
 from typing import Any, Iterator, Mapping
 
 from .args import SodaConfig, Stage
-from .distributed import decide_on_main, on_main_then_barrier, place_model_on_cpu_without_accelerator
+from .distributed import decide_on_main, on_main_only, on_main_then_barrier, place_model_on_cpu_without_accelerator
 from .merge import merge_warmup_adapter, merged_dir, uses_adapter
+from .release import log_memory_per_rank, release_stage
 from .stages import (
     WarmupDecision,
     config_hash,
@@ -133,11 +136,14 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
             clean_soda_datasets(cfg, need_student=False, policy=bad_row_policy(cfg))
             dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
             with _keep_process_group():
-                outputs = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
-            del outputs, dataset_meta
+                model, tokenizer, trainer = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
+            del model, tokenizer, dataset_meta
+            release_stage(trainer)
+            del trainer
     finally:
         manager.cfg = outer_cfg
         gc.collect()
+    log_memory_per_rank("before DPO, the warmup released")
 
 
 def point_at_warmup(cfg: Any, directory: str) -> None:
@@ -237,3 +243,46 @@ def prepare_dpo_stage(cfg: Any) -> None:
     point_at_warmup(cfg, directory)
     LOG.info("soda: DPO starts from the warmup model %s, which is also its reference; %s.",
              directory, describe_dpo_start(cfg))
+
+
+# `output_dir`s of the LoRA DPO stages whose training finished in this process.
+_TRAINED_ADAPTERS: set[str] = set()
+
+
+def wants_final_merge(cfg: Mapping[str, Any]) -> bool:
+    """A soda DPO stage that trains a LoRA adapter: merged into `<output_dir>/merged` at its end."""
+    return soda_config(cfg) is not None and is_dpo(cfg) and uses_adapter(cfg)
+
+
+def drop_stale_final_merge(cfg: Any) -> None:
+    """Before DPO trains: a `merged/` left by an earlier run is not this run's student."""
+    if wants_final_merge(cfg):
+        on_main_then_barrier(lambda: shutil.rmtree(merged_dir(cfg.output_dir), ignore_errors=True))
+
+
+def note_trained(cfg: Any) -> None:
+    """From `post_train`, which Axolotl calls only once `trainer.train()` has returned."""
+    if wants_final_merge(cfg):
+        _TRAINED_ADAPTERS.add(str(cfg.output_dir))
+
+
+def merge_final_adapter(cfg: Any) -> None:
+    """From `post_train_unload`: merge the finished DPO adapter into `<output_dir>/merged`
+    (rank 0), with the tokenizer, so that the judge and `share.py` get a full model.
+
+    Axolotl calls `post_train_unload` from a `finally` (`axolotl/cli/train.py`, `do_train`),
+    after a failed run too, and after its `train` has destroyed the process group: only a run
+    whose training finished (`note_trained`) and whose save raised nothing is merged, and the
+    other ranks do not wait for rank 0 (`on_main_only`).
+    """
+    output_dir = str(cfg.get("output_dir") or "")
+    if not wants_final_merge(cfg) or output_dir not in _TRAINED_ADAPTERS:
+        return
+    _TRAINED_ADAPTERS.discard(output_dir)
+    if sys.exc_info()[1] is not None:
+        LOG.warning("soda: DPO did not finish cleanly; its adapter is not merged into %s.", merged_dir(output_dir))
+        return
+    gc.collect()  # the DPO trainer is gone by now; the merge loads two models on the CPU
+    on_main_only(lambda: merge_warmup_adapter(cfg, output_dir))
+    LOG.info("soda: the student is the full model %s (DPO's adapter merged into q_w); evaluate and "
+             "share that folder.", merged_dir(output_dir))

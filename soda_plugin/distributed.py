@@ -63,6 +63,16 @@ def on_main_then_barrier(action: Callable[[], Any]) -> None:
     decide_on_main(lambda: (action(), None)[1])
 
 
+def on_main_only(action: Callable[[], Any]) -> None:
+    """Run `action` on rank 0 only. With a process group, as `on_main_then_barrier`; without
+    one (e.g. after Axolotl's `train` destroyed it), rank 0 (`RANK`) runs it and the others
+    go on: every rank would run it otherwise."""
+    if _dist():
+        on_main_then_barrier(action)
+    elif is_main():
+        action()
+
+
 def place_model_on_cpu_without_accelerator(cfg) -> None:
     """Axolotl maps a multi-process model to `LOCAL_RANK`'s GPU; on CPU use the CPU."""
     import torch

@@ -42,10 +42,11 @@ class SODAPlugin(BasePlugin):
         place_model_on_cpu_without_accelerator(cfg)
         if preprocess:
             return None
-        from .chain import is_dpo, prepare_dpo_stage, soda_config
+        from .chain import drop_stale_final_merge, is_dpo, prepare_dpo_stage, soda_config
         from .distributed import load_preference_datasets_same_files_on_all_ranks, world_size
 
         prepare_dpo_stage(cfg)
+        drop_stale_final_merge(cfg)
         if not (is_dpo(cfg) and cfg.get("precompute_ref_log_probs")):
             return None  # Axolotl loads the datasets itself, reading `type: soda`.
         if world_size() > 1:
@@ -86,3 +87,13 @@ class SODAPlugin(BasePlugin):
         if soda.precompute_ref_batch_size is None:
             return None
         return {"precompute_ref_batch_size": soda.precompute_ref_batch_size}
+
+    def post_train(self, cfg, model) -> None:
+        from .chain import note_trained
+
+        note_trained(cfg)
+
+    def post_train_unload(self, cfg) -> None:
+        from .chain import merge_final_adapter
+
+        merge_final_adapter(cfg)

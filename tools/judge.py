@@ -7,6 +7,9 @@
     python tools/judge.py answer --model outputs/models/SmolLM2-135M-Instruct --out evals/answers/base \\
         --benchmarks vicuna --eval-file vicuna=vicuna.jsonl --backend transformers --max-tokens 256
 
+   A LoRA recipe's student is `--model outputs/<run>/merged` (its DPO adapter merged into
+   q_w); the adapter folder `outputs/<run>` is refused.
+
 2. Judge them (key from $OPENAI_API_KEY, or the variable named by --api-key-env); every
    call is cached, so re-runs and new students pay only for what is new:
 
@@ -37,7 +40,7 @@ def _add_benchmarks(parser: argparse.ArgumentParser) -> None:
 def _add_answer(sub) -> None:
     parser = sub.add_parser("answer", help="generate students' greedy answers")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="student model folder or Hub id")
+    which.add_argument("--model", help="student model folder or Hub id (for a LoRA recipe, <output_dir>/merged)")
     which.add_argument("--models", nargs="+", metavar="NAME=MODEL",
                        help="several students in one process, one after another; answers go to OUT/NAME")
     parser.add_argument("--out", required=True, help="answers folder (one snapshot folder per benchmark); with "

@@ -10,6 +10,10 @@
 
 The recipe lands in `recipe/` with its DeepSpeed JSON beside it, so
 `axolotl train recipe/<name>.yml` works from a downloaded copy.
+
+LoRA recipes (`adapter: lora`): pass `--model-dir outputs/<run>/merged`, the full model
+soda merges when DPO finishes. The adapter in `outputs/<run>` sits on the local
+`outputs/<run>/warmup/merged`, so it is refused.
 """
 
 import argparse
@@ -18,7 +22,8 @@ import argparse
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--model-dir", required=True, help="the trained model folder (the recipe's output_dir)")
+    parser.add_argument("--model-dir", required=True, help="the trained model folder (the recipe's output_dir; "
+                        "<output_dir>/merged for a LoRA recipe)")
     parser.add_argument("--recipe", required=True, help="the recipe YAML it was trained with")
     parser.add_argument("--repo", required=True, help="Hub model repo, e.g. me/qwen2.5-7b-soda")
     parser.add_argument("--teacher", required=True, help="teacher model named on the card")

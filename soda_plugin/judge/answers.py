@@ -25,6 +25,20 @@ def answer_settings(max_tokens: int = DEFAULT_ANSWER_MAX_TOKENS) -> SamplingSett
     return SamplingSettings(temperature=0.0, top_p=1.0, max_tokens=max_tokens, n=1, seed=0)
 
 
+def check_student(backend: str, model: str) -> None:
+    """Refuse an adapter-only folder that `backend` cannot load as the student: vLLM loads
+    none; transformers (through PEFT) one on a Hub base only. A soda LoRA run's DPO adapter
+    sits on a local warmup folder; its student is `<output_dir>/merged`.
+
+    Raises:
+        ValueError: naming the merged folder to pass instead.
+    """
+    if backend in ("vllm", "transformers"):
+        from ..merge import refuse_adapter_only
+
+        refuse_adapter_only(model, use=f"the {backend} backend", hub_base_ok=backend == "transformers")
+
+
 def generate_answers(backend: str, model: str, options: dict[str, Any], eval_sets: Mapping[str, Sequence[EvalPrompt]],
                      out_dir: str | Path, *, max_tokens: int = DEFAULT_ANSWER_MAX_TOKENS, shard_size: int = 64,
                      progress: bool = True, data_parallel_size: int = 1,
@@ -34,6 +48,7 @@ def generate_answers(backend: str, model: str, options: dict[str, Any], eval_set
     One engine serves all sets; with `data_parallel_size > 1` each set is split over that
     many engines (one per GPU group, `snapshot/data_parallel.py`).
     """
+    check_student(backend, model)
     settings = answer_settings(max_tokens)
     common = dict(source=f"eval:{model}", shard_size=shard_size, progress=progress)
     summaries: dict[str, SnapshotSummary] = {}

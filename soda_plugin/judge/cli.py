@@ -45,12 +45,14 @@ def run_answer(args: argparse.Namespace) -> str:
     """Student answers (greedy) to every selected set; returns the report."""
     from ..args import SnapshotConfig
     from ..snapshot.cli import data_parallel_size, engine_options, installed_version
-    from .answers import generate_answers
+    from .answers import check_student, generate_answers
 
     benchmarks, files = resolve_benchmarks(args)
     config = SnapshotConfig.model_validate({k: getattr(args, k) for k in ("backend", "dtype", "tensor_parallel_size",
                                                                          "base_url") if getattr(args, k) is not None})
     students = ({"": args.model} if args.model else parse_assignments(args.models, "--models"))
+    for model in students.values():  # every student before the first answer, not hours later
+        check_student(config.backend.value, model)
     eval_sets = {name: load_eval_set(name, files.get(name)) for name in benchmarks}
     ranks = data_parallel_size(config, args.data_parallel_size)
     reports = []

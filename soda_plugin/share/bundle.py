@@ -30,6 +30,11 @@ class BundleFile:
 
 
 def _model_files(model_dir: Path) -> list[BundleFile]:
+    from ..merge import refuse_adapter_only
+
+    # An adapter on a Hub base is a usable upload; soda's LoRA DPO adapter sits on the local
+    # `<warmup dir>/merged`, so whoever downloads it could not load it.
+    refuse_adapter_only(model_dir, use="a published repo", hub_base_ok=True)
     files = [BundleFile(p, p.name) for p in sorted(model_dir.iterdir())
              if p.is_file() and p.suffix in MODEL_SUFFIXES and p.name not in SKIP_MODEL_FILES]
     if not any(f.local.suffix == ".safetensors" for f in files):
@@ -56,7 +61,8 @@ def plan_bundle(model_dir: str | Path, recipe_path: str | Path) -> list[BundleFi
 
     Raises:
         FileNotFoundError: no weights in `model_dir`, or the recipe's DeepSpeed JSON is missing.
-        ValueError: the recipe's `deepspeed:` is absolute, so a downloaded copy could not find it.
+        ValueError: the recipe's `deepspeed:` is absolute, so a downloaded copy could not find it;
+            or `model_dir` holds only an adapter on a local base (pass `<output_dir>/merged`).
     """
     recipe_path = Path(recipe_path)
     recipe = yaml.safe_load(recipe_path.read_text())

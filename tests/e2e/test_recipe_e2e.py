@@ -1,5 +1,6 @@
 """One GPU recipe, reduced in size and steps, trained end to end on CPU with its DeepSpeed
-ZeRO-2 setting through the real `axolotl train` CLI: warmup (LoRA) → merge → DPO (LoRA).
+ZeRO-2 setting through the real `axolotl train` CLI: warmup (LoRA) → merge → DPO (LoRA)
+→ merge into the student `<output_dir>/merged`, which the judge and share.py then take.
 
 `recipes/llama8b_lora_soda.yml` is the one chosen: it runs every soda path the GPU
 recipes use (chain, DeepSpeed in both stages, precomputed reference, and the LoRA merge).
@@ -101,3 +102,40 @@ def test_llama8b_lora_recipe_trains_with_deepspeed_on_cpu(tiny_model_dirs, tmp_p
     adapter = load_file(str(out / "adapter_model.safetensors"))
     lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
     assert lora_b and any(bool(tensor.abs().sum() > 0) for tensor in lora_b)
+    _check_final_merge(out, merged, adapter, cfg, config, tmp_path)
+
+
+def _check_final_merge(out, q_w_dir, adapter, cfg, config, tmp_path):
+    """The LoRA run's student is the full model `<output_dir>/merged`: DPO's adapter merged
+    into q_w (not q0), loadable by plain transformers, answered by the judge, shareable."""
+    from transformers import AutoModelForCausalLM
+
+    from soda_plugin.evalsets import EvalPrompt
+    from soda_plugin.judge.answers import check_student, generate_answers
+    from soda_plugin.share import model_card, plan_bundle, publish
+
+    student = out / "merged"
+    assert (student / "model.safetensors").is_file() and (student / "tokenizer_config.json").is_file()
+    assert not (student / "adapter_config.json").exists()
+    weights, q_w = load_file(str(student / "model.safetensors")), load_file(str(q_w_dir / "model.safetensors"))
+    name = "model.layers.0.self_attn.q_proj"
+    lora = {k.split(f"{name}.")[-1]: v for k, v in adapter.items() if f"{name}.lora_" in k}
+    scale = cfg["lora_alpha"] / cfg["lora_r"]
+    assert not torch.equal(weights[f"{name}.weight"], q_w[f"{name}.weight"])
+    assert torch.allclose(weights[f"{name}.weight"],
+                          q_w[f"{name}.weight"] + scale * lora["lora_B.weight"] @ lora["lora_A.weight"], atol=1e-6)
+    model = AutoModelForCausalLM.from_pretrained(str(student))  # plain transformers, no PEFT
+    assert torch.equal(model.state_dict()[f"{name}.weight"], weights[f"{name}.weight"])
+    # The judge's answer step takes the student and refuses the adapter folder.
+    with pytest.raises(ValueError, match=f"pass {student}"):
+        check_student("transformers", str(out))
+    prompt = EvalPrompt("vicuna", "p1", [{"role": "user", "content": "What is 12 plus 7?"}], None)
+    summary = generate_answers("transformers", str(student), {"batch_size": 1}, {"vicuna": [prompt]},
+                               tmp_path / "answers", max_tokens=4, progress=False)["vicuna"]
+    assert summary.prompts_generated == 1 and summary.answers_written == 1, summary.report()
+    # share.py's dry run takes it too, and refuses the adapter (its base is a local folder).
+    card = model_card(repo_id="me/x", recipe_path=config, teacher="t")
+    report = publish("me/x", plan_bundle(student, config), card, dry_run=True)
+    assert f"model.safetensors  <- {student / 'model.safetensors'}" in report
+    with pytest.raises(ValueError, match=f"pass {student}"):
+        plan_bundle(out, config)

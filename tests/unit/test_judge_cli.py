@@ -29,3 +29,23 @@ def test_a_set_of_your_own_needs_its_file():
     assert resolve_benchmarks(mine) == (["vicuna", "mine"], {"mine": "m.jsonl"})
     with pytest.raises(ValueError, match=r"\['mine'\].*--eval-file NAME=FILE"):
         resolve_benchmarks(argparse.Namespace(benchmarks=["mine"], eval_file=None))
+
+
+def test_answer_refuses_an_adapter_folder_and_names_the_merged_student(tmp_path):
+    import json
+
+    from soda_plugin.judge.answers import check_student
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(out / "warmup" / "merged")}))
+    (out / "model.safetensors").write_bytes(b"")  # Axolotl's PEFT-keyed save for `rl` + adapter
+    for backend in ("vllm", "transformers"):
+        with pytest.raises(ValueError, match=f"not a full model, which the {backend} backend cannot use; .*{out / 'merged'}"):
+            check_student(backend, str(out))
+    # vLLM loads no adapter folder; transformers (PEFT) one on a Hub base.
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen2.5-7B-Instruct"}))
+    with pytest.raises(ValueError):
+        check_student("vllm", str(out))
+    check_student("transformers", str(out))
+    check_student("openai", str(out))  # a served model name, not a folder soda reads

@@ -44,3 +44,35 @@ def test_merged_model_computes_what_base_plus_adapter_computes(tiny_model_dirs, 
 def test_missing_adapter_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="`adapter: lora` is set but .*adapter_config.json does not exist"):
         merge_warmup_adapter({"base_model": "x", "adapter": "lora"}, tmp_path)
+
+
+def test_dpo_adapter_is_merged_only_when_a_lora_dpo_stage_finished(monkeypatch, tmp_path):
+    from axolotl.utils.dict import DictDefault
+
+    import soda_plugin.chain as chain
+    from soda_plugin.plugin import SODAPlugin
+
+    calls = []
+    monkeypatch.setattr(chain, "merge_warmup_adapter", lambda cfg, directory: calls.append(directory))
+    cfg = DictDefault(soda={}, rl="dpo", adapter="lora", output_dir=str(tmp_path / "dpo"))
+    (tmp_path / "dpo" / "merged").mkdir(parents=True)
+    chain.drop_stale_final_merge(cfg)  # DPO starts: an earlier run's student is not this one's
+    assert not (tmp_path / "dpo" / "merged").exists()
+    plugin = SODAPlugin()
+    plugin.post_train_unload(cfg)  # training raised: Axolotl never called post_train
+    plugin.post_train(cfg, None)
+    try:
+        raise OSError("disk full")  # the adapter's save failed after training
+    except OSError:
+        plugin.post_train_unload(cfg)  # Axolotl calls it from a `finally`
+    assert calls == []
+    plugin.post_train(cfg, None)
+    plugin.post_train(cfg, None)  # Axolotl calls it twice (after `trainer.train()` and after the save)
+    plugin.post_train_unload(cfg)
+    assert calls == [str(tmp_path / "dpo")]
+    # The warmup (SFT) and a full fine-tuning DPO stage leave nothing to merge here.
+    for other in (DictDefault(soda={}, adapter="lora", output_dir=str(tmp_path / "sft")),
+                  DictDefault(soda={}, rl="dpo", output_dir=str(tmp_path / "full"))):
+        plugin.post_train(other, None)
+        plugin.post_train_unload(other)
+    assert calls == [str(tmp_path / "dpo")]

@@ -51,6 +51,34 @@ def test_bundle_refuses_a_folder_without_weights(tmp_path):
         plan_bundle(tmp_path, RECIPE)
 
 
+def _adapter_folder(path, base):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+    (path / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+    # Axolotl also writes the model config and, for `rl` + adapter, the PEFT-keyed model.
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"\0" * 16)
+    return path
+
+
+@pytest.mark.parametrize("merged", [True, False])
+def test_bundle_refuses_a_lora_adapter_on_a_local_base_and_names_the_merged_model(tmp_path, merged):
+    out = _adapter_folder(tmp_path / "llama8b_lora_soda", str(tmp_path / "llama8b_lora_soda" / "warmup" / "merged"))
+    if merged:
+        (out / "merged").mkdir()
+        (out / "merged" / "model.safetensors").write_bytes(b"\0" * 16)
+    hint = f"pass {out / 'merged'}, the full model" if merged else f"{out / 'merged'} does not exist"
+    with pytest.raises(ValueError, match=f"holds a LoRA adapter on .*warmup/merged.*, not a full model.*; {hint}"):
+        plan_bundle(out, RECIPE)
+    if merged:
+        assert {f.path_in_repo for f in plan_bundle(out / "merged", RECIPE)} >= {"model.safetensors"}
+
+
+def test_bundle_takes_an_adapter_on_a_hub_base(tmp_path):
+    out = _adapter_folder(tmp_path / "run", "Qwen/Qwen2.5-7B-Instruct")
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= {f.path_in_repo for f in plan_bundle(out, RECIPE)}
+
+
 def test_card_names_teacher_student_snapshot_recipe_and_scores(scores):
     card = model_card(repo_id="me/qwen-soda", recipe_path=RECIPE, teacher="gpt-5-chat",
                       scores=json.loads(scores.read_text()))
