@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, MutableMapping
 
-SHIPPED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+from .recipe_files import shipped_recipes_dir
+
+SHIPPED_RECIPES = shipped_recipes_dir()  # the clone's recipes/, or the wheel's soda_plugin/recipes/
 
 
 def deepspeed_candidates(value: str, config_path: str | None) -> list[Path]:

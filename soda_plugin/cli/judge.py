@@ -1,0 +1,106 @@
+"""Evaluate students with the paper's GPT-4o Score (pairwise judge vs. a reference answer).
+
+1. Student answers, greedy, resumable (one run per model; any snapshot backend):
+
+    python tools/judge.py answer --model outputs/soda --out evals/answers/soda \\
+        --benchmarks lmsys dolly selfinst vicuna --backend vllm
+    python tools/judge.py answer --model outputs/models/SmolLM2-135M-Instruct --out evals/answers/base \\
+        --benchmarks vicuna --eval-file vicuna=vicuna.jsonl --backend transformers --max-tokens 256
+
+   A LoRA recipe's student is `--model outputs/<run>/merged` (its DPO adapter merged into
+   q_w); the adapter folder `outputs/<run>` is refused.
+
+2. Judge them (key from $OPENAI_API_KEY, or the variable named by --api-key-env); every
+   call is cached, so re-runs and new students pay only for what is new:
+
+    python tools/judge.py score --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o \\
+        --models base=evals/answers/base seqkd=evals/answers/seqkd soda=evals/answers/soda \\
+        --benchmarks lmsys dolly selfinst vicuna --out evals/scores
+
+3. Re-draw the table (markdown, CSV, JSON, PNG) of a results file:
+
+    python tools/judge.py table --results evals/scores/results.json
+
+Protocol and choices: docs/judge.md.
+"""
+
+import argparse
+
+BENCHMARK_NAMES = ["lmsys", "dolly", "selfinst", "vicuna"]  # soda_plugin.evalsets.BENCHMARKS, checked at run time
+
+
+def _add_benchmarks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmarks", nargs="+", default=BENCHMARK_NAMES, help="evaluation sets (default: all four); another name is a set of your own, "
+                        "given with --eval-file NAME=FILE")
+    parser.add_argument("--eval-file", nargs="+", metavar="BENCHMARK=FILE",
+                        help="local .jsonl/.json/.parquet file instead of the Hub copy")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _add_answer(sub) -> None:
+    parser = sub.add_parser("answer", help="generate students' greedy answers")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="student model folder or Hub id (for a LoRA recipe, <output_dir>/merged)")
+    which.add_argument("--models", nargs="+", metavar="NAME=MODEL",
+                       help="several students in one process, one after another; answers go to OUT/NAME")
+    parser.add_argument("--out", required=True, help="answers folder (one snapshot folder per benchmark); with "
+                        "--models, the folder that holds one answers folder per NAME")
+    parser.add_argument("--max-tokens", type=int, default=1536, help="new tokens per answer (paper: 1536)")
+    _add_benchmarks(parser)
+    engine = parser.add_argument_group("engine (as tools/snapshot_q0.py)")
+    engine.add_argument("--backend", choices=["vllm", "transformers", "openai"], default="vllm")
+    engine.add_argument("--dtype")
+    engine.add_argument("--batch-size", type=int, default=8, help="transformers backend")
+    engine.add_argument("--tensor-parallel-size", type=int)
+    engine.add_argument("--data-parallel-size", type=int, help="vllm engines; default: all visible GPUs")
+    engine.add_argument("--enforce-eager", action="store_true", help="vllm backend: skip graph capture")
+    engine.add_argument("--base-url", help="openai backend: server URL, key from $OPENAI_API_KEY")
+    engine.add_argument("--concurrency", type=int, default=16, help="openai backend")
+    engine.add_argument("--shard-size", type=int, default=64, help="prompts per atomic output shard")
+
+
+def _add_score(sub) -> None:
+    parser = sub.add_parser("score", help="judge answers against reference answers and write the table")
+    parser.add_argument("--models", nargs="+", required=True, metavar="NAME=ANSWERS_DIR")
+    parser.add_argument("--out", required=True, help="folder for results.json, prompt_scores.jsonl, tables")
+    parser.add_argument("--cache-dir", help="judge call cache (default: <out>/cache); share it across runs")
+    _add_benchmarks(parser)
+    judge = parser.add_argument_group("judge")
+    judge.add_argument("--judge-base-url", required=True)
+    judge.add_argument("--judge-model", required=True, help="e.g. gpt-4o (the paper's judge)")
+    judge.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    judge.add_argument("--template", default="pairwise_v1", help="soda_plugin/judge/templates/<name>.txt")
+    judge.add_argument("--judge-temperature", type=float, default=0.0)
+    judge.add_argument("--reference-max-tokens", type=int, default=1536)
+    judge.add_argument("--verdict-max-tokens", type=int, default=512)
+    judge.add_argument("--parse-attempts", type=int, default=3,
+                       help="requests per verdict before it counts as unparsable")
+    judge.add_argument("--concurrency", type=int, default=16)
+    judge.add_argument("--timeout-s", type=float, default=120.0)
+    judge.add_argument("--max-attempts", type=int, default=6, help="per request, for 429/5xx/timeouts")
+    judge.add_argument("--price-in", type=float, help="USD per million prompt tokens (reports the cost)")
+    judge.add_argument("--price-out", type=float, help="USD per million completion tokens")
+    stats = parser.add_argument_group("statistics")
+    stats.add_argument("--bootstrap-resamples", type=int, default=1000)
+    stats.add_argument("--seed", type=int, default=0)
+
+
+def _add_table(sub) -> None:
+    parser = sub.add_parser("table", help="re-draw markdown/CSV/JSON/PNG from a results.json")
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--out", help="default: the results file's folder")
+
+
+def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_answer, _add_score, _add_table):
+        add(sub)
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    from soda_plugin.judge.cli import COMMANDS
+
+    print(COMMANDS[args.command](args))

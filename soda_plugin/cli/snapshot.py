@@ -1,0 +1,60 @@
+"""Snapshot the untouched student q0: sample its answers to every training prompt, once.
+
+From a recipe (student = `base_model`, settings from `soda.snapshot`; command-line flags
+override). The prompts come from `--prompts`: a SODA recipe's `type: soda` datasets are
+the pairs this snapshot is for, so they do not exist yet (without `--prompts` the tool
+reads them, and says so when they are missing):
+
+    python tools/snapshot_q0.py --recipe recipes/qwen7b_soda.yml --prompts data/teacher/train.jsonl
+
+From plain arguments:
+
+    python tools/snapshot_q0.py --model outputs/models/SmolLM2-135M-Instruct \\
+        --prompts prompts.jsonl --out snapshots/q0 --backend transformers --temperature 0
+    python tools/snapshot_q0.py --model Qwen/Qwen2.5-7B-Instruct --prompts prompts.jsonl \\
+        --out snapshots/q0 --backend openai --base-url http://gpu-box:8000/v1
+
+Re-running the same command after an interruption (even SIGKILL) finishes the job: done
+prompts are skipped, nothing is duplicated.
+"""
+
+import argparse
+
+
+def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    source = parser.add_argument_group("student and prompts")
+    source.add_argument("--recipe", help="Axolotl recipe YAML with the soda plugin")
+    source.add_argument("--model", help="student model (path or Hub id); default: the recipe's base_model")
+    source.add_argument("--revision", help="model revision recorded in the output")
+    source.add_argument("--prompts", help="jsonl/json/parquet file or dataset with prompt messages")
+    source.add_argument("--field-messages", default="content", help="column holding the prompt messages")
+    source.add_argument("--out", help="output folder; default: soda.snapshot.output_dir or <output_dir>/snapshot_q0")
+    source.add_argument("--source", help="label of these answers in the pairs; default q0:<model>")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--backend", choices=["vllm", "transformers", "openai"])
+    engine.add_argument("--dtype")
+    engine.add_argument("--batch-size", type=int, default=8, help="transformers backend")
+    engine.add_argument("--device", help="transformers backend: torch device; default cuda when available, else cpu")
+    engine.add_argument("--tensor-parallel-size", type=int)
+    engine.add_argument("--data-parallel-size", type=int,
+                        help="engines, one per GPU group; default: all visible GPUs for vllm")
+    engine.add_argument("--enforce-eager", action="store_true", help="vllm backend: skip graph capture")
+    engine.add_argument("--base-url", help="openai backend: server URL, key from $OPENAI_API_KEY")
+    engine.add_argument("--concurrency", type=int, default=16, help="openai backend")
+    sampling = parser.add_argument_group("sampling (defaults: soda_plugin.snapshot.engine.SamplingSettings)")
+    for flag, kind in (("--temperature", float), ("--top-p", float), ("--max-tokens", int), ("--n", int), ("--seed", int)):
+        sampling.add_argument(flag, type=kind)
+    parser.add_argument("--shard-size", type=int)
+    parser.add_argument("--max-prompt-tokens", type=int,
+                        help="leave out (and list in too_long.jsonl) longer prompts; default: the recipe's sequence_len - 1")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    from soda_plugin.snapshot.cli import run_from_args
+
+    summary = run_from_args(args)
+    print(summary.report())

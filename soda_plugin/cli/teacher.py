@@ -1,0 +1,64 @@
+"""Collect a black-box teacher's answers to the training prompts, in the pair builder's schema.
+
+From a prompts file (any OpenAI-compatible server; the key is read from $OPENAI_API_KEY):
+
+    python tools/collect_teacher.py --prompts prompts.jsonl --out teacher.jsonl \\
+        --base-url https://api.openai.com/v1 --model gpt-5-chat-latest \\
+        --max-tokens 1536 --price-in 1.25 --price-out 10 \\
+        --exclude-eval lmsys --exclude-eval dolly=data/dolly_eval.jsonl
+
+From a recipe's `type: soda` datasets, estimating first:
+
+    python tools/collect_teacher.py --recipe recipes/smollm2_cpu_soda.yml --out teacher.jsonl \\
+        --model gpt-5-chat-latest --max-tokens 1536 --price-in 1.25 --price-out 10 --dry-run
+
+Re-running the same command after an interruption (even SIGKILL) finishes the job: answers
+already written are kept and never asked again, a half-written last line is cut off, and
+prompts that failed after every retry are asked again. Exit code 3: some prompts still
+have no answer. Then: `python tools/build_pairs.py --teacher teacher.jsonl ...`.
+"""
+
+import argparse
+
+
+def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    data = parser.add_argument_group("prompts and output")
+    data.add_argument("--prompts", help="jsonl/json/parquet file (or dataset) with prompt messages")
+    data.add_argument("--recipe", help="Axolotl recipe YAML: prompts from its `type: soda` datasets")
+    data.add_argument("--field-messages", default="content", help="input column holding the prompt messages")
+    data.add_argument("--out", required=True, help="output .jsonl (resumed when it exists)")
+    data.add_argument("--out-field-messages", default="content", help="output column for the prompt messages")
+    data.add_argument("--out-field-teacher", default="teacher_response", help="output column for the answer")
+    data.add_argument("--exclude-eval", action="append", metavar="NAME[=PATH]",
+                      help="drop prompts of this evaluation set (lmsys, dolly, selfinst, vicuna; PATH: local "
+                           "file instead of the Hub); repeat for several")
+    teacher = parser.add_argument_group("teacher")
+    teacher.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
+    teacher.add_argument("--model", required=True, help="teacher model name")
+    teacher.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                         help="environment variable holding the API key (never logged or written)")
+    teacher.add_argument("--system-prompt", help="system message for prompts that have none")
+    teacher.add_argument("--temperature", type=float)
+    teacher.add_argument("--top-p", type=float)
+    teacher.add_argument("--max-tokens", type=int)
+    client = parser.add_argument_group("client")
+    client.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    client.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
+    client.add_argument("--max-attempts", type=int, default=6, help="attempts per request (429/5xx/timeouts retried)")
+    cost = parser.add_argument_group("cost")
+    cost.add_argument("--price-in", type=float, default=0.0, help="USD per 1M prompt tokens")
+    cost.add_argument("--price-out", type=float, default=0.0, help="USD per 1M completion tokens")
+    cost.add_argument("--dry-run", action="store_true", help="estimate tokens and cost; send nothing")
+    cost.add_argument("--tokenizer", help="dry run: count prompt tokens with this local HF tokenizer")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from soda_plugin.teacher.cli import run_from_args
+
+    report, code = run_from_args(args)
+    print(report, flush=True)
+    return code
