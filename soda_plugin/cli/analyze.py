@@ -10,12 +10,13 @@ and prints a table.
 """
 
 import argparse
+
+from soda_plugin.cli import stage_parser
 from pathlib import Path
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(prog, __doc__)
     parser.add_argument("--prompts", required=True, help="jsonl/json/parquet file of prompt messages")
     parser.add_argument("--field-messages", default="content", help="column holding the prompt messages")
     parser.add_argument("--limit", type=int, help="use the first N prompts (the paper uses 200)")

@@ -13,12 +13,13 @@ judge tool with the teacher as judge), and analyse representations. Results:
 """
 
 import argparse
+
+from soda_plugin.cli import stage_parser
 from pathlib import Path
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(prog, __doc__)
     parser.add_argument("--quick", action="store_true", help="one seed, few prompts and steps (CI)")
     parser.add_argument("--out", type=Path, default=None, help="default: outputs/miniature[-quick]")
     parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct as an HF folder (converted there "

@@ -12,10 +12,11 @@ any working directory. Files already there and identical are skipped; a file tha
 
 import argparse
 
+from soda_plugin.cli import stage_parser
+
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(prog, __doc__)
     parser.add_argument("what", choices=["recipes"], help="what to copy: the recipes (*.yml) and deepspeed/*.json")
     parser.add_argument("dest", nargs="?", default="recipes", metavar="DIR", help="destination folder (default: ./recipes)")
     parser.add_argument("--overwrite", action="store_true", help="replace files that differ from the shipped ones")

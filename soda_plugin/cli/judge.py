@@ -26,6 +26,8 @@ Protocol and choices: docs/judge.md.
 
 import argparse
 
+from soda_plugin.cli import stage_parser
+
 BENCHMARK_NAMES = ["lmsys", "dolly", "selfinst", "vicuna"]  # soda_plugin.evalsets.BENCHMARKS, checked at run time
 
 
@@ -92,8 +94,7 @@ def _add_table(sub) -> None:
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = stage_parser(prog, __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_answer, _add_score, _add_table):
         add(sub)

@@ -19,10 +19,11 @@ The output folder reads in a recipe as `path: <out>/data`, `ds_type: parquet`, `
 
 import argparse
 
+from soda_plugin.cli import stage_parser
+
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = stage_parser(prog, __doc__)
     data = parser.add_argument_group("data")
     data.add_argument("--teacher", nargs="+", required=True, metavar="FILE",
                       help="teacher .jsonl/.parquet files (`content` messages + `teacher_response`)")

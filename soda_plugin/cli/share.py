@@ -18,10 +18,11 @@ soda merges when DPO finishes. The adapter in `outputs/<run>` sits on the local
 
 import argparse
 
+from soda_plugin.cli import stage_parser
+
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = stage_parser(prog, __doc__)
     parser.add_argument("--model-dir", required=True, help="the trained model folder (the recipe's output_dir; "
                         "<output_dir>/merged for a LoRA recipe)")
     parser.add_argument("--recipe", required=True, help="the recipe YAML it was trained with")

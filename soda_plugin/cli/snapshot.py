@@ -20,10 +20,11 @@ prompts are skipped, nothing is duplicated.
 
 import argparse
 
+from soda_plugin.cli import stage_parser
+
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = stage_parser(prog, __doc__)
     source = parser.add_argument_group("student and prompts")
     source.add_argument("--recipe", help="Axolotl recipe YAML with the soda plugin")
     source.add_argument("--model", help="student model (path or Hub id); default: the recipe's base_model")

@@ -20,10 +20,11 @@ have no answer. Then: `python tools/build_pairs.py --teacher teacher.jsonl ...`.
 
 import argparse
 
+from soda_plugin.cli import stage_parser
+
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = stage_parser(prog, __doc__)
     data = parser.add_argument_group("prompts and output")
     data.add_argument("--prompts", help="jsonl/json/parquet file (or dataset) with prompt messages")
     data.add_argument("--recipe", help="Axolotl recipe YAML: prompts from its `type: soda` datasets")
