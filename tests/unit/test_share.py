@@ -158,4 +158,5 @@ def test_card_renders_a_judge_results_document_as_its_table():
                      "n_prompts": 479, "n_scored": 479, "excluded": {}}],
     }
     card = model_card(repo_id="me/qwen-soda", recipe_path=RECIPE, teacher="gpt-5-chat", scores=document)
-    assert "## Judge scores" in card and "| soda | 51.5 [50.9, 52.1] |" in card
+    assert "## Judge scores" in card and "| soda (this model) | 51.5 [50.9, 52.1] |" in card
+    assert "all 479 prompts scored for every row" in card and "no Base or SeqKD row" in card
