@@ -42,7 +42,7 @@ def generate(root: Path, rows: int, seed: int = 0) -> tuple[Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from soda_plugin.prompt_id import prompt_id
+    from soda_plugin.format.prompt_id import prompt_id
     from soda_plugin.snapshot import store
 
     rng = random.Random(seed)

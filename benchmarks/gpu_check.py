@@ -225,7 +225,7 @@ def make_rows(settings: dict[str, Any], n: int, tokenizer) -> list[dict[str, Any
     end-of-turn token is `response_tokens` long."""
     import random
 
-    from soda_plugin.chat_format import render_prompt
+    from soda_plugin.format.chat_format import render_prompt
 
     rng = random.Random(settings["seed"])
     words = text_words(settings["shape"]["vocab_size"])
@@ -446,8 +446,8 @@ def train_sft(settings, model, tokenizer, rows, warmup_cfg, out: Path) -> dict[s
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    from soda_plugin.rows import SodaFields, parse_row
-    from soda_plugin.views import sft_example
+    from soda_plugin.format.rows import SodaFields, parse_row
+    from soda_plugin.train.views import sft_example
 
     fields = SodaFields()
     examples = [sft_example(tokenizer, parse_row(r, fields, index=i, need_student=False)) for i, r in enumerate(rows)]
@@ -480,8 +480,8 @@ def dpo_dataset(tokenizer, rows):
     """soda's DPO view: templated prompt, teacher answer = chosen, q0's answer = rejected."""
     from datasets import Dataset
 
-    from soda_plugin.rows import SodaFields, parse_row
-    from soda_plugin.views import dpo_example
+    from soda_plugin.format.rows import SodaFields, parse_row
+    from soda_plugin.train.views import dpo_example
 
     fields = SodaFields()
     return Dataset.from_list([dpo_example(tokenizer, parse_row(r, fields, index=i, need_student=True))
@@ -581,9 +581,9 @@ def recipe(settings, base_model: Path, output_dir: Path, **extra) -> dict[str, A
 
 
 def chain_configs(raw: dict[str, Any]):
-    """soda's own derivation of the warmup stage from the recipe (soda_plugin.stages)."""
-    from soda_plugin.args import SodaConfig
-    from soda_plugin.stages import derive_warmup_config
+    """soda's own derivation of the warmup stage from the recipe (soda_plugin.train.stages)."""
+    from soda_plugin.train.args import SodaConfig
+    from soda_plugin.train.stages import derive_warmup_config
 
     soda = SodaConfig.model_validate(raw["soda"])
     return soda, derive_warmup_config(raw, soda)
@@ -649,8 +649,8 @@ def phase_env(settings, rec: Recorder) -> None:
 def phase_chain(settings, rec: Recorder) -> None:
     import torch
 
-    from soda_plugin.reference import should_skip_reference_model
-    from soda_plugin.stages import decide_warmup, write_marker
+    from soda_plugin.train.reference import should_skip_reference_model
+    from soda_plugin.train.stages import decide_warmup, write_marker
 
     paths = ensure_prepared(settings)
     rows = read_rows(settings, max(settings["sft_steps"], settings["dpo_steps"]) * settings["micro_batch_size"])
@@ -676,7 +676,7 @@ def phase_chain(settings, rec: Recorder) -> None:
     write_marker(str(warmup_dir), "warmup", warmup_cfg)
     again = decide_warmup(warmup_cfg, str(warmup_dir), soda.warmup.on_config_change)
     rec["rerun_skips_warmup"] = not again.run
-    # As soda_plugin.chain.run_warmup: drop the warmup's objects, collect, then start DPO.
+    # As soda_plugin.train.chain.run_warmup: drop the warmup's objects, collect, then start DPO.
     del model
     gc.collect()
     rec["alloc_before_dpo"] = allocated(settings)
@@ -743,8 +743,8 @@ def lora_config():
 def phase_lora_chain(settings, rec: Recorder) -> None:
     from peft import get_peft_model
 
-    from soda_plugin.merge import merge_warmup_adapter, merged_dir, uses_adapter
-    from soda_plugin.stages import write_marker
+    from soda_plugin.train.merge import merge_warmup_adapter, merged_dir, uses_adapter
+    from soda_plugin.train.stages import write_marker
 
     paths = ensure_prepared(settings)
     rows = read_rows(settings, max(settings["sft_steps"], settings["dpo_steps"]) * settings["micro_batch_size"])
@@ -975,7 +975,7 @@ def preimport() -> None:
     import importlib
 
     for name in ("torch", "transformers", "datasets", "peft", "trl", "trl.trainer.dpo_trainer",
-                 "soda_plugin.views", "soda_plugin.stages", "soda_plugin.merge",
+                 "soda_plugin.train.views", "soda_plugin.train.stages", "soda_plugin.train.merge",
                  "soda_plugin.snapshot.transformers_engine"):
         try:
             importlib.import_module(name)

@@ -35,7 +35,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from soda_plugin.miniature.tasks import generate_tasks
-    from soda_plugin.prompt_id import prompt_id
+    from soda_plugin.format.prompt_id import prompt_id
     from soda_plugin.snapshot.engine import SamplingSettings, create_engine, seeds_for
 
     import vllm

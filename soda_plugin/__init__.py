@@ -10,12 +10,12 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "SODAPlugin":
-        from .plugin import SODAPlugin
+        from .train.plugin import SODAPlugin
 
         return SODAPlugin
     if name == "soda":
         # The DPO loader resolves `type: soda_plugin.soda` as this attribute.
-        from .dataset_type import default
+        from .train.dataset_type import default
 
         return default
     raise AttributeError(f"module 'soda_plugin' has no attribute {name!r}")

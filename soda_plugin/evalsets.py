@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .log import get_logger
-from .prompt_id import prompt_id as compute_prompt_id
+from .format.prompt_id import prompt_id as compute_prompt_id
 
 LOG = get_logger(__name__)
 
@@ -42,7 +42,7 @@ MESSAGES_COLUMN = "messages"
 @dataclass(frozen=True)
 class EvalPrompt:
     benchmark: str
-    prompt_id: str  # soda_plugin.prompt_id.prompt_id(messages)
+    prompt_id: str  # soda_plugin.format.prompt_id.prompt_id(messages)
     messages: list[dict]  # [{"role": "user", "content": ...}] (+ optional system)
     reference: str | None  # the dataset's own reference answer, when it has one
 

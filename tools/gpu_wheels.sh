@@ -35,7 +35,7 @@ WHEELS=(
   dill==0.4.1             # datasets
   multiprocess==0.70.19   # datasets
   fsspec==2025.10.0       # datasets needs fsspec<=2026.6.0; the machine's version is unknown
-  pydantic==2.13.5        # soda_plugin.args (SodaConfig), used by soda_plugin.stages
+  pydantic==2.13.5        # soda_plugin.train.args (SodaConfig), used by soda_plugin.train.stages
   pydantic-core==2.46.5
   annotated-types==0.8.0
   typing-inspection==0.4.5

@@ -27,7 +27,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    from soda_plugin.analysis import format_table, run_analysis
+    from soda_plugin.analysis.representations import format_table, run_analysis
     from soda_plugin.judge.cli import parse_assignments
     from soda_plugin.snapshot.prompts import prompts_from_file
 

@@ -34,7 +34,7 @@ def check_student(backend: str, model: str) -> None:
         ValueError: naming the merged folder to pass instead.
     """
     if backend in ("vllm", "transformers"):
-        from ..merge import refuse_adapter_only
+        from ..train.merge import refuse_adapter_only
 
         refuse_adapter_only(model, use=f"the {backend} backend", hub_base_ok=backend == "transformers")
 

@@ -43,7 +43,7 @@ def resolve_benchmarks(args: argparse.Namespace) -> tuple[list[str], dict[str, s
 
 def run_answer(args: argparse.Namespace) -> str:
     """Student answers (greedy) to every selected set; returns the report."""
-    from ..args import SnapshotConfig
+    from ..train.args import SnapshotConfig
     from ..snapshot.cli import data_parallel_size, engine_options, installed_version
     from .answers import check_student, generate_answers
 

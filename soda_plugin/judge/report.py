@@ -14,26 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_text
+from ..format.fileio import atomic_write_text
+from .grid import benchmark_title as _title, score_grid
 
-BENCHMARK_TITLES = {"lmsys": "LMSYS", "dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "Vicuna"}
 CSV_COLUMNS = ("model", "benchmark", "score", "ci_low", "ci_high", "n_prompts", "n_scored", "n_excluded", "excluded")
-
-
-def _title(benchmark: str) -> str:
-    return BENCHMARK_TITLES.get(benchmark, benchmark)
 
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
-
-
-def score_grid(document: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """`model -> benchmark -> result record`, models and benchmarks in run order."""
-    grid: dict[str, dict[str, dict[str, Any]]] = {model: {} for model in document["models"]}
-    for record in document["results"]:
-        grid.setdefault(record["model"], {})[record["benchmark"]] = record
-    return grid
 
 
 def markdown_table(document: dict[str, Any]) -> str:

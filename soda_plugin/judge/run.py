@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..evalsets import EvalPrompt, load_eval_set
-from ..fileio import atomic_write_text
+from ..format.fileio import atomic_write_text
 from ..log import get_logger
 from .answers import read_answers
 from .calls import JudgeCalls, JudgeSettings, VerdictRequest, verdict_key

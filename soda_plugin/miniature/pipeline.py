@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from ..fileio import atomic_write_text, iter_jsonl
+from ..format.fileio import atomic_write_text, iter_jsonl
 from ..log import get_logger
 from . import tasks
 from .settings import MiniatureSettings
@@ -246,7 +246,7 @@ def answer_prompts(models: Mapping[str, Path], prompts_file: Path, settings: Min
 def exact_match_by_prompt(answers_dir: Path, test_file: Path) -> dict[str, bool]:
     """prompt_id -> whether the model's greedy answer has the task's exact final value."""
     from ..judge.answers import read_answers
-    from ..prompt_id import prompt_id
+    from ..format.prompt_id import prompt_id
 
     answers = read_answers(answers_dir, BENCHMARK)
     matches = {}

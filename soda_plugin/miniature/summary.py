@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..fileio import atomic_write_text
+from ..format.fileio import atomic_write_text
 from .report import metric_table, timing_table
 from .settings import MiniatureSettings
 
@@ -57,7 +57,7 @@ def stage_ratio(seconds: Mapping[str, float], n_seeds: int) -> float | None:
 def _representation_table(analysis_file: Path) -> str:
     if not analysis_file.is_file():
         return "(not run)"
-    from ..analysis import ModelAnalysis, format_table
+    from ..analysis.representations import ModelAnalysis, format_table
 
     return format_table([ModelAnalysis(**m) for m in json.loads(analysis_file.read_text())["models"]])
 

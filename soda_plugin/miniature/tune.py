@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from ..fileio import atomic_write_text
+from ..format.fileio import atomic_write_text
 from ..log import get_logger
 from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher,
                        exact_match_by_prompt, judge_models, q0_name, seqkd_config, snapshot, soda_config, train_once,

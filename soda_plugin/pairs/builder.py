@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..log import get_logger
-from ..prompt_id import prompt_id as compute_prompt_id
-from ..rows import BadRowError, BadRowReason, SodaFields, normalize_answer, parse_row
-from ..teacher.flags import TeacherFlag
+from ..format.prompt_id import prompt_id as compute_prompt_id
+from ..format.rows import BadRowError, BadRowReason, SodaFields, normalize_answer, parse_row
+from ..format.flags import TeacherFlag
 from .card import write_card_and_report
 from .length import LengthCheck
 from .reasons import TRUNCATED, DropReason, TruncatedPolicy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..chat_format import assistant_turn_suffix, render_prompt, strip_template_bos
+from ..format.chat_format import assistant_turn_suffix, render_prompt, strip_template_bos
 
 # Tokens added beyond the text itself (BOS, a SentencePiece dummy prefix, normalizer
 # expansions): the byte bound below adds this many.

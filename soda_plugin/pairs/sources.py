@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
-from ..fileio import iter_jsonl
+from ..format.fileio import iter_jsonl
 from ..constants import DEFAULT_FIELD_MESSAGES, DEFAULT_FIELD_TEACHER
 from ..snapshot import store
 from .reasons import FINISH_REASONS, DropReason
@@ -23,7 +23,7 @@ PARQUET_BATCH_ROWS = 4096
 @dataclass(frozen=True)
 class TeacherFields:
     """Column names of the teacher files (`prompt_id`, `finish_reason` and `flags` are
-    optional; `flags` is the list `tools/collect_teacher.py` writes, see `teacher.flags`)."""
+    optional; `flags` is the list `tools/collect_teacher.py` writes, see `format.flags`)."""
 
     messages: str = DEFAULT_FIELD_MESSAGES
     teacher: str = DEFAULT_FIELD_TEACHER

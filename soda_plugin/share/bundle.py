@@ -30,7 +30,7 @@ class BundleFile:
 
 
 def _model_files(model_dir: Path) -> list[BundleFile]:
-    from ..merge import refuse_adapter_only
+    from ..train.merge import refuse_adapter_only
 
     # An adapter on a Hub base is a usable upload; soda's LoRA DPO adapter sits on the local
     # `<warmup dir>/merged`, so whoever downloads it could not load it.
@@ -46,7 +46,7 @@ def _deepspeed_file(recipe_path: Path, recipe: dict[str, Any]) -> BundleFile | N
     value = recipe.get("deepspeed")
     if not isinstance(value, str):
         return None
-    from ..deepspeed_path import deepspeed_candidates
+    from ..train.deepspeed_path import deepspeed_candidates
 
     relative = Path(value)
     found = next((c for c in deepspeed_candidates(value, str(recipe_path)) if c.is_file()), None)

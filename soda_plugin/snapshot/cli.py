@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..args import SnapshotConfig
+from ..train.args import SnapshotConfig
 from .engine import EngineInfo, SamplingSettings, create_engine
 from .prompts import prompts_from_file, prompts_from_recipe
 from .runner import SnapshotSummary, run_snapshot

@@ -41,7 +41,7 @@ def sample_seeds(base_seed: int, prompt_id: str, n: int) -> list[int]:
 def seeds_for(prompts: Sequence[Messages], settings: "SamplingSettings",
               prompt_ids: Sequence[str] | None = None) -> list[int]:
     """Each prompt's first-sample seed; ids computed from the messages when not given."""
-    from ..prompt_id import prompt_id
+    from ..format.prompt_id import prompt_id
 
     ids = list(prompt_ids) if prompt_ids is not None else [prompt_id(m) for m in prompts]
     if len(ids) != len(prompts):

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..fileio import iter_jsonl
-from ..rows import BadRowError, SodaFields, parse_messages
+from ..format.fileio import iter_jsonl
+from ..format.rows import BadRowError, SodaFields, parse_messages
 
 
 def _load_rows(path: str, ds_type: str | None = None, split: str = "train") -> Iterable[Mapping[str, Any]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..log import get_logger
-from ..prompt_id import prompt_id
+from ..format.prompt_id import prompt_id
 from . import store
 from .engine import EngineInfo, Messages, SamplingSettings, SnapshotEngine
 from .records import SEEDING, SNAPSHOT_SCHEMA_VERSION, SnapshotRow

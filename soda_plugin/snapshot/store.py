@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..fileio import atomic_write_text
+from ..format.fileio import atomic_write_text
 
 MANIFEST = "run.json"
 SHARDS = "shards"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..chat_format import render_prompt
+from ..format.chat_format import render_prompt
 from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine, seeds_for
 
 

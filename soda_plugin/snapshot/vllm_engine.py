@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 from typing import Any, Sequence
 
-from ..chat_format import render_prompt
+from ..format.chat_format import render_prompt
 from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine, seeds_for
 
 _FINISH_REASONS = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}

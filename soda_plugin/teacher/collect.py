@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..client import ChatClient, ChatResult, ClientSettings, RequestFailedError, Usage
 from ..log import get_logger
 from ..pairs.sources import TeacherFields
-from ..prompt_id import prompt_id as compute_prompt_id
+from ..format.prompt_id import prompt_id as compute_prompt_id
 from .estimate import CostEstimate, estimate_cost
 from .exclude import EvalExclusion
 from .output import TeacherOutputFile, check_and_write_manifest, finish_manifest, read_existing

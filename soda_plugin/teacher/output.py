@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_text
+from ..format.fileio import atomic_write_text
 from ..pairs.sources import TeacherFields
 from .records import COMPLETION_TOKENS
 

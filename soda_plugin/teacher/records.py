@@ -15,7 +15,7 @@ from typing import Any
 
 from ..client import ChatResult
 from ..pairs.sources import TeacherFields
-from .flags import answer_flags
+from ..format.flags import answer_flags
 
 PROMPT_TOKENS = "prompt_tokens"
 COMPLETION_TOKENS = "completion_tokens"

@@ -55,7 +55,7 @@ def _count_model_constructions() -> None:
 
 
 def _kill_before_marker() -> None:
-    import soda_plugin.chain as chain
+    import soda_plugin.train.chain as chain
 
     original = chain.write_marker
 
@@ -67,7 +67,7 @@ def _kill_before_marker() -> None:
 
 
 def _kill_during_merge() -> None:
-    import soda_plugin.chain as chain
+    import soda_plugin.train.chain as chain
 
     original = chain.merge_warmup_adapter
 

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from soda_plugin.rows import SodaFields, parse_row
-from soda_plugin.views import dpo_example
+from soda_plugin.format.rows import SodaFields, parse_row
+from soda_plugin.train.views import dpo_example
 
 
 def weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 from axolotl_run import axolotl_train, base_config, dpo_chain_config, two_process_launcher, write_config
 from model_checks import causal_lm_constructions, kills, mean_margin, same_weights, weights
 from soda_data import valid_rows, write_jsonl
-from soda_plugin.stages import marker_path, write_marker
+from soda_plugin.train.stages import marker_path, write_marker
 
 PROBED = ["soda_plugin.SODAPlugin", "fault_plugin.FaultPlugin"]
 

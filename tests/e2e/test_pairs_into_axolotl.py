@@ -7,7 +7,7 @@ import pytest
 from axolotl_run import axolotl_train, base_config, write_config
 from soda_data import valid_rows, write_jsonl
 from soda_plugin.pairs import build_pairs
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.snapshot import store
 
 pytestmark = pytest.mark.e2e

@@ -93,8 +93,8 @@ def test_smollm2_template_round_trips_in_both_views(smollm2_dir):
     from transformers import AutoTokenizer
 
     from soda_plugin.constants import IGNORE_INDEX
-    from soda_plugin.rows import SodaRow
-    from soda_plugin.views import dpo_example, sft_example
+    from soda_plugin.format.rows import SodaRow
+    from soda_plugin.train.views import dpo_example, sft_example
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     messages = ({"role": "user", "content": "What is 2 plus 3?"},)

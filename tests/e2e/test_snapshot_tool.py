@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from soda_data import write_jsonl
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.snapshot import store
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chat_server import ChatServer, Reply, wait_for
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_data import write_jsonl
 
 pytestmark = pytest.mark.e2e

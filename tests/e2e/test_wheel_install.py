@@ -36,7 +36,7 @@ os.environ.update(MASTER_ADDR="127.0.0.1", RANK="0", LOCAL_RANK="0", WORLD_SIZE=
 dist.init_process_group("gloo", rank=0, world_size=1)
 from axolotl.cli.config import load_cfg
 import soda_plugin
-from soda_plugin.deepspeed_path import resolve_deepspeed_path
+from soda_plugin.train.deepspeed_path import resolve_deepspeed_path
 recipe, model, out, alone, result = sys.argv[1:]
 cfg = load_cfg(recipe, base_model=model, output_dir=f"{out}/out", dataset_prepared_path=f"{out}/prepared")
 bare = {"deepspeed": "deepspeed/zero3.json", "axolotl_config_path": alone}

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from soda_plugin import analysis
+from soda_plugin.analysis import representations as analysis
 
 
 def test_cka_is_one_for_the_same_representation_up_to_rotation_and_scale():

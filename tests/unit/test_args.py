@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from soda_plugin.args import SODAArgs, SodaConfig, Stage
-from soda_plugin.rows import SodaFields
+from soda_plugin.train.args import SODAArgs, SodaConfig, Stage
+from soda_plugin.format.rows import SodaFields
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_axolotl_load_cfg_rejects_a_bad_soda_key(tiny_model_dirs, tmp_path):
 
 
 def test_warmup_without_checkpoints_drops_the_dpo_save_steps():
-    from soda_plugin.args import WarmupConfig
+    from soda_plugin.train.args import WarmupConfig
 
     assert WarmupConfig(save_strategy="no").overrides() == {"save_strategy": "no", "save_steps": None}
     assert WarmupConfig(save_strategy="steps").overrides() == {"save_strategy": "steps"}
@@ -95,7 +95,7 @@ def test_warmup_without_checkpoints_drops_the_dpo_save_steps():
 
 
 def test_training_args_hook_passes_the_precompute_batch_size_to_dpo_only():
-    from soda_plugin.plugin import SODAPlugin
+    from soda_plugin.train.plugin import SODAPlugin
 
     dpo = {"rl": "dpo", "precompute_ref_log_probs": True, "soda": {"precompute_ref_batch_size": 4}}
     assert SODAPlugin().get_training_args(dpo) == {"precompute_ref_batch_size": 4}
@@ -106,7 +106,7 @@ def test_training_args_hook_passes_the_precompute_batch_size_to_dpo_only():
 
 
 def test_a_launch_on_other_gpus_than_declared_warns(monkeypatch, caplog):
-    from soda_plugin.distributed import warn_on_other_world_size
+    from soda_plugin.train.distributed import warn_on_other_world_size
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with caplog.at_level("WARNING"):

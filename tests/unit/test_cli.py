@@ -89,7 +89,7 @@ def test_tools_script_runs_as_before():
 
 
 def test_fetch_recipes_copies_recipes_and_deepspeed_json_and_keeps_edits(tmp_path, monkeypatch, capsys):
-    from soda_plugin.deepspeed_path import resolve_deepspeed_path
+    from soda_plugin.train.deepspeed_path import resolve_deepspeed_path
 
     monkeypatch.chdir(tmp_path)
     shipped = sorted(p.relative_to(ROOT / "recipes") for p in [*(ROOT / "recipes").glob("*.yml"),

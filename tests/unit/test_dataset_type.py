@@ -7,10 +7,10 @@ import pytest
 from datasets import Dataset
 
 import soda_plugin
-import soda_plugin.plugin  # noqa: F401 - registers `type: soda`, as Axolotl's plugin loading does
+import soda_plugin.train.plugin  # noqa: F401 - registers `type: soda`, as Axolotl's plugin loading does
 from soda_plugin.constants import IGNORE_INDEX
-from soda_plugin.dataset_type import SodaSFTStrategy
-from soda_plugin.rows import BadRowError
+from soda_plugin.train.dataset_type import SodaSFTStrategy
+from soda_plugin.format.rows import BadRowError
 from soda_data import valid_rows
 
 
@@ -40,7 +40,7 @@ def test_axolotl_dpo_loader_resolves_soda(type_name):
     transform, map_kwargs = loaded
     assert callable(transform)
     assert map_kwargs["batched"] is True and map_kwargs["remove_columns"] == "__all__"
-    assert soda_plugin.soda is soda_plugin.dataset_type.default
+    assert soda_plugin.soda is soda_plugin.train.dataset_type.default
 
 
 def test_importing_the_package_does_not_import_axolotl():
@@ -56,7 +56,7 @@ def test_sft_strategy_skips_bad_rows_and_reports_counts(chatml_tokenizer, capsys
     rows = _bad_rows()
     original = copy.deepcopy(rows)
     dataset = Dataset.from_list(rows)
-    strategy = SodaSFTStrategy(chatml_tokenizer, soda_plugin.rows.SodaFields(), soda_plugin.rows.OnBadRow.SKIP)
+    strategy = SodaSFTStrategy(chatml_tokenizer, soda_plugin.format.rows.SodaFields(), soda_plugin.format.rows.OnBadRow.SKIP)
     out = strategy.wrap_dataset(dataset)
     # The SFT view ignores the student answer, so only rows 1 and 4 are bad.
     assert len(out) == 4
@@ -69,13 +69,13 @@ def test_sft_strategy_skips_bad_rows_and_reports_counts(chatml_tokenizer, capsys
 
 
 def test_sft_strategy_errors_on_first_bad_row_by_default(chatml_tokenizer):
-    strategy = soda_plugin.dataset_type.load(chatml_tokenizer, {"soda": {}}, {})
+    strategy = soda_plugin.train.dataset_type.load(chatml_tokenizer, {"soda": {}}, {})
     with pytest.raises(BadRowError, match=re.escape("soda row 1: field `teacher_response` is empty")):
         strategy.wrap_dataset(Dataset.from_list(_bad_rows()))
 
 
 def test_missing_column_names_the_field_and_the_columns(chatml_tokenizer):
-    strategy = soda_plugin.dataset_type.load(chatml_tokenizer, {}, {"field_chosen": "gpt5"})
+    strategy = soda_plugin.train.dataset_type.load(chatml_tokenizer, {}, {"field_chosen": "gpt5"})
     with pytest.raises(BadRowError, match=r"`gpt5` is not a column of the dataset \(columns: \['content'"):
         strategy.wrap_dataset(Dataset.from_list(valid_rows(2)))
 

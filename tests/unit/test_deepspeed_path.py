@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from recipe_overrides import RECIPES_DIR, cpu_recipe, write_fixtures
-from soda_plugin.deepspeed_path import resolve_deepspeed_path
+from soda_plugin.train.deepspeed_path import resolve_deepspeed_path
 
 ZERO2 = (RECIPES_DIR / "deepspeed" / "zero2.json").resolve()
 
@@ -57,7 +57,7 @@ def test_recipe_fetched_by_url_loads_with_its_deepspeed_json(tiny_model_dirs, tm
     documented CPU swaps. The plugin resolves `deepspeed:` before Axolotl reads it."""
     import requests
 
-    import soda_plugin.chain as chain
+    import soda_plugin.train.chain as chain
     from axolotl.cli import config as axolotl_config
 
     cfg = cpu_recipe(RECIPES_DIR / "qwen7b_soda.yml", tiny_model_dirs, write_fixtures(tmp_path / "data"), tmp_path,

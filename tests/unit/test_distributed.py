@@ -12,9 +12,9 @@ def _worker(rank, world_size, port, workdir, results):
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    from soda_plugin.distributed import decide_on_main, on_main_then_barrier
-    from soda_plugin.stages import decide_warmup, write_marker
-    from soda_plugin.args import OnWarmupChange
+    from soda_plugin.train.distributed import decide_on_main, on_main_then_barrier
+    from soda_plugin.train.stages import decide_warmup, write_marker
+    from soda_plugin.train.args import OnWarmupChange
 
     cfg = {"learning_rate": 1e-5}
     # Each rank would answer differently on its own; all must get rank 0's answer.

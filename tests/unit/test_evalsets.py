@@ -7,7 +7,7 @@ import pytest
 from soda_plugin.evalsets import (
     BENCHMARKS, BadEvalRowError, EvalPrompt, load_eval_set, normalize_prompt_text, read_eval_set,
 )
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_data import write_jsonl
 
 

@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 
 import soda_plugin
-from soda_plugin.chat_format import ChatTemplateError
+from soda_plugin.format.chat_format import ChatTemplateError
 from soda_plugin.client.core import MalformedResponseError, RequestFailedError, RequestRejectedError
 from soda_plugin.evalsets import BadEvalRowError
 from soda_plugin.judge.template import UnparsableVerdictError
 from soda_plugin.miniature.pipeline import StageError
 from soda_plugin.pairs.builder import NoPairsError
-from soda_plugin.rows import BadRowError, BadRowReason
+from soda_plugin.format.rows import BadRowError, BadRowReason
 from soda_plugin.share.publish import SecretInBundleError
 from soda_plugin.snapshot.data_parallel import DataParallelError
 from soda_plugin.snapshot.runner import SnapshotMismatchError
-from soda_plugin.stages import WarmupConfigChangedError
+from soda_plugin.train.stages import WarmupConfigChangedError
 from soda_plugin.teacher.output import OutputMismatchError
 
 INSTANCES = [

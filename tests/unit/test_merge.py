@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from soda_plugin.merge import merge_warmup_adapter, merged_dir
+from soda_plugin.train.merge import merge_warmup_adapter, merged_dir
 
 
 def _warmup_adapter(base_dir, out_dir):
@@ -49,8 +49,8 @@ def test_missing_adapter_is_a_clear_error(tmp_path):
 def test_dpo_adapter_is_merged_only_when_a_lora_dpo_stage_finished(monkeypatch, tmp_path):
     from axolotl.utils.dict import DictDefault
 
-    import soda_plugin.chain as chain
-    from soda_plugin.plugin import SODAPlugin
+    import soda_plugin.train.chain as chain
+    from soda_plugin.train.plugin import SODAPlugin
 
     calls = []
     monkeypatch.setattr(chain, "merge_warmup_adapter", lambda cfg, directory: calls.append(directory))

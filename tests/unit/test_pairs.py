@@ -9,7 +9,7 @@ from soda_plugin.pairs import (
     PAIR_COLUMNS, DropReason, NoPairsError, SnapshotInput, TruncatedPolicy, build_pairs,
     degrade_snapshot, iter_pairs,
 )
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.snapshot import store
 from soda_data import write_jsonl
 
@@ -146,7 +146,7 @@ def test_n_samples_give_one_pair_each_or_only_the_first(tmp_path):
 
 
 def test_too_long_uses_the_student_template_and_is_exact(tmp_path, chatml_tokenizer):
-    from soda_plugin.chat_format import assistant_turn_suffix, render_prompt
+    from soda_plugin.format.chat_format import assistant_turn_suffix, render_prompt
 
     tok = chatml_tokenizer
     eot, _ = assistant_turn_suffix(tok)
@@ -260,7 +260,7 @@ def test_degraded_source_is_dropped_by_the_default_policy(tmp_path):
 def test_output_loads_with_datasets_and_feeds_the_dpo_view(tmp_path, chatml_tokenizer):
     import datasets
 
-    from soda_plugin.dataset_type import default as soda_dpo
+    from soda_plugin.train.dataset_type import default as soda_dpo
 
     report, _ = build(tmp_path, [teacher(i) for i in range(5)], [snap(i) for i in range(5)])
     out = tmp_path / "out"

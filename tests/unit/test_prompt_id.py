@@ -1,6 +1,6 @@
 """`prompt_id`: equal prompts share an id, prompts that differ inside their text do not."""
 
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 
 
 def user(text, role="user"):

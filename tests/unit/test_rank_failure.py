@@ -10,8 +10,8 @@ RANK_SCRIPT = """
 import sys, torch.distributed as dist
 from datetime import timedelta
 dist.init_process_group("gloo", timeout=timedelta(minutes=30))
-from soda_plugin.distributed import on_main_then_barrier
-from soda_plugin.stages import write_marker
+from soda_plugin.train.distributed import on_main_then_barrier
+from soda_plugin.train.stages import write_marker
 on_main_then_barrier(lambda: write_marker(sys.argv[1], "warmup", {"learning_rate": 1e-5}))
 print("returned normally")
 """

@@ -70,8 +70,8 @@ def test_recipe_passes_axolotl_load_cfg(recipe, tiny_model_dirs, fixtures, tmp_p
 
 @pytest.mark.parametrize("recipe", SODA_RECIPES, ids=_ids(SODA_RECIPES))
 def test_derived_warmup_config_passes_axolotl_load_cfg(recipe, tiny_model_dirs, fixtures, tmp_path):
-    from soda_plugin.args import SodaConfig
-    from soda_plugin.stages import derive_warmup_config
+    from soda_plugin.train.args import SodaConfig
+    from soda_plugin.train.stages import derive_warmup_config
 
     raw = cpu_recipe(recipe, tiny_model_dirs, fixtures, tmp_path)
     warmup = derive_warmup_config(raw, SodaConfig.model_validate(raw["soda"]))
@@ -219,9 +219,9 @@ def test_one_chat_template_for_sft_dpo_and_snapshot(family_name, tiny_model_dirs
     from axolotl.loaders import load_tokenizer
     from transformers import AutoTokenizer
 
-    from soda_plugin.args import SodaConfig
-    from soda_plugin.chat_format import render_prompt
-    from soda_plugin.stages import derive_warmup_config
+    from soda_plugin.train.args import SodaConfig
+    from soda_plugin.format.chat_format import render_prompt
+    from soda_plugin.train.stages import derive_warmup_config
 
     recipes = [p for p in SODA_RECIPES if family(load_recipe(p)) == family_name]
     assert recipes

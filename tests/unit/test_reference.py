@@ -1,6 +1,6 @@
 import pytest
 
-from soda_plugin.reference import install_reference_model_skip, should_skip_reference_model
+from soda_plugin.train.reference import install_reference_model_skip, should_skip_reference_model
 
 BASE = {"rl": "dpo", "precompute_ref_log_probs": True, "soda": {"free_reference_model": True}}
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from soda_plugin.reference_cache import StepOneRewardCheck, tie_reference_cache_to_weights, weights_identity
+from soda_plugin.train.reference_cache import StepOneRewardCheck, tie_reference_cache_to_weights, weights_identity
 
 # What `hash_module` returns under ZeRO-3's empty placeholders: the same for any q_w.
 ZERO3_MODEL_HASH = "architecture-only"

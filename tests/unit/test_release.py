@@ -6,7 +6,7 @@ import weakref
 
 import torch
 
-from soda_plugin.release import log_memory_per_rank, release_stage
+from soda_plugin.train.release import log_memory_per_rank, release_stage
 
 
 def _trained_trainer(model_dir, out_dir):

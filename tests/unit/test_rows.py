@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from soda_plugin.rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row
+from soda_plugin.format.rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row
 from soda_data import valid_rows
 
 FIELDS = SodaFields()
@@ -101,7 +101,7 @@ def test_bad_row_error_survives_a_pickle_round_trip():
     """Axolotl's dataset map raises it in a worker; the parent unpickles it."""
     import pickle
 
-    from soda_plugin.rows import BadRowError, BadRowReason
+    from soda_plugin.format.rows import BadRowError, BadRowReason
 
     error = BadRowError(7, "teacher_response", BadRowReason.EMPTY, "is empty")
     copy = pickle.loads(pickle.dumps(error))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from chat_server import ChatServer, Reply
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.snapshot import store
 from soda_plugin.snapshot.engine import Completion, EngineInfo, FinishReason, SamplingSettings, SnapshotEngine, create_engine
 from soda_plugin.snapshot.records import SNAPSHOT_COLUMNS

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from chat_server import ChatServer, Reply
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.snapshot import store
 from soda_plugin.snapshot.engine import SamplingSettings, create_engine, prompt_seed, sample_seeds
 from soda_plugin.snapshot.runner import SnapshotMismatchError, run_snapshot

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from soda_plugin.args import OnWarmupChange, SodaConfig
-from soda_plugin.stages import (
+from soda_plugin.train.args import OnWarmupChange, SodaConfig
+from soda_plugin.train.stages import (
     WarmupConfigChangedError,
     config_hash,
     decide_warmup,

@@ -5,8 +5,8 @@ import json
 import pytest
 from datasets import load_dataset
 
-from soda_plugin.rows import BadRowError, OnBadRow, SodaFields
-from soda_plugin.strict_rows import clean_soda_datasets, clean_source
+from soda_plugin.format.rows import BadRowError, OnBadRow, SodaFields
+from soda_plugin.train.strict_rows import clean_soda_datasets, clean_source
 from soda_data import valid_rows, write_jsonl
 
 
@@ -139,7 +139,7 @@ def test_the_sft_view_leaves_out_flagged_teacher_answers_even_under_error(tmp_pa
 
 def test_the_sft_strategy_leaves_out_flagged_answers_of_a_loaded_dataset(chatml_tokenizer):
     from datasets import Dataset
-    from soda_plugin.dataset_type import SodaSFTStrategy
+    from soda_plugin.train.dataset_type import SodaSFTStrategy
 
     strategy = SodaSFTStrategy(chatml_tokenizer, SodaFields(), OnBadRow.ERROR)
     assert strategy.valid_indices(Dataset.from_list(_flagged_teacher_rows())) == [0, 5]

@@ -7,10 +7,10 @@ import pytest
 
 from chat_server import ChatServer, Reply
 from soda_plugin.client import ClientSettings
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.teacher.collect import TeacherRequest, dry_run, run_collection
 from soda_plugin.teacher.exclude import EvalExclusion, EvalSetRef
-from soda_plugin.teacher.flags import answer_flags, is_refusal
+from soda_plugin.format.flags import answer_flags, is_refusal
 from soda_plugin.teacher.output import OutputMismatchError, manifest_path
 from soda_data import write_jsonl
 

@@ -4,7 +4,7 @@ and counts them per reason."""
 from chat_server import ChatServer, Reply
 from soda_plugin.client import ClientSettings
 from soda_plugin.pairs import DropReason, build_pairs, iter_pairs
-from soda_plugin.prompt_id import prompt_id
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.teacher.collect import TeacherRequest, run_collection
 from soda_data import write_jsonl
 

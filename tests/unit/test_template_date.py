@@ -4,7 +4,7 @@ it is given `date_string`, and soda always gives it a fixed one."""
 import copy
 import datetime
 
-from soda_plugin.chat_format import FIXED_DATE_STRING, render_final_turn, render_prompt
+from soda_plugin.format.chat_format import FIXED_DATE_STRING, render_final_turn, render_prompt
 
 # The date logic of Llama 3.2's chat template, on a ChatML body.
 DATED_TEMPLATE = (

@@ -2,8 +2,8 @@
 
 from datasets import Dataset
 
-from soda_plugin.args import SodaConfig
-from soda_plugin.trim import keep_rows_training_uses, rows_training_uses
+from soda_plugin.train.args import SodaConfig
+from soda_plugin.train.trim import keep_rows_training_uses, rows_training_uses
 
 
 def _meta(n):

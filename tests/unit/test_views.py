@@ -4,10 +4,10 @@ import copy
 
 import pytest
 
-from soda_plugin.chat_format import ChatTemplateError, render_final_turn
+from soda_plugin.format.chat_format import ChatTemplateError, render_final_turn
 from soda_plugin.constants import IGNORE_INDEX
-from soda_plugin.rows import SodaRow
-from soda_plugin.views import dpo_example, sft_example
+from soda_plugin.format.rows import SodaRow
+from soda_plugin.train.views import dpo_example, sft_example
 
 USER = {"role": "user", "content": "What is 12 plus 7?"}
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -102,8 +102,8 @@ def test_missing_chat_template_is_a_clear_error(chatml_tokenizer):
 
 
 def test_chosen_and_rejected_get_the_same_whitespace_treatment(chatml_tokenizer):
-    from soda_plugin.rows import SodaRow
-    from soda_plugin.views import dpo_example, sft_example
+    from soda_plugin.format.rows import SodaRow
+    from soda_plugin.train.views import dpo_example, sft_example
 
     row = SodaRow(messages=({"role": "user", "content": "2+2?"},), teacher="\n  4 \n", student="5")
     triple = dpo_example(chatml_tokenizer, row)

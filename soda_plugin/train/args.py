@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .constants import DATASET_KEY_MESSAGES, DATASET_KEY_STUDENT, DATASET_KEY_TEACHER
-from .rows import OnBadRow
+from ..constants import DATASET_KEY_MESSAGES, DATASET_KEY_STUDENT, DATASET_KEY_TEACHER
+from ..format.rows import OnBadRow
 
 SODA_TYPES = ("soda", "soda_plugin.soda")
 
@@ -277,7 +277,7 @@ class SODAArgs(BaseModel):
     """Input arguments the plugin adds to Axolotl's config schema."""
 
     soda: SodaConfig | None = Field(
-        default=None, json_schema_extra={"description": "SODA settings; see `soda_plugin.args.SodaConfig`."}
+        default=None, json_schema_extra={"description": "SODA settings; see `soda_plugin.train.args.SodaConfig`."}
     )
 
     @model_validator(mode="before")

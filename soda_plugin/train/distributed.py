@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, TypeVar
 
-from .log import get_logger
+from ..log import get_logger
 
 LOG = get_logger(__name__)
 

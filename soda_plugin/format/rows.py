@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Mapping
 
-from .constants import (
+from ..constants import (
     DATASET_KEY_MESSAGES,
     DATASET_KEY_STUDENT,
     DATASET_KEY_TEACHER,
@@ -22,7 +22,7 @@ from .constants import (
     DEFAULT_FIELD_TEACHER,
     FINISH_REASON_FIELD,
 )
-from .teacher.flags import FLAGS_FIELD, TeacherFlag
+from .flags import FLAGS_FIELD, TeacherFlag
 
 
 class BadRowReason(str, Enum):
@@ -205,7 +205,7 @@ _FLAGGING_FINISH_REASONS = {"length": TeacherFlag.TRUNCATED.value, "content_filt
 
 def teacher_flags(row: Mapping[str, Any]) -> list[str]:
     """Why the teacher tool marked this row's answer as not to be trained on: its `flags`
-    (empty, truncated, refusal, content filter; see `teacher.flags`) and a `finish_reason`
+    (empty, truncated, refusal, content filter; see `format.flags`) and a `finish_reason`
     of `length` or `content_filter`. `[]` for a usable answer or a row without those columns.
 
     A truncated answer trained as an SFT target gets the end-of-turn token appended and

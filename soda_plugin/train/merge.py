@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from .log import get_logger
+from ..log import get_logger
 
 LOG = get_logger(__name__)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping
 
-from .constants import FINISH_REASON_FIELD
-from .log import get_logger
-from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row, teacher_flags
-from .teacher.flags import FLAGS_FIELD
+from ..constants import FINISH_REASON_FIELD
+from ..log import get_logger
+from ..format.rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row, teacher_flags
+from ..format.flags import FLAGS_FIELD
 from .views import dpo_example, sft_example
 
 LOG = get_logger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, MutableMapping
 
-from .recipe_files import shipped_recipes_dir
+from ..recipe_files import shipped_recipes_dir
 
 SHIPPED_RECIPES = shipped_recipes_dir()  # the clone's recipes/, or the wheel's soda_plugin/recipes/
 

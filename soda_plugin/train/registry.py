@@ -22,7 +22,7 @@ ALIASES = (
 
 
 def register_dataset_type() -> None:
-    """Idempotent; runs when `soda_plugin.plugin` is imported (Axolotl imports plugins
+    """Idempotent; runs when `soda_plugin.train.plugin` is imported (Axolotl imports plugins
     before it loads datasets)."""
     for name in ALIASES:
         sys.modules.setdefault(name, dataset_type)

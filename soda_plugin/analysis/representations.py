@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .chat_format import render_prompt
+from ..format.chat_format import render_prompt
 
 ENTROPY_BINS = 100
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from .log import get_logger
+from ..log import get_logger
 
 LOG = get_logger(__name__)
 

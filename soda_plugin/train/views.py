@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chat_format import render_final_turn, strip_template_bos
-from .constants import IGNORE_INDEX
-from .rows import SodaRow
+from ..format.chat_format import render_final_turn, strip_template_bos
+from ..constants import IGNORE_INDEX
+from ..format.rows import SodaRow
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .log import get_logger
+from ..log import get_logger
 
 LOG = get_logger(__name__)
 

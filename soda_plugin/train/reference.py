@@ -9,7 +9,7 @@ Axolotl hand TRL `None` in exactly that case.
 from __future__ import annotations
 
 import functools
-from .log import get_logger
+from ..log import get_logger
 from typing import Any, Mapping
 
 LOG = get_logger(__name__)

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .log import get_logger
+from ..log import get_logger
 from typing import Any, Iterator, Mapping
 
 from .args import SodaConfig, Stage

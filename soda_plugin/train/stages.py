@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .args import OnWarmupChange, SodaConfig
-from .fileio import atomic_write_text
-from .constants import DPO_ONLY_KEYS, LORA_KERNEL_KEYS, MARKER_SCHEMA_VERSION, STAGE_MARKER_FILENAME
+from ..format.fileio import atomic_write_text
+from ..constants import DPO_ONLY_KEYS, LORA_KERNEL_KEYS, MARKER_SCHEMA_VERSION, STAGE_MARKER_FILENAME
 
 # Keys that change where or how verbosely a stage runs, not what it produces.
 _NOT_HASHED = ("output_dir", "axolotl_config_path", "logging_steps", "dataset_prepared_path",

@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .log import get_logger
+from ..log import get_logger
 
 LOG = get_logger(__name__)
 

@@ -14,7 +14,7 @@ class SODAPlugin(BasePlugin):
     """Semi On-policy Distillation with Alignment: warmup SFT, then DPO against q0."""
 
     def get_input_args(self) -> str:
-        return "soda_plugin.args.SODAArgs"
+        return "soda_plugin.train.args.SODAArgs"
 
     def register(self, cfg) -> None:
         from .args import record_dataset_fields

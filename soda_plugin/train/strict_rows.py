@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .args import SODA_TYPES
-from . import constants
-from .fileio import atomic_write_text, iter_json_lines
-from .log import get_logger
-from .rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, SodaRow, parse_row, teacher_flags
+from .. import constants
+from ..format.fileio import atomic_write_text, iter_json_lines
+from ..log import get_logger
+from ..format.rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, SodaRow, parse_row, teacher_flags
 
 LOG = get_logger(__name__)
 

@@ -1,0 +1,19 @@
+"""The results document as a grid, read by the tables (`report`) and the chart (`chart`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BENCHMARK_TITLES = {"lmsys": "LMSYS", "dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "Vicuna"}
+
+
+def benchmark_title(benchmark: str) -> str:
+    return BENCHMARK_TITLES.get(benchmark, benchmark)
+
+
+def score_grid(document: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """`model -> benchmark -> result record`, models and benchmarks in run order."""
+    grid: dict[str, dict[str, dict[str, Any]]] = {model: {} for model in document["models"]}
+    for record in document["results"]:
+        grid.setdefault(record["model"], {})[record["benchmark"]] = record
+    return grid
