@@ -16,8 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, smollm2_dir):
     out = tmp_path_factory.mktemp("miniature") / "quick"
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "cpu_demo.py"), "--quick", "--out", str(out),
-                           "--model-dir", str(smollm2_dir)],
+    # Through the installed console script, as `soda demo --quick` (tools/cpu_demo.sh runs the same main).
+    soda = Path(sys.executable).with_name("soda")
+    assert soda.is_file(), f"{soda}: the venv has no `soda` console script; reinstall with tools/env.sh"
+    proc = subprocess.run([str(soda), "demo", "--quick", "--out", str(out), "--model-dir", str(smollm2_dir)],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=880)
     (out.parent / "demo.log").write_text(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-4000:]
