@@ -1,7 +1,7 @@
 """Where soda's own recipes and DeepSpeed JSON are, in a clone and in an installed wheel.
 
 A clone (or an editable install) has them in the top-level `recipes/` folder; the wheel
-carries that folder as `soda_plugin/recipes/` (pyproject.toml maps the package
+carries that folder as `soda_plugin/recipes/` (setup.py maps the package
 `soda_plugin.recipes` onto `recipes/`). `soda fetch recipes` copies them out, and
 `deepspeed_path` falls back on them.
 """
