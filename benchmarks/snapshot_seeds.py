@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - start
         return [o.outputs[0].text for o in outputs], sum(len(o.outputs[0].token_ids) for o in outputs), seconds
 
-    seeds = seeds_for(prompts, settings, ids)
+    seeds = [first for first, *_ in seeds_for(prompts, settings, ids)]
     run("per_prompt", token_prompts[:4], seeds[:4])  # warm-up
     figures: dict = {"vllm": vllm.__version__, "model": args.model, "prompts": args.prompts, "max_tokens": args.max_tokens, "modes": {}}
     for mode in ("per_prompt", "engine_seed", "shared_seed"):
@@ -74,7 +74,8 @@ def main(args: argparse.Namespace) -> dict:
         "per_prompt", token_prompts[: len(forward) // 2], seeds[: len(forward) // 2])[0]
 
     copies = [token_prompts[0]] * args.copies
-    copy_seeds = seeds_for([prompts[0]] * args.copies, settings, [f"copy-{i}" for i in range(args.copies)])
+    copy_seeds = [first for first, *_ in seeds_for([prompts[0]] * args.copies, settings,
+                                                     [f"copy-{i}" for i in range(args.copies)])]
     for mode in ("per_prompt", "engine_seed", "shared_seed"):
         texts, _, _ = run(mode, copies, copy_seeds)
         figures["modes"][mode]["distinct_answers_of_copies"] = len(set(texts))

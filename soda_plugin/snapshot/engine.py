@@ -39,14 +39,15 @@ def sample_seeds(base_seed: int, prompt_id: str, n: int) -> list[int]:
 
 
 def seeds_for(prompts: Sequence[Messages], settings: "SamplingSettings",
-              prompt_ids: Sequence[str] | None = None) -> list[int]:
-    """Each prompt's first-sample seed; ids computed from the messages when not given."""
+              prompt_ids: Sequence[str] | None = None) -> list[list[int]]:
+    """Each prompt's `settings.n` sample seeds (`sample_seeds`); ids computed from the
+    messages when not given."""
     from ..format.prompt_id import prompt_id
 
     ids = list(prompt_ids) if prompt_ids is not None else [prompt_id(m) for m in prompts]
     if len(ids) != len(prompts):
         raise ValueError(f"{len(ids)} prompt ids for {len(prompts)} prompts")
-    return [prompt_seed(settings.seed, pid) for pid in ids]
+    return [sample_seeds(settings.seed, pid, settings.n) for pid in ids]
 
 
 class FinishReason(str, Enum):

@@ -57,7 +57,7 @@ class OpenAIEngine(SnapshotEngine):
     def generate(self, prompts: Sequence[Messages], settings: SamplingSettings,
                  prompt_ids: Sequence[str] | None = None) -> list[list[Completion]]:
         seeds = seeds_for(prompts, settings, prompt_ids)
-        jobs = [(p, seeds[p] + s) for p in range(len(prompts)) for s in range(settings.n)]
+        jobs = [(p, seed) for p, prompt_seeds in enumerate(seeds) for seed in prompt_seeds]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             answers = list(pool.map(lambda job: self._one(prompts[job[0]], settings, job[1]), jobs))
         return [answers[p * settings.n : (p + 1) * settings.n] for p in range(len(prompts))]

@@ -73,7 +73,7 @@ class TransformersEngine(SnapshotEngine):
         return results
 
     def _generate_batch(self, batch_ids: list[list[int]], settings: SamplingSettings,
-                        seeds: list[int]) -> list[list[Completion]]:
+                        seeds: list[list[int]]) -> list[list[Completion]]:
         import torch
         from transformers import LogitsProcessorList
 
@@ -84,7 +84,7 @@ class TransformersEngine(SnapshotEngine):
         # sampled settings is log-prob + Gumbel noise from the row's own generator.
         extra: dict[str, Any] = {}
         if not settings.greedy:
-            row_seeds = [seed + sample for seed in seeds for sample in range(settings.n)]
+            row_seeds = [seed for prompt_seeds in seeds for seed in prompt_seeds]
             extra["logits_processor"] = LogitsProcessorList(
                 [PerRowGumbelSampler(row_seeds, settings.temperature, settings.top_p, self.model.device)])
         with torch.no_grad():

@@ -82,7 +82,8 @@ class VLLMEngine(SnapshotEngine):
         if settings.greedy:
             params: Any = self._sampling_params(settings, seed=None)
         else:
-            params = [self._sampling_params(settings, seed) for seed in seeds_for(prompts, settings, prompt_ids)]
+            # The first sample's seed: vLLM seeds the `n` children by the same `+ i` rule.
+            params = [self._sampling_params(settings, seeds[0]) for seeds in seeds_for(prompts, settings, prompt_ids)]
         outputs = self._llm.generate(token_prompts, params, use_tqdm=False)
         return [_completions(output) for output in outputs]
 
