@@ -55,6 +55,17 @@ def decide_on_main(decide: Callable[[], T]) -> T:
     return value
 
 
+def gather_from_all_ranks(value: T) -> list[T]:
+    """Every rank's `value`, in rank order, on every rank (a collective: all ranks call it);
+    `[value]` without a process group."""
+    dist = _dist()
+    if dist is None:
+        return [value]
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, value)
+    return everyone
+
+
 def on_main_then_barrier(action: Callable[[], Any]) -> None:
     """Once every rank is here, run `action` on rank 0 only (e.g. writing a marker); every
     rank returns when it is done, or raises rank 0's error. A bare barrier would leave the

@@ -59,13 +59,7 @@ def memory_in_use() -> str:
 
 def log_memory_per_rank(when: str) -> None:
     """One INFO line on rank 0 with every rank's `memory_in_use()` (a collective: every rank calls it)."""
-    from .distributed import _dist
+    from .distributed import gather_from_all_ranks
 
-    mine = memory_in_use()
-    dist = _dist()
-    if dist is None:
-        everyone = [mine]
-    else:
-        everyone = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, mine)
+    everyone = gather_from_all_ranks(memory_in_use())
     LOG.info("soda: memory %s: %s", when, "; ".join(f"rank {i}: {m}" for i, m in enumerate(everyone)))
