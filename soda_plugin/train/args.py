@@ -10,6 +10,8 @@ NOTE: defaults that differ from the host's:
 - `soda.precompute_ref_batch_size` is passed to TRL's `DPOConfig` key of the same name,
   which Axolotl's schema does not expose; unset, TRL precomputes at
   `per_device_train_batch_size` (`trl/trainer/dpo_trainer.py:990`).
+- `soda.reference_logps` is `reuse`: TRL's `_precompute_ref_logps` is replaced by soda's
+  reference pass, which stores q_w's log-probs per pair and reuses them (`reference_pass`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ class Stage(str, Enum):
     CHAIN = "chain"
     WARMUP = "warmup"
     DPO = "dpo"
+
+
+class ReferenceLogps(str, Enum):
+    REUSE = "reuse"  # stored values of this reference are reused, the rest computed and stored
+    REQUIRE = "require"  # every pair must be in the store already: no reference work at all
+    OFF = "off"  # TRL's own precompute and its cache file
 
 
 class OnWarmupChange(str, Enum):
@@ -247,6 +255,22 @@ class SodaConfig(_StrictBlock):
             "`precompute_ref_log_probs: true`. Default: TRL's (`micro_batch_size`)."
         },
     )
+    reference_logps: ReferenceLogps = Field(
+        default=ReferenceLogps.REUSE,
+        json_schema_extra={
+            "description": "With `precompute_ref_log_probs: true`, where q_w's reference log-probs come from: "
+            "`reuse` (the stored values of this reference, the missing pairs computed longest first and "
+            "stored), `require` (every pair must be stored already, e.g. by `soda reference`; else an "
+            "error), `off` (TRL's own precompute and cache file). See docs/memory.md."
+        },
+    )
+    reference_logps_dir: str | None = Field(
+        default=None,
+        json_schema_extra={
+            "description": "The store of reference log-probs. Default: `<q_w>/reference_logps` beside the "
+            "warmup's weights, or `<output_dir>/reference_logps` when DPO runs without a warmup."
+        },
+    )
     gpus: int | None = Field(
         default=None,
         ge=1,
@@ -320,6 +344,13 @@ class SODAArgs(BaseModel):
     def check_precompute_batch_needs_precompute(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not isinstance(data.get("soda"), dict):
             return data
+        mode = data["soda"].get("reference_logps")
+        if mode not in (None, ReferenceLogps.OFF.value, ReferenceLogps.OFF) and data.get("rl") is not None and \
+                data.get("precompute_ref_log_probs") is not True:
+            raise ValueError(
+                f"`soda.reference_logps: {getattr(mode, 'value', mode)}` stores and reuses precomputed reference "
+                f"log-probs, but `precompute_ref_log_probs` is {data.get('precompute_ref_log_probs')!r}. Set "
+                "`precompute_ref_log_probs: true`, or remove `soda.reference_logps`.")
         size = data["soda"].get("precompute_ref_batch_size")
         if size is not None and data.get("precompute_ref_log_probs") is not True:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""SODAPlugin: wiring only. The logic lives in `chain`, `reference` and `dataset_type`."""
+"""SODAPlugin: wiring only. The logic lives in `chain`, `reference`, `reference_pass` and `dataset_type`."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ class SODAPlugin(BasePlugin):
         from .deepspeed_path import resolve_deepspeed_path
         from .distributed import start_cpu_data_parallel_if_launched
         from .reference import install_reference_model_skip
+        from .reference_pass import install_reference_pass
 
         start_cpu_data_parallel_if_launched()
         record_dataset_fields(cfg)
         resolve_deepspeed_path(cfg)
         remember_raw_config(cfg)
         install_reference_model_skip()
+        install_reference_pass()
 
     def load_datasets(self, cfg, preprocess: bool = False):
         from .dataset_type import bad_row_policy
