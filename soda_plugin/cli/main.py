@@ -14,12 +14,14 @@ class Stage(NamedTuple):
     summary: str  # one line in `soda --help`; the stage's own --help has the rest
 
 
-# Pipeline order. Training itself is Axolotl's: `axolotl train <recipe>` between `pairs` and `judge`.
+# Pipeline order. Training itself is Axolotl's: `axolotl train <recipe>` before `judge`; it runs the
+# reference pass itself, so `reference` is there to do it ahead of time.
 STAGES: dict[str, Stage] = {
     "fetch": Stage("fetch", "", "copy the recipes and their DeepSpeed JSON into a folder (soda fetch recipes [DIR])"),
     "teacher": Stage("teacher", "collect_teacher.py", "collect the black-box teacher's answers to the training prompts"),
     "snapshot": Stage("snapshot", "snapshot_q0.py", "sample the untouched student's (q0) answers to the same prompts, once"),
     "pairs": Stage("pairs", "build_pairs.py", "build preference pairs: teacher answer (chosen) x q0 answer (rejected)"),
+    "reference": Stage("reference", "reference_logps.py", "store q_w's reference log-probs of the DPO pairs ahead of training (optional)"),
     "judge": Stage("judge", "judge.py", "answer | score | table: the GPT-4o Score of trained students"),
     "analyze": Stage("analyze", "analyze.py", "representation analysis: CKA to the base model, activation statistics"),
     "share": Stage("share", "share.py", "publish a trained student to the Hub: model, card, recipe bundle"),
@@ -32,7 +34,7 @@ def _stage_lines() -> str:
     lines = []
     for name, stage in STAGES.items():
         lines.append(f"  {name:<{width}}  {stage.summary}")
-        if name == "pairs":
+        if name == "reference":
             lines.append(f"  {'':<{width}}  (train: axolotl train recipes/<student>_soda.yml, warmup -> DPO)")
     return "\n".join(lines)
 

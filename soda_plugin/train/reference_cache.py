@@ -86,8 +86,9 @@ class StepOneRewardCheck(TrainerCallback):
             LOG.warning(
                 "soda: at DPO step 1 the policy is the reference, so its rewards should be ~0, but "
                 "|rewards/chosen| = %.4f, |rewards/rejected| = %.4f (> %.2f). The reference log-probs "
-                "are not those of the starting model: a stale `cache-*.arrow` from an earlier warmup, "
-                "or a reference loaded from other weights. Delete the DPO dataset cache and re-run.",
+                "are not those of the starting model: stale stored values from an earlier warmup (soda's "
+                "`reference_logps` store, or TRL's `cache-*.arrow` with `soda.reference_logps: off`), or a "
+                "reference loaded from other weights. Delete that store or cache and re-run.",
                 values["rewards/chosen"], values["rewards/rejected"], self.tolerance,
             )
         else:

@@ -241,6 +241,45 @@ def attach_reference_logps(trainer: Any, dataset: Any, name: str, batch_size: in
     return dataset
 
 
+@dataclass(frozen=True)
+class PassSummary:
+    store_dir: Path
+    rows: dict[str, int]
+
+    def __str__(self) -> str:
+        sets = ", ".join(f"{n} {name}" for name, n in self.rows.items())
+        return f"reference log-probs of {sets} pairs stored in {self.store_dir}"
+
+
+def run_reference_pass(config: str | os.PathLike, batch_size: int | None = None) -> PassSummary:
+    """`soda reference`: load the recipe's DPO stage as `axolotl train` does (running the
+    warmup first if it is not finished), build its trainer, whose `__init__` runs the pass,
+    and stop before training."""
+    os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    from axolotl.cli.args import TrainerCliArgs
+    from axolotl.cli.config import load_cfg
+    from axolotl.common.datasets import load_preference_datasets
+    from axolotl.integrations.base import PluginManager
+    from axolotl.train import setup_model_and_trainer
+
+    from .release import release_stage
+
+    overrides = {"soda__precompute_ref_batch_size": batch_size} if batch_size else {}
+    cfg = load_cfg(str(config), **overrides)
+    plan = plan_from_cfg(cfg)
+    if plan is None or not cfg.get("precompute_ref_log_probs"):
+        raise SystemExit(f"{config}: `soda reference` needs a soda DPO recipe (`rl: dpo`, a `soda:` block, "
+                         "`precompute_ref_log_probs: true`, `soda.reference_logps` not `off`).")
+    meta = PluginManager.get_instance().load_datasets(cfg, preprocess=False)  # the warmup runs here if needed
+    if meta is None:
+        meta = load_preference_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+    trainer = setup_model_and_trainer(cfg, meta)[0]
+    plan = plan_from_cfg(cfg)  # the chain has pointed `base_model` at q_w by now
+    datasets = ReferenceStore(plan.store_dir).read_manifest().get("datasets", {})
+    release_stage(trainer)
+    return PassSummary(plan.store_dir, {name: entry["rows"] for name, entry in datasets.items()})
+
+
 def install_reference_pass() -> bool:
     """Route a soda DPO stage's reference precompute through `attach_reference_logps`
     (idempotent). Returns False when this TRL has no `_precompute_ref_logps`."""
@@ -267,5 +306,5 @@ def install_reference_pass() -> bool:
     return True
 
 
-__all__ = ["PassPlan", "ReferenceLogps", "ReferenceLogpsMissing", "attach_reference_logps", "install_reference_pass",
+__all__ = ["PassPlan", "PassSummary", "run_reference_pass", "ReferenceLogps", "ReferenceLogpsMissing", "attach_reference_logps", "install_reference_pass",
            "plan_from_cfg", "reference_identity", "pair_keys", "score_pairs", "REFERENCE_COLUMNS"]

@@ -90,6 +90,29 @@ class _KillAtStep(TrainerCallback):
             _kill(self.point)
 
 
+class _ForwardsBeforeTraining(TrainerCallback):
+    """Counts the loaded model's forward calls (a hook) until training begins."""
+
+    def __init__(self, stage: str):
+        self.stage, self.count, self.hook = stage, 0, None
+
+    def watch(self, model) -> None:
+        self.hook = model.register_forward_hook(lambda *args: setattr(self, "count", self.count + 1))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+            _event(f"forwards_before_training stage={self.stage} count={self.count}")
+
+
+_WATCHERS: list[_ForwardsBeforeTraining] = []
+
+
+def _stage(cfg) -> str:
+    return "dpo" if cfg.get("rl") else "warmup"
+
+
 class FaultPlugin(BasePlugin):
     def register(self, cfg) -> None:
         global _INSTALLED
@@ -102,16 +125,24 @@ class FaultPlugin(BasePlugin):
         elif _kill_at() == "during_merge":
             _kill_during_merge()
 
+    def post_model_load(self, cfg, model) -> None:
+        # Before the trainer exists: TRL precomputes reference log-probs in its `__init__`.
+        watcher = _ForwardsBeforeTraining(_stage(cfg))
+        watcher.watch(model)
+        _WATCHERS.append(watcher)
+
     def post_trainer_create(self, cfg, trainer) -> None:
-        stage = "dpo" if cfg.get("rl") else "warmup"
+        stage = _stage(cfg)
         attention = [m for name, m in trainer.model.named_modules() if name.endswith("self_attn")]
         patched = sorted({type(m).forward.__name__ == "axolotl_attn_forward" for m in attention})
         ready = sum(hasattr(m, "apply_qkv") for m in attention)
         _event(f"attention stage={stage} kernel_forward={patched} apply_qkv={ready}/{len(attention)}")
 
     def add_callbacks_post_trainer(self, cfg, trainer):
-        stage = "dpo" if cfg.get("rl") else "warmup"
+        stage = _stage(cfg)
+        callbacks: list[TrainerCallback] = list(_WATCHERS)  # the policy, and a resident reference if any
+        _WATCHERS.clear()
         name, _, step = _kill_at().partition("=")
         if name == f"{stage}_step":
-            return [_KillAtStep(name, int(step))]
-        return []
+            callbacks.append(_KillAtStep(name, int(step)))
+        return callbacks

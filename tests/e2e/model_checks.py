@@ -55,6 +55,19 @@ def kills(events: Path) -> list[str]:
     return [line.split()[1] for line in events.read_text().splitlines() if line.startswith("kill ")] if events.exists() else []
 
 
+def reference_forwards(events: Path) -> list[tuple[str, int]]:
+    """Per trainer, as `fault_plugin` recorded it: (stage, model forwards run before its first
+    training step). For DPO those are the reference log-prob forwards."""
+    if not events.exists():
+        return []
+    found = []
+    for line in events.read_text().splitlines():
+        if line.startswith("forwards_before_training "):
+            fields = dict(part.split("=", 1) for part in line.split()[1:])
+            found.append((fields["stage"], int(fields["count"])))
+    return found
+
+
 def attention_states(events: Path) -> list[dict[str, str]]:
     """Per trainer built, as `fault_plugin` recorded it: the stage, whether the attention
     class runs Axolotl's LoRA-kernel forward, and how many instances carry `apply_qkv`."""

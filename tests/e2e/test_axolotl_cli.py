@@ -5,13 +5,14 @@ import math
 import re
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from axolotl_run import axolotl_train, base_config, dpo_chain_config, two_process_launcher, write_config
-from model_checks import causal_lm_constructions, kills, mean_margin, same_weights, weights
+from model_checks import causal_lm_constructions, kills, mean_margin, reference_forwards, same_weights, weights
 from soda_data import valid_rows, write_jsonl
 from soda_plugin.train.stages import marker_path, write_marker
 
@@ -56,7 +57,10 @@ def test_dpo_alone_with_soda_type_and_no_resident_reference(trim, tiny_model_dir
     # 3 steps x 2 rows use 6 of the 24 pairs: reference log-probs for 3 batches, or all 12 without the trim.
     assert ("trains on 6 of the 24 pairs" in run.output) is trim
     batches = 3 if trim else 12
-    assert re.search(rf"Computing reference log probs for train dataset: 100%\S*\s*\S* {batches}/{batches} ", run.output)
+    assert re.search(rf"soda: reference log-probs of the train pairs: 100%\S*\s*\S* {batches}/{batches} ", run.output)
+    assert reference_forwards(events) == [("dpo", batches)]
+    store = tmp_path / "out" / "reference_logps"  # no warmup: the store is in the DPO output
+    assert json.loads((store / "manifest.json").read_text())["datasets"]["train"]["rows"] == (6 if trim else 24)
 
 
 def _state(root: Path) -> dict:
@@ -76,18 +80,19 @@ def chained(tiny_model_dirs, pairs, tmp_path_factory):
     cfg["soda"]["warmup"]["on_config_change"] = "rerun"
     config, events, warmup = write_config(cfg, root / "chain.yml"), root / "events.txt", root / "out" / "warmup"
     write_marker(warmup, "warmup", {"learning_rate": 9.0e-9})
-    runs, states, built, kill_points = {}, {}, {}, {}
+    runs, states, built, kill_points, forwards = {}, {}, {}, {}, {}
     for name, kill_at in [("mid_warmup", "warmup_step=2"), ("before_marker", "before_marker"),
                           ("mid_dpo", "dpo_step=2"), ("finish", "")]:
-        before = len(causal_lm_constructions(events))
+        before, counted = len(causal_lm_constructions(events)), len(reference_forwards(events))
         runs[name] = axolotl_train(config, env={"SODA_TEST_EVENTS": str(events), "SODA_TEST_KILL_AT": kill_at})
         states[name], built[name] = _state(root), len(causal_lm_constructions(events)) - before
+        forwards[name] = reference_forwards(events)[counted:]
         kill_points[name] = kills(events)[-1] if kill_at and kills(events) else None
         if name == "mid_dpo":
             shutil.copytree(warmup, root / "warmup_after_mid_dpo", ignore=shutil.ignore_patterns("checkpoint-*"))
     _assert_ok(runs["finish"], "chained warmup → DPO, run again after three kills")
     return {"root": root, "cfg": cfg, "config": config, "runs": runs, "states": states, "built": built,
-            "kills": kill_points, "warmup": warmup}
+            "kills": kill_points, "warmup": warmup, "forwards": forwards}
 
 
 def test_each_kill_is_recovered_by_running_the_same_command_again(chained):
@@ -131,6 +136,17 @@ def test_chain_writes_warmup_marker_and_dpo_trains_from_it(chained):
     assert chained["built"]["mid_dpo"] == 2 and chained["built"]["finish"] == 1
 
 
+def test_reference_logps_are_stored_beside_q_w_and_reused_after_a_kill(chained):
+    # The run killed mid-DPO scored the 6 trained pairs (3 batches of 2) into the store beside
+    # q_w before its first step; the run after the kill found all 6 there: no reference forward.
+    forwards = chained["forwards"]
+    assert forwards["mid_dpo"] == [("warmup", 0), ("dpo", 3)] and forwards["finish"] == [("dpo", 0)]
+    store = chained["warmup"] / "reference_logps"
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["datasets"]["train"]["rows"] == 6 and manifest["identity"]["warmup_hash"]
+    assert sum(len(p.read_text().splitlines()) for p in store.glob("part-*.jsonl")) == 6
+
+
 def test_changed_warmup_config_is_detected(chained):
     cfg = dict(chained["cfg"], soda={"warmup": {"learning_rate": 2.0e-3, "max_steps": 3}})
     run = axolotl_train(write_config(cfg, chained["root"] / "changed.yml"))
@@ -141,14 +157,40 @@ def test_changed_warmup_config_is_detected(chained):
 
 def test_dpo_stage_alone_starts_from_the_given_warmup(chained, tiny_model_dirs, tmp_path):
     # Learning rate 0: the DPO output must be exactly the warmup weights, not the base's.
-    cfg = dict(chained["cfg"], learning_rate=0.0, output_dir=str(tmp_path / "dpo_only"),
-               soda={"stage": "dpo", "warmup": {"learning_rate": 1.0e-3, "max_steps": 3,
-                                                "output_dir": str(chained["warmup"])}})
-    run = axolotl_train(write_config(cfg, tmp_path / "dpo_only.yml"))
+    # Another beta and output_dir, the same q_w and pairs: the stored reference log-probs serve
+    # every pair (`require` fails otherwise), no reference forward runs, the store is untouched.
+    store = chained["warmup"] / "reference_logps"
+    parts = {p.name: p.read_bytes() for p in store.glob("part-*.jsonl")}
+    cfg = dict(chained["cfg"], learning_rate=0.0, output_dir=str(tmp_path / "dpo_only"), trl={"beta": 0.3},
+               soda={"stage": "dpo", "reference_logps": "require",
+                     "warmup": {"learning_rate": 1.0e-3, "max_steps": 3, "output_dir": str(chained["warmup"])}})
+    events = tmp_path / "events.txt"
+    run = axolotl_train(write_config(cfg, tmp_path / "dpo_only.yml"), env={"SODA_TEST_EVENTS": str(events)})
     _assert_ok(run, "DPO-only stage")
+    assert reference_forwards(events) == [("dpo", 0)]
+    assert {p.name: p.read_bytes() for p in store.glob("part-*.jsonl")} == parts
+    assert run.step_logs()[0]["rewards/margins"] == 0.0
     dpo, warm, base = weights(tmp_path / "dpo_only"), weights(chained["warmup"]), weights(tiny_model_dirs["llama"])
     assert all(torch.equal(dpo[name], warm[name]) for name in warm)
     assert not all(torch.equal(warm[name], base[name]) for name in base)
+
+
+def test_soda_reference_scores_only_the_pairs_the_store_lacks(chained, tmp_path):
+    # One more DPO step trains on 8 pairs: the 6 stored + 2 new. The command builds the DPO
+    # stage's trainer without training, scores the 2 (one batch of 4), appends them, and stops.
+    store = chained["warmup"] / "reference_logps"
+    before = set(store.glob("part-*.jsonl"))
+    cfg = dict(chained["cfg"], max_steps=4, output_dir=str(tmp_path / "never_trained"),
+               soda={"stage": "dpo", "warmup": {"learning_rate": 1.0e-3, "max_steps": 3,
+                                                "output_dir": str(chained["warmup"])}})
+    run = axolotl_train(write_config(cfg, tmp_path / "r.yml"),
+                        launcher=[sys.executable, "-m", "soda_plugin.cli", "reference", "--batch-size", "4"])
+    _assert_ok(run, "soda reference")
+    assert f"8 train pairs stored in {store}" in run.output
+    (new,) = set(store.glob("part-*.jsonl")) - before
+    assert len(new.read_text().splitlines()) == 2
+    assert json.loads((store / "manifest.json").read_text())["datasets"]["train"]["rows"] == 8
+    assert not (tmp_path / "never_trained" / "model.safetensors").exists()
 
 
 def test_warmup_stage_alone_stops_before_dpo(tiny_model_dirs, pairs, tmp_path):

@@ -24,6 +24,10 @@ from soda_plugin.format.rows import SodaFields
          "`precompute_ref_log_probs` is None"),
         ({"soda": {"precompute_ref_batch_size": 0}, "precompute_ref_log_probs": True}, "soda.precompute_ref_batch_size"),
         ({"soda": {"gpus": 0}}, "soda.gpus"),
+        ({"soda": {"reference_logps": "require"}, "rl": "dpo", "precompute_ref_log_probs": False},
+         "`soda.reference_logps: require` stores and reuses precomputed reference log-probs, but "
+         "`precompute_ref_log_probs` is False"),
+        ({"soda": {"reference_logps": "always"}}, "Input should be 'reuse', 'require' or 'off'"),
         ({"soda": {"warmup": {"save_strategy": "never"}}, "rl": "dpo"}, "'no', 'steps', 'epoch' or 'best'"),
     ],
 )
@@ -37,6 +41,7 @@ def test_defaults():
     cfg = SodaConfig()
     assert cfg.stage is Stage.CHAIN and cfg.on_bad_row.value == "error"
     assert cfg.free_reference_model is True and cfg.warmup is None
+    assert cfg.reference_logps.value == "reuse" and cfg.reference_logps_dir is None
 
 
 def _axolotl_cfg(model_dir, tmp_path, **extra):
