@@ -2,10 +2,12 @@
 
     python benchmarks/build_pairs.py                 # default 200k rows, in a temp dir
     python benchmarks/build_pairs.py --rows 20000 --tokenizer   # add the length-check figure
+    python benchmarks/build_pairs.py --tiny          # seconds: every code path at 2000 rows (CI)
 
 Inputs are synthetic (a few hundred characters per answer, about 1-2% bad rows of each
 kind); the teacher file is parquet, the snapshot a store directory of jsonl shards. Each
-build runs in a child process so that its peak RSS (`wait4`) is the builder's alone.
+build runs in a child process so that its peak RSS (`wait4`) is the builder's alone; the
+modes' builds are interleaved `--repeats` times, times printed as median (min, max).
 Goal: <= 30 s and <= 2 GB peak RSS on 2 cores.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +24,7 @@ from pathlib import Path
 
 WORDS = ("the of and to in is that for it as with was on be by this are from at or an which "
          "answer result value number step first then because therefore compute total sum").split()
+TINY = {"rows": 2000, "tokenizer": True, "repeats": 2}
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -29,6 +33,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="keep inputs and outputs here (default: a temp dir)")
     parser.add_argument("--tokenizer", action="store_true", help="also time a build with the length check "
                         "(the tiny ChatML tokenizer of tests/tiny_models.py, sequence_len 3584)")
+    parser.add_argument("--repeats", type=int, default=3, help="builds per mode, interleaved across modes")
+    parser.add_argument("--tiny", action="store_true", help=f"CI size, seconds: {TINY}")
     parser.add_argument("--child", choices=["plain", "tokenizer"], help=argparse.SUPPRESS)
     return parser
 
@@ -122,7 +128,13 @@ def measure(mode: str, root: Path) -> dict:
             **json.loads(out.decode().strip().splitlines()[-1])}
 
 
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.1f} s (min {min(values):.1f}, max {max(values):.1f})"
+
+
 def main(args: argparse.Namespace) -> None:
+    if args.tiny:
+        vars(args).update(TINY)
     if args.child:
         child(args.child, Path(args.workdir))
         return
@@ -132,11 +144,18 @@ def main(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         generate(root, args.rows)
         print(f"generated {args.rows} teacher + snapshot rows in {time.perf_counter() - t0:.1f}s", flush=True)
-        for mode in ["plain"] + (["tokenizer"] if args.tokenizer else []):
-            result = measure(mode, root)
-            print(f"{mode:<10} wall {result['wall_s']:>6.1f} s (build_pairs {result['build_s']:.1f} s, the rest "
-                  f"is importing soda_plugin/axolotl)  peak RSS {result['peak_rss_mb']:>5} MB  "
-                  f"kept {result['kept']}  dropped {result['dropped']}", flush=True)
+        modes = ["plain"] + (["tokenizer"] if args.tokenizer else [])
+        runs = {mode: [] for mode in modes}
+        for _ in range(args.repeats):  # interleaved: a slow spell of the machine hits every mode
+            for mode in modes:
+                runs[mode].append(measure(mode, root))
+        print(f"{args.repeats} interleaved builds per mode; build_pairs is the builder's own time, the rest "
+              f"of the wall time is importing soda_plugin/axolotl")
+        for mode, results in runs.items():
+            print(f"{mode:<10} wall {spread([r['wall_s'] for r in results])}  "
+                  f"build_pairs {spread([r['build_s'] for r in results])}  "
+                  f"peak RSS max {max(r['peak_rss_mb'] for r in results):>5} MB  "
+                  f"kept {results[-1]['kept']}  dropped {results[-1]['dropped']}", flush=True)
 
 
 if __name__ == "__main__":

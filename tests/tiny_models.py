@@ -70,8 +70,9 @@ def build_tokenizer(family: str):
     return hf
 
 
-def build_model(family: str, directory: str | Path, seed: int = 0) -> Path:
-    """Save a random tiny model of `family` with its tokenizer into `directory`."""
+def build_model(family: str, directory: str | Path, seed: int = 0, **sizes) -> Path:
+    """Save a random tiny model of `family` with its tokenizer into `directory`; `sizes`
+    overrides the tiny sizes (vLLM's CPU attention needs hidden_size / heads >= 32)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
@@ -81,7 +82,7 @@ def build_model(family: str, directory: str | Path, seed: int = 0) -> Path:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-    )
+    ) | sizes
     config = LlamaConfig(bos_token_id=tokenizer.bos_token_id, **common) if family == "llama" else Qwen2Config(**common)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

