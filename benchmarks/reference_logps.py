@@ -149,11 +149,11 @@ def main(args: argparse.Namespace) -> None:
         reference = torch.tensor(results[names[0]]["ref_chosen_logps"])
         for name in names[1:]:
             torch.testing.assert_close(torch.tensor(results[name]["ref_chosen_logps"]), reference, rtol=1e-5, atol=1e-3)
-        lengths = [len(p) + max(len(c), len(r)) for p, c, r in
+        lengths = [min(args.max_length, len(p) + max(len(c), len(r))) for p, c, r in
                    zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
-        print(f"\nReference log-probs of {len(dataset)} pairs ({model_dir.name}, CPU float32, pair tokens "
-              f"{min(lengths)}-{max(lengths)}, median {statistics.median(lengths):.0f}); {args.repeats} repeat(s), "
-              f"order rotated")
+        print(f"\nReference log-probs of {len(dataset)} pairs ({model_dir.name}, CPU float32, longer sequence of a "
+              f"pair {min(lengths)}-{max(lengths)} tokens, median {statistics.median(lengths):.0f}, max_length "
+              f"{args.max_length}); {args.repeats} repeat(s), order rotated")
         print(f"{'run':48s} {'median s':>9s} {'min':>7s} {'max':>7s} {'forwards':>9s} {'x soda':>7s}")
         soda_s = statistics.median(times[names[2]])
         for name in names:

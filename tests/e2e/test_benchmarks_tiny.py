@@ -21,7 +21,6 @@ TINY_RUNS = {
     "client_throughput.py": ["--tiny"],
     "snapshot_overhead.py": ["--tiny"],
     "snapshot_seeds.py": ["--tiny", "--json", "{workdir}/figures.json"],
-    # Being written by others (issue 15): their case runs once the file is there.
     "dpo_memory.py": ["--tiny", "--workdir", "{workdir}"],
     "reference_logps.py": ["--tiny", "--workdir", "{workdir}"],
 }
@@ -77,12 +76,26 @@ def check_snapshot_seeds(out: str, workdir: Path) -> None:
     assert figures["per_prompt_over_engine_seed"]["median"] > 0
 
 
+def check_reference_logps(out: str, workdir: Path) -> None:
+    rows = {}
+    for line in out.splitlines():
+        found = re.match(rf"^(TRL precompute|soda pass)(.*?)\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+(\d+)\s+{NUMBER}$", line)
+        if found:
+            rows[found.group(1) + found.group(2)] = (float(found.group(3)), int(found.group(6)))
+    assert len(rows) == 4, out[-3000:]
+    forwards = {name: count for name, (_, count) in rows.items()}
+    assert forwards["TRL precompute, batch 1 (the micro batch)"] == 12 and forwards["soda pass, batch 4, empty store"] == 3
+    assert forwards["soda pass, full store (a second DPO run)"] == 0  # the reuse does no reference forward
+    assert all(seconds > 0 for seconds, _ in rows.values())
+
+
 def check_any_figure(out: str, workdir: Path) -> None:
     assert re.search(r"\d+\.\d+", out), out[-3000:]
 
 
 CHECKS = {"build_pairs.py": check_build_pairs, "client_throughput.py": check_client_throughput,
-          "snapshot_overhead.py": check_snapshot_overhead, "snapshot_seeds.py": check_snapshot_seeds}
+          "snapshot_overhead.py": check_snapshot_overhead, "snapshot_seeds.py": check_snapshot_seeds,
+          "reference_logps.py": check_reference_logps}
 
 
 def test_every_benchmark_has_a_tiny_run_or_a_reason():
