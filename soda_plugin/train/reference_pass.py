@@ -33,7 +33,7 @@ from typing import Any, Iterator, Mapping
 from ..log import get_logger
 from .args import ReferenceLogps
 from .distributed import decide_on_main, is_main
-from .reference_store import ReferenceStore, StoreMismatch, row_key, STORE_FORMAT
+from .reference_store import ReferenceStore, ReferenceStoreMismatchError, row_key, STORE_FORMAT
 
 LOG = get_logger(__name__)
 
@@ -41,7 +41,7 @@ REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 STORE_SUBDIR = "reference_logps"
 
 
-class ReferenceLogpsMissing(RuntimeError):
+class ReferenceLogpsMissingError(RuntimeError):
     """`soda.reference_logps: require` and the store cannot serve every pair."""
 
 
@@ -125,9 +125,9 @@ def load_known_values(store: ReferenceStore, identity: Mapping[str, Any], keys: 
     under another reference is emptied (`reuse`) or refused (`require`)."""
     try:
         store.check(identity)
-    except StoreMismatch as mismatch:
+    except ReferenceStoreMismatchError as mismatch:
         if mode is ReferenceLogps.REQUIRE:
-            raise ReferenceLogpsMissing(
+            raise ReferenceLogpsMissingError(
                 f"soda: `soda.reference_logps: require`, but the reference log-probs in {store.directory} were "
                 f"computed under another reference or settings ({mismatch}). Run `soda reference <recipe>` "
                 "for this q_w, or set `soda.reference_logps: reuse` to recompute them.") from None
@@ -144,7 +144,7 @@ def load_known_values(store: ReferenceStore, identity: Mapping[str, Any], keys: 
     known = {k: v for k, v in contents.values.items() if k in wanted}
     missing = len(wanted) - len(known)
     if missing and mode is ReferenceLogps.REQUIRE:
-        raise ReferenceLogpsMissing(
+        raise ReferenceLogpsMissingError(
             f"soda: `soda.reference_logps: require`, but {missing} of the {len(wanted)} {name} pairs have no stored "
             f"reference log-probs in {store.directory}. Run `soda reference <recipe>` first, or set "
             "`soda.reference_logps: reuse`.")
@@ -306,5 +306,5 @@ def install_reference_pass() -> bool:
     return True
 
 
-__all__ = ["PassPlan", "PassSummary", "run_reference_pass", "ReferenceLogps", "ReferenceLogpsMissing", "attach_reference_logps", "install_reference_pass",
+__all__ = ["PassPlan", "PassSummary", "run_reference_pass", "ReferenceLogps", "ReferenceLogpsMissingError", "attach_reference_logps", "install_reference_pass",
            "plan_from_cfg", "reference_identity", "pair_keys", "score_pairs", "REFERENCE_COLUMNS"]

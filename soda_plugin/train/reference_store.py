@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -47,7 +48,7 @@ def identity_key(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-class StoreMismatch(ValueError):
+class ReferenceStoreMismatchError(ValueError):
     """The store holds log-probs of another reference (or other settings) than this run's."""
 
 
@@ -83,14 +84,14 @@ class ReferenceStore:
             return None  # written atomically, so only a hand edit gets here: treated as no store
 
     def check(self, identity: Mapping[str, Any]) -> None:
-        """Raise `StoreMismatch` unless the store is empty or made under `identity`."""
+        """Raise `ReferenceStoreMismatchError` unless the store is empty or made under `identity`."""
         manifest = self.read_manifest()
         if manifest is None:
             if any(self.directory.glob(PART_GLOB)):
-                raise StoreMismatch(f"{self.directory} has log-prob parts but no readable {MANIFEST}")
+                raise ReferenceStoreMismatchError(f"{self.directory} has log-prob parts but no readable {MANIFEST}")
             return
         if manifest.get("identity") != dict(identity):
-            raise StoreMismatch(describe_mismatch(manifest.get("identity") or {}, identity))
+            raise ReferenceStoreMismatchError(describe_mismatch(manifest.get("identity") or {}, identity))
 
     def read(self) -> StoreContents:
         contents = StoreContents()
@@ -131,7 +132,9 @@ class ReferenceStore:
 
     def writer(self) -> "PartWriter":
         self.directory.mkdir(parents=True, exist_ok=True)
-        return PartWriter(self.directory / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.jsonl")
+        # A new file per pass: appending after a line torn by a kill would corrupt the next one.
+        name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        return PartWriter(self.directory / name)
 
 
 class PartWriter:
@@ -139,7 +142,7 @@ class PartWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        self.handle = path.open("a", encoding="utf-8")
+        self.handle = path.open("x", encoding="utf-8")
         self.rows = 0
 
     def write(self, keys: Iterable[str], chosen: Iterable[float], rejected: Iterable[float]) -> None:
@@ -161,5 +164,5 @@ class PartWriter:
         self.close()
 
 
-__all__ = ["ReferenceStore", "PartWriter", "StoreContents", "StoreMismatch", "row_key", "identity_key",
+__all__ = ["ReferenceStore", "PartWriter", "StoreContents", "ReferenceStoreMismatchError", "row_key", "identity_key",
            "describe_mismatch", "STORE_FORMAT"]

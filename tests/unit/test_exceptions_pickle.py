@@ -19,6 +19,8 @@ from soda_plugin.format.rows import BadRowError, BadRowReason
 from soda_plugin.share.publish import SecretInBundleError
 from soda_plugin.snapshot.data_parallel import DataParallelError
 from soda_plugin.snapshot.runner import SnapshotMismatchError
+from soda_plugin.train.reference_pass import ReferenceLogpsMissingError
+from soda_plugin.train.reference_store import ReferenceStoreMismatchError
 from soda_plugin.train.stages import WarmupConfigChangedError
 from soda_plugin.teacher.output import OutputMismatchError
 
@@ -37,6 +39,8 @@ INSTANCES = [
     (SecretInBundleError("secret"), ()),
     (SnapshotMismatchError("other settings"), ()),
     (WarmupConfigChangedError("changed"), ()),
+    (ReferenceLogpsMissingError("3 of 8 train pairs"), ()),
+    (ReferenceStoreMismatchError("weights: a -> b"), ()),
     (OutputMismatchError("other settings"), ()),
 ]
 

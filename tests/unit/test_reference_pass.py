@@ -15,7 +15,7 @@ from trl import DPOConfig, DPOTrainer
 from soda_data import valid_rows
 from soda_plugin.train.reference_pass import (
     REFERENCE_COLUMNS,
-    ReferenceLogpsMissing,
+    ReferenceLogpsMissingError,
     install_reference_pass,
     plan_from_cfg,
 )
@@ -120,7 +120,7 @@ def test_another_q_w_is_recomputed_or_refused(q_w, tmp_path, plugin_cfg):
     build_model("llama", q_w, seed=1)  # the warmup retrained at the same path
 
     plugin_cfg.cfg = _soda_cfg(q_w, tmp_path / "store", mode="require")
-    with pytest.raises(ReferenceLogpsMissing, match="another reference"):
+    with pytest.raises(ReferenceLogpsMissingError, match="another reference"):
         _trainer(q_w, tmp_path)
 
     plugin_cfg.cfg = _soda_cfg(q_w, tmp_path / "store")
@@ -144,7 +144,7 @@ def test_a_killed_pass_is_resumed_with_only_the_missing_pairs(q_w, tmp_path, plu
 
 def test_require_with_missing_pairs_names_the_command(q_w, tmp_path, plugin_cfg):
     plugin_cfg.cfg = _soda_cfg(q_w, tmp_path / "store", mode="require")
-    with pytest.raises(ReferenceLogpsMissing, match=r"10 of the 10 train pairs .*soda reference"):
+    with pytest.raises(ReferenceLogpsMissingError, match=r"10 of the 10 train pairs .*soda reference"):
         _trainer(q_w, tmp_path)
 
 
