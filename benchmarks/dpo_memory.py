@@ -1,10 +1,14 @@
 """Peak RSS of the SFT stage and of DPO with and without a resident reference model.
 
-    python benchmarks/dpo_memory.py            # SmolLM2-135M-Instruct on CPU, 8 steps each
+    python benchmarks/dpo_memory.py                      # SmolLM2-135M-Instruct on CPU, 8 steps each
+    python benchmarks/dpo_memory.py --tiny --workdir D   # a tiny random Llama, 2 steps: the code paths (CI)
 
 Each run is a fresh `python -m axolotl.cli.train` process; its peak RSS comes from
-`wait4` (the kernel's high-water mark for that process). Printed as ratios to SFT.
-Goal of the project: DPO with precomputed reference log-probs <= 1.10 x SFT.
+`wait4` (the kernel's high-water mark for that process). Printed as ratios to SFT, at
+equal sequences per forward: SFT trains 2 rows per micro batch, DPO 1 pair (its chosen
+and rejected answers are one forward of 2 sequences). The last run is a second DPO run
+over the reference log-probs the run before it stored (`soda.reference_logps: require`):
+no reference forward at all. Goal (issue 15): DPO <= 1.03 x SFT.
 """
 
 import argparse
@@ -17,13 +21,18 @@ from pathlib import Path
 
 import yaml
 
+DPO = {"rl": "dpo", "micro_batch_size": 1}  # 1 pair = 2 sequences per forward, as SFT's 2 rows
 RUNS = {
     "sft": {},
-    "dpo, resident reference": {"rl": "dpo", "precompute_ref_log_probs": False},
+    "dpo, resident reference": {**DPO, "precompute_ref_log_probs": False},
     "dpo, precomputed, reference kept (soda off)": {
-        "rl": "dpo", "precompute_ref_log_probs": True, "soda": {"free_reference_model": False}},
-    "dpo, precomputed (soda default)": {"rl": "dpo", "precompute_ref_log_probs": True},
+        **DPO, "precompute_ref_log_probs": True, "soda": {"free_reference_model": False, "reference_logps": "off"}},
+    "dpo, precomputed (soda default)": {**DPO, "precompute_ref_log_probs": True, "output_dir": "dpo_soda"},
+    # Same output_dir and pairs as the run above: its store serves every pair.
+    "dpo, stored log-probs (a second run)": {**DPO, "precompute_ref_log_probs": True, "output_dir": "dpo_soda",
+                                             "soda": {"reference_logps": "require"}},
 }
+TINY_RUNS = ("sft", "dpo, precomputed (soda default)", "dpo, stored log-probs (a second run)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -31,6 +40,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", default="outputs/bench_dpo_memory")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--tiny", action="store_true", help="tiny random Llama, 8 rows, 2 steps, 3 of the runs")
     return parser
 
 
@@ -60,14 +70,32 @@ def write_pairs(model: Path, path: Path, n_prompts: int, max_tokens: int) -> Non
                                         "student_response": a[0].text}) + "\n" for t, a in zip(drawn, answers)))
 
 
-def main(args: argparse.Namespace) -> None:
-    from soda_plugin.smollm2 import convert_smollm2
+def write_tiny_pairs(path: Path, n_prompts: int) -> None:
+    """No generation: the rejected answer is a rambling restatement (q0's failure mode)."""
+    from soda_plugin.miniature.tasks import generate_tasks, teacher_answer
 
+    path.write_text("".join(json.dumps({"content": t.messages(), "teacher_response": teacher_answer(t.question),
+                                        "student_response": t.question + " Let me think about it." * (i % 4)}) + "\n"
+                            for i, t in enumerate(generate_tasks(n_prompts, seed=0))))
+
+
+def main(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir).resolve()
-    model = convert_smollm2(workdir.parent / "models" / "SmolLM2-135M-Instruct")
+    workdir.mkdir(parents=True, exist_ok=True)
     pairs = workdir / "pairs.jsonl"
-    if not pairs.is_file():
-        write_pairs(model, pairs, args.prompts, max_tokens=48)
+    if args.tiny:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from tiny_models import build_model
+
+        args.steps, args.prompts = 2, 8
+        model = build_model("llama", workdir / "tiny_llama")
+        write_tiny_pairs(pairs, args.prompts)
+    else:
+        from soda_plugin.smollm2 import convert_smollm2
+
+        model = convert_smollm2(workdir.parent / "models" / "SmolLM2-135M-Instruct")
+        if not pairs.is_file():
+            write_pairs(model, pairs, args.prompts, max_tokens=48)
     base = {
         "base_model": str(model), "plugins": ["soda_plugin.SODAPlugin"], "soda": {},
         "datasets": [{"path": str(pairs), "ds_type": "json", "type": "soda"}],
@@ -78,8 +106,10 @@ def main(args: argparse.Namespace) -> None:
     }
     results = {}
     for name, changes in RUNS.items():
+        if args.tiny and name not in TINY_RUNS:
+            continue
         slug = name.replace(", ", "_").replace(" ", "_").replace("(", "").replace(")", "")
-        cfg = {**base, **changes, "output_dir": str(workdir / slug)}
+        cfg = {**base, **changes, "output_dir": str(workdir / changes.get("output_dir", slug))}
         if "rl" not in changes:
             cfg.pop("trl")
         config = workdir / f"{slug}.yml"
@@ -87,7 +117,8 @@ def main(args: argparse.Namespace) -> None:
         results[name] = peak_rss_gb(config, workdir / f"{slug}.log")
         print(f"  measured {name}: {results[name][0]:.2f} GB in {results[name][1]:.0f} s", flush=True)
     sft = results["sft"][0]
-    print(f"\nPeak RSS, SmolLM2-135M-Instruct, CPU float32, batch 2, {args.steps} steps")
+    what = "tiny random Llama (the figures mean nothing)" if args.tiny else "SmolLM2-135M-Instruct"
+    print(f"\nPeak RSS, {what}, CPU float32, 2 sequences per forward, {args.steps} steps, one run each")
     print(f"{'run':48s} {'peak RSS':>9s} {'x SFT':>7s}")
     for name, (gb, _) in results.items():
         print(f"{name:48s} {gb:7.2f} GB {gb / sft:7.3f}")

@@ -89,13 +89,25 @@ def check_reference_logps(out: str, workdir: Path) -> None:
     assert all(seconds > 0 for seconds, _ in rows.values())
 
 
+def check_dpo_memory(out: str, workdir: Path) -> None:
+    ratios = {}
+    for line in out.splitlines():
+        found = re.match(rf"^(sft|dpo, .*?)\s+{NUMBER} GB\s+{NUMBER}$", line)
+        if found:
+            ratios[found.group(1)] = float(found.group(3))
+    assert set(ratios) == {"sft", "dpo, precomputed (soda default)", "dpo, stored log-probs (a second run)"}, out[-3000:]
+    assert ratios["sft"] == 1.0 and all(0.5 < r < 2 for r in ratios.values()), ratios
+    # the second DPO run found every pair in the first one's store (`require` fails otherwise)
+    assert json.loads((workdir / "dpo_soda" / "reference_logps" / "manifest.json").read_text())["datasets"]["train"]["rows"] == 2
+
+
 def check_any_figure(out: str, workdir: Path) -> None:
     assert re.search(r"\d+\.\d+", out), out[-3000:]
 
 
 CHECKS = {"build_pairs.py": check_build_pairs, "client_throughput.py": check_client_throughput,
           "snapshot_overhead.py": check_snapshot_overhead, "snapshot_seeds.py": check_snapshot_seeds,
-          "reference_logps.py": check_reference_logps}
+          "reference_logps.py": check_reference_logps, "dpo_memory.py": check_dpo_memory}
 
 
 def test_every_benchmark_has_a_tiny_run_or_a_reason():
