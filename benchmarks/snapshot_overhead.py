@@ -14,12 +14,11 @@ Goal: overhead <= 5 %.
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-DEFAULT_MODEL = "outputs/models/SmolLM2-135M-Instruct"
+from bench_models import DEFAULT_MODEL, resolve_model
+
 TINY = {"prompts": 20, "max_tokens": 4, "repeats": 2}  # 20 prompts: two shards, as the full run writes
 
 
@@ -32,20 +31,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--tiny", action="store_true", help=f"CI size, seconds, a tiny random model: {TINY}")
     return parser
-
-
-def resolve_model(args: argparse.Namespace, workdir: str) -> str:
-    if args.tiny:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from tiny_models import build_model
-
-        # hidden 128 over 4 heads: vLLM's CPU attention needs a head_dim of 32 or more.
-        return str(build_model("qwen2", Path(workdir) / "tiny-qwen2", hidden_size=128, intermediate_size=256))
-    if args.model == DEFAULT_MODEL:
-        from soda_plugin.smollm2 import convert_smollm2
-
-        return str(convert_smollm2(args.model))
-    return args.model
 
 
 def spread(values: list[float], fmt: str = "7.2f") -> str:
@@ -91,7 +76,7 @@ def main(args: argparse.Namespace) -> None:
     settings = SamplingSettings(temperature=0.0, max_tokens=args.max_tokens)
     shard_size = 16 if args.backend == "transformers" else 256  # a multiple of the batch size / one vLLM call
     with tempfile.TemporaryDirectory() as workdir:
-        engine = create_engine(args.backend, resolve_model(args, workdir), **options)
+        engine = create_engine(args.backend, resolve_model(args.tiny, args.model, workdir), **options)
         bare, tool = measure(engine, prompts, settings, shard_size, args.repeats)
         engine.close()
     overhead = [100 * (t / b - 1) for b, t in zip(bare, tool)]

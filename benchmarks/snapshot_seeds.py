@@ -23,12 +23,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-DEFAULT_MODEL = "outputs/models/SmolLM2-135M-Instruct"
+from bench_models import DEFAULT_MODEL, resolve_model
+
 MODES = ("per_prompt", "engine_seed", "shared_seed")
 TINY = {"prompts": 8, "max_tokens": 8, "repeats": 2, "copies": 4}
 
@@ -43,20 +42,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--tiny", action="store_true", help=f"CI size, seconds, a tiny random model: {TINY}")
     return parser
-
-
-def resolve_model(args: argparse.Namespace, workdir: str) -> str:
-    if args.tiny:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from tiny_models import build_model
-
-        # hidden 128 over 4 heads: vLLM's CPU attention needs a head_dim of 32 or more.
-        return str(build_model("qwen2", Path(workdir) / "tiny-qwen2", hidden_size=128, intermediate_size=256))
-    if args.model == DEFAULT_MODEL:
-        from soda_plugin.smollm2 import convert_smollm2
-
-        return str(convert_smollm2(args.model))
-    return args.model
 
 
 def spread(values: list[float]) -> dict:
@@ -121,7 +106,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.tiny:
         vars(args).update(TINY)
     with tempfile.TemporaryDirectory() as workdir:
-        figures = measure(args, resolve_model(args, workdir))
+        figures = measure(args, resolve_model(args.tiny, args.model, workdir))
 
     print(f"vLLM {figures['vllm']} on {figures['model']}: {args.prompts} prompts, {args.max_tokens} new tokens, "
           f"temperature 1, tok/s median (min, max) of {args.repeats} rounds")
