@@ -7,6 +7,8 @@ NOTE: defaults that differ from the host's:
 - `soda.on_bad_row` is `error`: Axolotl's own loaders drop or keep bad rows silently.
 - `soda.free_reference_model` is `true`: with `precompute_ref_log_probs: true` no second
   copy of the model is loaded (TRL would keep Axolotl's reference model resident).
+- `soda.chunked_logps` is `true`: TRL's DPO takes its chunked log-prob path (TRL's
+  `use_liger_kernel`, with every Liger kernel off), never the full logits; see `memory.py`.
 - `soda.precompute_ref_batch_size` is passed to TRL's `DPOConfig` key of the same name,
   which Axolotl's schema does not expose; unset, TRL precomputes at
   `per_device_train_batch_size` (`trl/trainer/dpo_trainer.py:990`).
@@ -269,6 +271,17 @@ class SodaConfig(_StrictBlock):
         json_schema_extra={
             "description": "The store of reference log-probs. Default: `<q_w>/reference_logps` beside the "
             "warmup's weights, or `<output_dir>/reference_logps` when DPO runs without a warmup."
+        },
+    )
+    chunked_logps: bool = Field(
+        default=True,
+        json_schema_extra={
+            "description": "DPO log-probs from the answer tokens' last hidden states, put through "
+            "`lm_head` in vocabulary chunks (TRL's chunked path, `use_liger_kernel`, with every Liger "
+            "kernel off): the policy and reference forwards never hold the [2 x batch, length, vocab] "
+            "logits; the same log-probs to float rounding. Off, or where TRL's chunked path cannot run "
+            "(no `liger-kernel` package, `dpo_use_weighting`, an adapter on `lm_head`, a MoE auxiliary "
+            "loss), TRL's full logits. An explicit `dpo_use_liger_kernel` wins."
         },
     )
     gpus: int | None = Field(

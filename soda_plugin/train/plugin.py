@@ -86,9 +86,12 @@ class SODAPlugin(BasePlugin):
         if soda is None or not is_dpo(cfg):
             return None
         warn_on_other_world_size(soda.gpus)
-        if soda.precompute_ref_batch_size is None:
-            return None
-        return {"precompute_ref_batch_size": soda.precompute_ref_batch_size}
+        from .memory import chunked_logps_training_args
+
+        args = chunked_logps_training_args(cfg, soda.chunked_logps)
+        if soda.precompute_ref_batch_size is not None:
+            args["precompute_ref_batch_size"] = soda.precompute_ref_batch_size
+        return args or None
 
     def post_train(self, cfg, model) -> None:
         from .chain import note_trained
