@@ -48,6 +48,10 @@ def _add_answer(sub) -> None:
     parser.add_argument("--out", required=True, help="answers folder (one snapshot folder per benchmark); with "
                         "--models, the folder that holds one answers folder per NAME")
     parser.add_argument("--max-tokens", type=int, default=1536, help="new tokens per answer (paper: 1536)")
+    parser.add_argument("--gad-wrapper", action="store_true",
+                        help="ask each instruction inside GAD's evaluation wrapper ('Below is an instruction ... "
+                        "### Response:'), to compare with GAD's published tables; `score` reads it from the "
+                        "answers folder and judges the bare instruction (docs/judge.md)")
     _add_benchmarks(parser)
     engine = parser.add_argument_group("engine (as tools/snapshot_q0.py)")
     engine.add_argument("--backend", choices=["vllm", "transformers", "openai"], default="vllm")
@@ -85,6 +89,11 @@ def _add_score(sub) -> None:
     stats = parser.add_argument_group("statistics")
     stats.add_argument("--bootstrap-resamples", type=int, default=1000)
     stats.add_argument("--seed", type=int, default=0)
+    stats.add_argument("--length-tokenizer", help="Hugging Face tokenizer (folder or Hub id) for the answer "
+                       "lengths; default: a regex count of words and punctuation marks (docs/judge.md)")
+    stats.add_argument("--length-controlled", action="store_true",
+                       help="also report the score at equal length: OLS of the prompt score on the log "
+                       "length ratio to the reference, its intercept (docs/judge.md)")
 
 
 def _add_table(sub) -> None:

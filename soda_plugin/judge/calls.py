@@ -4,10 +4,12 @@ students) and pairwise verdicts (one per prompt, answer pair and order).
 Both go through the shared client core (`soda_plugin.client`) and its append-only cache,
 written the moment an answer arrives, so a kill loses at most calls in flight. Only
 usable answers are cached: a failed request, an empty reference or an unparsable
-verdict is counted and asked again on the next run, never stored.
+verdict is counted and asked again on the next run, never stored. A verdict is cached
+with its scores as the judge wrote them; one outside the template's scale (a `0`) is
+clamped when read (`fetch_verdicts`) and its key listed in `clamped_verdicts`.
 
     <cache_dir>/references.jsonl   key -> {text, finish_reason, prompt_tokens, completion_tokens}
-    <cache_dir>/verdicts.jsonl     key -> {score_1, score_2, text}
+    <cache_dir>/verdicts.jsonl     key -> {score_1, score_2, text}   (scores as written)
     <cache_dir>/unparsable.jsonl   raw unparsable verdicts, for inspection only (never read back)
 """
 
@@ -23,7 +25,7 @@ from ..client import ChatClient, ChatResult, JsonlCache, RequestFailedError
 from ..client.cache import cache_key
 from ..log import get_logger
 from .scoring import Order
-from .template import JudgeTemplate, UnparsableVerdictError, parse_verdict
+from .template import JudgeTemplate, UnparsableVerdictError, clamp_to_scale, parse_verdict
 
 LOG = get_logger(__name__)
 
@@ -77,6 +79,7 @@ class CallStats:
     verdicts_new: int = 0
     unparsable_retried: int = 0  # bad verdicts asked again within this run
     verdicts_unparsable: int = 0  # still unparsable after `parse_attempts` requests
+    verdicts_clamped: int = 0  # returned verdicts with a score moved into the template's scale
     verdicts_failed: Counter = field(default_factory=Counter)  # request failure kind -> verdicts
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +104,7 @@ class JudgeCalls:
         self.stats = CallStats()
         self.failed_verdicts: dict[str, str] = {}  # key -> failure kind, this run
         self.unparsable_verdicts: set[str] = set()
+        self.clamped_verdicts: set[str] = set()  # keys whose returned scores were clamped
 
     def close(self) -> None:
         self.references.close()
@@ -132,7 +136,8 @@ class JudgeCalls:
         return {pid: self.references.get(key)["text"] for pid, key in keys.items() if key in self.references}
 
     async def fetch_verdicts(self, requests: Iterable[VerdictRequest]) -> dict[str, tuple[float, float]]:
-        """`key -> (score_1, score_2)` for every request with a parsed verdict. An
+        """`key -> (score_1, score_2)` for every request with a parsed verdict, each score
+        within the template's scale (clamped, the key added to `clamped_verdicts`). An
         unparsable verdict is asked again (a new request) up to `parse_attempts` times in
         all; what is still unparsable, or failed, is counted and left out."""
         unique = {request.key: request.messages for request in requests}
@@ -150,8 +155,16 @@ class JudgeCalls:
         bar.close()
         self.unparsable_verdicts = set(todo)
         self.stats.verdicts_unparsable += len(todo)
-        return {key: (self.verdicts.get(key)["score_1"], self.verdicts.get(key)["score_2"])
-                for key in unique if key in self.verdicts}
+        scale = self.settings.template.scale
+        parsed = {}
+        for key in unique:
+            if key in self.verdicts:
+                value = self.verdicts.get(key)
+                parsed[key], clamped = clamp_to_scale((value["score_1"], value["score_2"]), scale)
+                if clamped:
+                    self.clamped_verdicts.add(key)
+        self.stats.verdicts_clamped += sum(key in self.clamped_verdicts for key in parsed)
+        return parsed
 
     async def _verdict_round(self, todo: dict[str, list[dict[str, str]]], bar) -> dict[str, list[dict[str, str]]]:
         """One request per verdict in `todo`; returns those whose answer did not parse."""

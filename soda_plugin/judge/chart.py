@@ -1,6 +1,6 @@
-"""A grouped bar chart of the scores (one group per benchmark, one bar per model, the 95 %
-interval as an error bar, a dashed line at 50 = parity with the reference), drawn with
-Pillow: matplotlib is not part of the training environment, Pillow is (transformers)."""
+"""A grouped bar chart of the headline (paired) scores (one group per benchmark, one bar per
+model, the 95 % interval as an error bar, a dashed line at 50 = parity with the reference),
+drawn with Pillow: matplotlib is not part of the training environment, Pillow is (transformers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .grid import benchmark_title as _title, score_grid
+from .grid import benchmark_title as _title, headline, score_grid
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 WIDTH, HEIGHT = 900, 500
@@ -28,7 +28,8 @@ def _font(size: int):
 
 def _axis_range(document: dict[str, Any]) -> tuple[float, float]:
     """Tens around every interval, 50 included: differences of a few points stay visible."""
-    values = [v for r in document["results"] for v in (r["score"], r["ci_low"], r["ci_high"]) if v is not None]
+    values = [v for r in document["results"] for v in (headline(r)[k] for k in ("score", "ci_low", "ci_high"))
+              if v is not None]
     values.append(50.0)
     low = max(0.0, math.floor((min(values) - 2) / 10) * 10)
     high = min(100.0, math.ceil((max(values) + 2) / 10) * 10)
@@ -63,6 +64,7 @@ def write_bar_chart(document: dict[str, Any], path: str | Path) -> Path:
         draw.text((x0 + group_w * 0.4 - 20, TOP + plot_h + 10), _title(benchmark), fill="black", font=font)
         for m, model in enumerate(models):
             record = grid[model].get(benchmark)
+            record = None if record is None else headline(record)
             if record is None or record["score"] is None:
                 continue
             left = x0 + m * bar_w

@@ -45,7 +45,7 @@ def run_answer(args: argparse.Namespace) -> str:
     """Student answers (greedy) to every selected set; returns the report."""
     from ..train.args import SnapshotConfig
     from ..snapshot.cli import data_parallel_size, engine_options, installed_version
-    from .answers import check_student, generate_answers
+    from .answers import PromptFormat, check_student, generate_answers
 
     benchmarks, files = resolve_benchmarks(args)
     config = SnapshotConfig.model_validate({k: getattr(args, k) for k in ("backend", "dtype", "tensor_parallel_size",
@@ -60,7 +60,8 @@ def run_answer(args: argparse.Namespace) -> str:
         summaries = generate_answers(config.backend.value, model, engine_options(config, args), eval_sets,
                                      Path(args.out) / student, max_tokens=args.max_tokens, shard_size=args.shard_size,
                                      progress=not args.no_progress, data_parallel_size=ranks,
-                                     engine_version=installed_version(config.backend.value))
+                                     engine_version=installed_version(config.backend.value),
+                                     prompt_format=PromptFormat.GAD if args.gad_wrapper else PromptFormat.CHAT)
         reports += [f"{student + ' ' if student else ''}{name}: {summary.report()}" for name, summary in summaries.items()]
     return "\n".join(reports)
 
@@ -85,7 +86,8 @@ def run_score(args: argparse.Namespace) -> str:
                     "name another variable with `--api-key-env`, for a hosted API).", args.api_key_env)
     out = Path(args.out)
     config = ScoreConfig(models, benchmarks, out, judge, files, Path(args.cache_dir) if args.cache_dir else None,
-                         args.bootstrap_resamples, args.seed, progress=not args.no_progress)
+                         args.bootstrap_resamples, args.seed, progress=not args.no_progress,
+                         length_tokenizer=args.length_tokenizer, length_controlled=args.length_controlled)
     client = ChatClient(ClientSettings(base_url=args.judge_base_url, model=args.judge_model,
                                        api_key_env=args.api_key_env, concurrency=args.concurrency,
                                        timeout_s=args.timeout_s, max_attempts=args.max_attempts))

@@ -17,3 +17,9 @@ def score_grid(document: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]
     for record in document["results"]:
         grid.setdefault(record["model"], {})[record["benchmark"]] = record
     return grid
+
+
+def headline(record: dict[str, Any]) -> dict[str, Any]:
+    """The figures a table leads with: the paired ones (every model on the same prompts);
+    a record without them (an older `results.json`, a hand-made one) is its own headline."""
+    return record.get("paired") or record

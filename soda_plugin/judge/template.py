@@ -3,11 +3,15 @@
 A template file (`templates/<version>.txt`) has comment lines (`#`) then two sections,
 `=== system ===` and `=== user ===`. The user section holds the placeholders `{question}`,
 `{answer_1}` and `{answer_2}`, each exactly once. The verdict's first non-empty line must
-hold exactly the two scores, Assistant 1's then Assistant 2's, each in 1-10.
+hold exactly the two scores, Assistant 1's then Assistant 2's. A score outside the
+template's scale (1-10) is not unparsable: `clamp_to_scale` moves it to the nearest end
+and says so, and the caller counts it.
 
 Examples:
     >>> parse_verdict("8 6\\nAssistant 1 is more detailed.")
     (8.0, 6.0)
+    >>> clamp_to_scale(parse_verdict("0 7"))
+    ((1.0, 7.0), True)
     >>> parse_verdict("Assistant 1: 8")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
     UnparsableVerdictError: the verdict's first line must be two scores like `8 6`, got 'Assistant 1: 8'
@@ -42,6 +46,7 @@ class JudgeTemplate:
     version: str  # the file's stem, e.g. `pairwise_v1`
     system: str
     user: str
+    scale: tuple[float, float] = (SCORE_MIN, SCORE_MAX)  # what the user section asks for
 
     @property
     def sha(self) -> str:
@@ -90,19 +95,27 @@ def load_template(version: str = DEFAULT_TEMPLATE, directory: str | Path = TEMPL
 
 
 def parse_verdict(text: str) -> tuple[float, float]:
-    """(score of Assistant 1, score of Assistant 2) from the verdict's first non-empty line.
+    """(score of Assistant 1, score of Assistant 2) from the verdict's first non-empty line,
+    as written: a score outside the scale is returned as is (see `clamp_to_scale`).
 
     Raises:
-        UnparsableVerdictError: the line is not exactly two numbers, or one is outside 1-10.
+        UnparsableVerdictError: the line is not exactly two non-negative numbers.
     """
     first = next((line for line in text.splitlines() if line.strip()), "")
     match = _SCORE_LINE.match(first)
     if not match:
         raise UnparsableVerdictError(f"the verdict's first line must be two scores like `8 6`, got {first[:80]!r}")
-    scores = float(match.group(1)), float(match.group(2))
-    if not all(SCORE_MIN <= score <= SCORE_MAX for score in scores):
-        raise UnparsableVerdictError(f"scores must be in {SCORE_MIN:g}-{SCORE_MAX:g}, got {scores}")
-    return scores
+    return float(match.group(1)), float(match.group(2))
+
+
+def clamp_to_scale(scores: tuple[float, float], scale: tuple[float, float] = (SCORE_MIN, SCORE_MAX)
+                   ) -> tuple[tuple[float, float], bool]:
+    """`scores` moved into `scale` (a 0 on a 1-10 scale becomes 1), and whether any moved.
+    Clamping keeps a verdict such as `0 8` for an empty answer instead of dropping its
+    prompt, and keeps S + R > 0 for S/(S+R)."""
+    low, high = scale
+    clamped = (min(max(scores[0], low), high), min(max(scores[1], low), high))
+    return clamped, clamped != tuple(scores)
 
 
 def question_text(messages: Sequence[Mapping[str, str]]) -> str:

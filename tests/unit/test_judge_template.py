@@ -2,8 +2,8 @@
 
 import pytest
 
-from soda_plugin.judge.template import (JudgeTemplate, UnparsableVerdictError, load_template, parse_verdict,
-                                        question_text)
+from soda_plugin.judge.template import (JudgeTemplate, UnparsableVerdictError, clamp_to_scale, load_template,
+                                        parse_verdict, question_text)
 
 
 @pytest.mark.parametrize("text, scores", [
@@ -19,11 +19,21 @@ def test_a_first_line_of_two_scores_parses(text, scores):
 
 @pytest.mark.parametrize("text", [
     "", "8", "8 6 7", "Assistant 1: 8, Assistant 2: 6", "Both did well.\n8 6", "8/10 6/10", "**8 6**",
-    "0 5", "11 3", "7 -2", "8 six",
+    "7 -2", "8 six",
 ])
 def test_anything_else_is_unparsable(text):
     with pytest.raises(UnparsableVerdictError):
         parse_verdict(text)
+
+
+@pytest.mark.parametrize("text, scores, clamped", [
+    ("0 5", (1.0, 5.0), True),  # an empty answer's usual verdict: kept, at the bottom of the scale
+    ("11 3", (10.0, 3.0), True),
+    ("0 0", (1.0, 1.0), True),  # S + R > 0 for S/(S+R)
+    ("1 10", (1.0, 10.0), False),
+])
+def test_a_score_outside_the_scale_parses_and_is_clamped_to_it(text, scores, clamped):
+    assert clamp_to_scale(parse_verdict(text), load_template().scale) == (scores, clamped)
 
 
 def test_render_then_parse_request_round_trips_awkward_text():
