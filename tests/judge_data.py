@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from soda_plugin.judge.answers import answer_settings
+from soda_plugin.judge.answers import PromptFormat, answer_settings, student_messages
 from soda_plugin.snapshot.engine import Completion, EngineInfo, FinishReason, SnapshotEngine
 from soda_plugin.snapshot.runner import run_snapshot
 
@@ -31,9 +31,12 @@ def write_eval_file(path, prompts):
     return path
 
 
-def write_answers(folder, answers: dict[str, str], benchmark: str = "vicuna"):
-    """`folder/<benchmark>` laid out exactly as `tools/judge.py answer` writes it."""
-    prompts = [[{"role": "user", "content": p}] for p in answers]
-    run_snapshot(FixedEngine(answers), prompts, folder / benchmark, answer_settings(), source="eval:fixed",
-                 progress=False)
+def write_answers(folder, answers: dict[str, str], benchmark: str = "vicuna",
+                  prompt_format: PromptFormat = PromptFormat.CHAT):
+    """`folder/<benchmark>` laid out exactly as `tools/judge.py answer` writes it (with
+    `prompt_format`, the student was asked each prompt in that format)."""
+    prompts = [student_messages([{"role": "user", "content": p}], prompt_format) for p in answers]
+    engine = FixedEngine({asked[-1]["content"]: answers[p] for asked, p in zip(prompts, answers)})
+    run_snapshot(engine, prompts, folder / benchmark, answer_settings(),
+                 source=f"{prompt_format.source_prefix}fixed", progress=False)
     return folder
