@@ -53,5 +53,25 @@ def metric_table(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], label
     return markdown_table(["model", "seeds", "exact match % (95 % CI)", "judge score (95 % CI)"], rows)
 
 
+# metric in `summary.collect_metrics` -> (judge figure, scale), and its column heading
+JUDGE_FIGURES = {"judge_student_first": ("student_first", 1.0), "judge_reference_first": ("reference_first", 1.0),
+                 "judge_order_disagreement": ("order_disagreement", 100.0), "judge_tokens": ("model_tokens", 1.0),
+                 "reference_tokens": ("reference_tokens", 1.0)}
+JUDGE_HEADINGS = ["student first", "reference first", "orders disagree %", "tokens", "reference tokens"]
+
+
+def judge_figures_table(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], labels: Mapping[str, str]) -> str:
+    """Rows = models; columns = the judge's figures over seeds (`JUDGE_FIGURES`)."""
+    rows = []
+    for key, label in labels.items():
+        if key not in metrics or not all(metrics[key].get(m) for m in JUDGE_FIGURES):
+            continue
+        rows.append([label, str(len(metrics[key]["judge"]))]
+                    + [over_seeds(list(metrics[key][m].values())).format() for m in JUDGE_FIGURES])
+    if not rows:
+        return "(the judge's results hold no per-order figures)"
+    return markdown_table(["model", "seeds", *JUDGE_HEADINGS], rows)
+
+
 def timing_table(seconds: Mapping[str, float]) -> str:
     return markdown_table(["stage", "wall time (s)"], [[name, f"{value:.0f}"] for name, value in seconds.items()])

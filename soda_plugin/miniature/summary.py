@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..format.fileio import atomic_write_text
-from .report import metric_table, timing_table
+from ..judge.grid import headline
+from .report import JUDGE_FIGURES, judge_figures_table, metric_table, timing_table
 from .settings import MiniatureSettings
 
 MAIN = {"base": "Base (SmolLM2-135M-Instruct)", "seqkd": "SeqKD", "soda": "SODA"}
@@ -26,16 +27,21 @@ def _seed(name: str) -> str:
 
 
 def collect_metrics(matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """group -> {"exact_match": {seed: %}, "judge": {seed: score}}."""
-    judge_by_model = {r["model"]: r["score"] for r in judged["results"]}
+    """group -> {"exact_match": {seed: %}, "judge": {seed: score}, and the judge's figures
+    (`report.JUDGE_FIGURES`) when its results have them}; judge figures are the headline
+    (paired) ones."""
+    judge_by_model = {r["model"]: headline(r) for r in judged["results"]}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for name, by_prompt in matches.items():
         group = metrics.setdefault(_group(name), {"exact_match": {}, "judge": {}})
         group["exact_match"][_seed(name)] = 100.0 * sum(by_prompt.values()) / len(by_prompt)
-        score = judge_by_model.get(name.replace("/", "_"))
-        if score is None:
+        record = judge_by_model.get(name.replace("/", "_"))
+        if record is None or record["score"] is None:
             raise ValueError(f"the judge has no score for `{name}`; see logs/judge.log")
-        group["judge"][_seed(name)] = score
+        group["judge"][_seed(name)] = record["score"]
+        for metric, (key, scale) in JUDGE_FIGURES.items():
+            if record.get(key) is not None:
+                group.setdefault(metric, {})[_seed(name)] = scale * record[key]
     return metrics
 
 
@@ -78,6 +84,7 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     main = metric_table(metrics, MAIN)
+    judge_figures = judge_figures_table(metrics, MAIN)
     ablation = (metric_table(only_seeds(metrics, settings.ablation_seeds), ABLATION) if "soda-sibling" in metrics
                 else "(not run)")
     ratio_line = (f"(q0 snapshot + SODA warmup + DPO) / SeqKD wall time per seed: **{ratio:.2f}** "
@@ -98,6 +105,11 @@ SODA's settings were chosen on the validation prompts only (`tools/tune_miniatur
 Exact match: the answer's final value (after its last `Answer:`, else its last line) equals the task's.
 Judge score: the paper's GPT-4o Score protocol (`tools/judge.py`, template and choices in docs/judge.md)
 with the local teacher as judge; 50 means "as good as the judge's own reference answer".
+
+The judge on the same prompts: the score from each presentation order, how often the two orders
+disagree (% of prompts), and mean answer length in tokens beside the reference's (docs/judge.md).
+
+{judge_figures}
 
 ## Rejection-source ablation
 
@@ -132,5 +144,5 @@ SeqKD {list(runtimes.get("seqkd", []))}.
 """
     atomic_write_text(out / "report.md", text)
     summary["report"] = str(out / "report.md")
-    summary["screen"] = "\n\n".join([main, ablation, timing_table(seconds), ratio_line])
+    summary["screen"] = "\n\n".join([main, judge_figures, ablation, timing_table(seconds), ratio_line])
     return summary

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from ..format.fileio import atomic_write_text
+from ..judge.grid import headline
 from ..log import get_logger
 from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher,
                        exact_match_by_prompt, judge_models, q0_name, seqkd_config, snapshot, soda_config, train_once,
@@ -144,7 +145,7 @@ def run_sweep(settings: MiniatureSettings, variants: Sequence[Variant]) -> dict[
 def write_sweep_report(settings: MiniatureSettings, variants: Sequence[Variant], rows: Mapping[str, Mapping[str, list[str]]],
                        matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any],
                        seconds: Mapping[str, float]) -> dict[str, Any]:
-    judge = {r["model"]: r["score"] for r in judged["results"]}
+    judge = {r["model"]: headline(r)["score"] for r in judged["results"]}
 
     def em(name: str) -> float:
         return 100.0 * sum(matches[name].values()) / len(matches[name])

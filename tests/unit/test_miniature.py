@@ -118,3 +118,27 @@ def test_tables_compare_ablation_rows_on_the_same_seeds():
     with pytest.raises(ValueError, match="no score for `soda/s1`"):
         collect_metrics(matches, {"results": judged["results"][:2]})
     assert stage_ratio({"q0 snapshot": 10, "SODA train (warmup + DPO)": 60, "SeqKD train": 40}, 2) == pytest.approx(2.0)
+
+
+def test_the_report_shows_the_judges_paired_figures_per_model_group():
+    from soda_plugin.miniature.report import judge_figures_table
+    from soda_plugin.miniature.summary import MAIN, collect_metrics
+
+    def record(model, paired_score, own_score, first, second, disagree, tokens):
+        figures = {"student_first": first, "reference_first": second, "order_disagreement": disagree,
+                   "model_tokens": tokens, "reference_tokens": 20.0}
+        return {"model": model, "score": own_score, **figures,
+                "paired": {"n": 2, "score": paired_score, **figures}}
+
+    matches = {"base": {"a": False, "b": True}, "soda/s0": {"a": True, "b": True}, "soda/s1": {"a": True, "b": False}}
+    judged = {"results": [record("base", 40.0, 41.0, 42.0, 38.0, 0.5, 30.0),
+                          record("soda_s0", 50.0, 99.0, 52.0, 48.0, 0.0, 18.0),
+                          record("soda_s1", 54.0, 99.0, 56.0, 52.0, 0.5, 22.0)]}
+    metrics = collect_metrics(matches, judged)
+    assert metrics["soda"]["judge"] == {"s0": 50.0, "s1": 54.0}  # the paired score, not the own-subset one
+    assert metrics["soda"]["judge_order_disagreement"] == {"s0": 0.0, "s1": 50.0}
+    table = judge_figures_table(metrics, MAIN)
+    assert "| Base (SmolLM2-135M-Instruct) | 1 | 42.0 | 38.0 | 50.0 | 30.0 | 20.0 |" in table
+    assert "| SODA | 2 | 54.0 [" in table and "| 25.0 [" in table and "| 20.0 [" in table
+    assert judge_figures_table(collect_metrics(matches, {"results": [
+        {"model": m, "score": 1.0} for m in ("base", "soda_s0", "soda_s1")]}), MAIN).startswith("(the judge")
