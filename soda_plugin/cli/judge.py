@@ -17,6 +17,10 @@
         --models base=evals/answers/base seqkd=evals/answers/seqkd soda=evals/answers/soda \\
         --benchmarks lmsys dolly selfinst vicuna --out evals/scores
 
+   The tables lead with every model on the same (paired) prompts and add the score from
+   each order, how often the orders disagree and the answer lengths; `--length-controlled`
+   adds the score at equal length, `answer --gad-wrapper` asks in GAD's evaluation wrapper.
+
 3. Re-draw the table (markdown, CSV, JSON, PNG) of a results file:
 
     python tools/judge.py table --results evals/scores/results.json

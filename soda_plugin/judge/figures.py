@@ -65,6 +65,7 @@ class SubsetScore:
     reference_tokens: float | None  # mean reference length on the same prompts
     length_controlled: float | None = None  # score at equal length (only with `length_controlled=True`)
     length_slope: float | None = None  # score points per unit of log length ratio
+    length_extrapolated: bool | None = None  # equal length (x = 0) lies outside the observed x
 
 
 def length_regression(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, float | None]:
@@ -89,9 +90,11 @@ def subset_score(prompts: Sequence[PromptVerdicts], resamples: int, seed: int,
     if not n:
         return SubsetScore(0, None, None, None, None, None, None, None, None, None)
     outcomes = [(outcome(*p.student_first), outcome(*p.reference_first)) for p in prompts]
-    intercept = slope = None
+    intercept = slope = extrapolated = None
     if length_controlled:
-        intercept, slope = length_regression([p.log_length_ratio for p in prompts], [100 * p.score for p in prompts])
+        x = [p.log_length_ratio for p in prompts]
+        intercept, slope = length_regression(x, [100 * p.score for p in prompts])
+        extrapolated = not min(x) <= 0 <= max(x)
     return SubsetScore(
         n, summary.score, summary.ci_low, summary.ci_high,
         100 * sum(order_score(*p.student_first) for p in prompts) / n,
@@ -99,4 +102,4 @@ def subset_score(prompts: Sequence[PromptVerdicts], resamples: int, seed: int,
         sum(a != b for a, b in outcomes) / n,
         sum({a, b} == {"win", "loss"} for a, b in outcomes) / n,
         sum(p.model_tokens for p in prompts) / n, sum(p.reference_tokens for p in prompts) / n,
-        intercept, slope)
+        intercept, slope, extrapolated)

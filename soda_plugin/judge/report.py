@@ -70,7 +70,8 @@ def _diagnostics(document: dict[str, Any]) -> list[str]:
                          f"{100 * p['order_disagreement']:.1f} % ({100 * p['order_flips']:.1f} %)",
                          f"{p['model_tokens']:.1f} / {p['reference_tokens']:.1f}"]
                 if has_lc:
-                    cells.append("n/a" if p["length_controlled"] is None else f"{p['length_controlled']:.1f}")
+                    cells.append("n/a" if p["length_controlled"] is None else f"{p['length_controlled']:.1f}"
+                                 + ("*" if p.get("length_extrapolated") else ""))
             lines.append(f"| {model} | {_title(benchmark)} | " + " | ".join(cells) + " |")
     return lines if len(lines) > 2 else []
 
@@ -116,9 +117,10 @@ def markdown_table(document: dict[str, Any]) -> str:
     if diagnostics:
         lines += ["", "The judge on those prompts (docs/judge.md): the score from each presentation order; how often "
                       "the two orders give different outcomes (win / tie / loss against the reference), flips being "
-                      f"a win in one and a loss in the other; mean answer lengths ({p.get('length_tokenizer')})"
-                      + ("; the score at equal length (OLS on the log length ratio)." if p.get("length_controlled")
-                         else "."), "", *diagnostics]
+                      f"a win in one and a loss in the other; mean answer lengths (`{p.get('length_tokenizer')}`)"
+                      + ("; the score at equal length (OLS on the log length ratio; `*`: extrapolated, every answer "
+                         "shorter or every answer longer than the reference)." if p.get("length_controlled") else "."),
+                  "", *diagnostics]
     if clamped_notes:
         scale = "-".join(f"{v:g}" for v in p.get("score_scale", (1, 10)))
         lines += ["", f"Clamped verdicts (a score outside {scale} moved to the nearest end, still scored):",

@@ -156,3 +156,38 @@ def test_the_api_key_reaches_the_server_and_nothing_else(tmp_path):
     assert any(path.name == "verdicts.jsonl" for path in written) and any(path.suffix == ".png" for path in written)
     for path in written:
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_gad_wrapped_answers_then_a_length_controlled_score_with_a_tokenizer(tiny_model_dirs, tmp_path):
+    prompts = ["Name a prime.", "Say hi."]
+    vicuna = write_eval_file(tmp_path / "vicuna.jsonl", prompts)
+    answer = ["answer", "--model", tiny_model_dirs["llama"], "--out", tmp_path / "answers", "--backend", "transformers",
+              "--max-tokens", "4", "--benchmarks", "vicuna", "--eval-file", f"vicuna={vicuna}", "--no-progress"]
+    proc = _tool(*answer, "--gad-wrapper")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert store.read_manifest(tmp_path / "answers" / "vicuna")["source"].startswith("eval-gad:")
+    asked = [row["prompt"][-1]["content"] for row in store.iter_rows(tmp_path / "answers" / "vicuna")]
+    assert all(text.startswith("Below is an instruction") and text.endswith("### Response:") for text in asked)
+    unwrapped = _tool(*answer)  # the same folder without the wrapper: refused, not mixed
+    assert unwrapped.returncode != 0 and "other settings" in unwrapped.stderr
+
+    responder = JudgeResponder()
+    with ChatServer(responder) as server:
+        proc = _tool(*_score_args(server, tmp_path / "scores", {"base": tmp_path / "answers"}, vicuna,
+                                  "--length-controlled", "--length-tokenizer", tiny_model_dirs["llama"]))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert responder.questions == set(prompts)  # the judge sees the bare instruction
+    document = json.loads((tmp_path / "scores" / "results.json").read_text())
+    record = document["results"][0]
+    assert record["prompt_format"] == "gad" and record["n_scored"] == 2 and record["paired"]["n"] == 2
+    assert document["protocol"]["length_tokenizer"] == f"hf:{tiny_model_dirs['llama']}"
+    from transformers import AutoTokenizer
+
+    from judge_responder import reference_text
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["llama"])
+    expected = [len(tokenizer(reference_text(p), add_special_tokens=False)["input_ids"]) for p in prompts]
+    assert record["reference_tokens"] == pytest.approx(sum(expected) / 2)  # counted by that tokenizer
+    markdown = (tmp_path / "scores" / "scores.md").read_text()
+    assert "| Model | Benchmark | prompts | student first | reference first |" in markdown
+    assert "| length-controlled |" in markdown

@@ -15,7 +15,7 @@ from judge_responder import JudgeResponder
 from soda_plugin.client import ChatClient, ClientSettings
 from soda_plugin.judge import JudgeCalls, JudgeSettings, load_template
 from soda_plugin.judge.answers import PromptFormat
-from soda_plugin.judge.figures import length_regression
+from soda_plugin.judge.figures import PromptVerdicts, length_regression, subset_score
 from soda_plugin.judge.lengths import token_counter
 from soda_plugin.judge.report import csv_table, json_table, markdown_table
 from soda_plugin.judge.run import ScoreConfig, report, results_document, score_models_sync
@@ -127,9 +127,16 @@ def test_the_length_controlled_score_is_the_intercept_at_equal_length(tmp_path):
     assert (m["model_tokens"], m["reference_tokens"]) == (pytest.approx(14.0), 9.0)
     assert m["score"] == pytest.approx((40 + 60 + 60) / 3)
     assert m["length_controlled"] == pytest.approx(50.0) and m["paired"]["length_controlled"] == pytest.approx(50.0)
-    assert m["length_slope"] == pytest.approx(20 / (2 * math.log(2)))
+    assert m["length_slope"] == pytest.approx(20 / (2 * math.log(2))) and m["length_extrapolated"] is False
     assert document["protocol"]["length_controlled"] is True
     assert "| m | Vicuna | 3 | 53.3 | 53.3 | 0.0 % (0.0 %) | 14.0 / 9.0 | 50.0 |" in markdown_table(document)
+
+
+def test_an_intercept_beyond_every_answers_length_is_marked_extrapolated():
+    longer = [PromptVerdicts(str(i), (s, 8), (s, 8), tokens, 9) for i, (s, tokens) in enumerate([(6, 19), (9, 39)])]
+    figures = subset_score(longer, resamples=10, seed=0, length_controlled=True)
+    assert figures.length_extrapolated is True and figures.length_controlled < 100 * 6 / 14  # below every score
+    assert subset_score(longer, resamples=10, seed=0).length_controlled is None  # only when asked for
 
 
 def test_length_regression_without_spread_in_length():
