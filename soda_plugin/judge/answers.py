@@ -91,7 +91,8 @@ def generate_answers(backend: str, model: str, options: dict[str, Any], eval_set
         info = EngineInfo(backend, model, engine_version, options)
         for name, prompts in eval_sets.items():
             summaries[name] = run_snapshot(None, [student_messages(p.messages, prompt_format) for p in prompts],
-                                           Path(out_dir) / name, settings, data_parallel=(data_parallel_size, backend, model, options, info), **common)
+                                           Path(out_dir) / name, settings,
+                                           data_parallel=(data_parallel_size, backend, model, options, info), **common)
         return summaries
     engine = create_engine(backend, model, **options)
     try:

@@ -178,13 +178,13 @@ async def score_models(config: ScoreConfig, calls: JudgeCalls) -> list[ModelResu
     def figures(prompts: list[PromptVerdicts]) -> SubsetScore:
         return subset_score(prompts, config.resamples, config.seed, config.length_controlled)
 
+    shared = {name: paired_prompts(scored, list(config.models), name) for name in eval_sets}
     results = []
     for (model, name), by_prompt in scored.items():
-        shared = paired_prompts(scored, list(config.models), name)
         own = list(by_prompt.values())  # evaluation-set order
         truncated = sum(row["finish_reason"] == "length" for row in answers[(model, name)].values())
         results.append(ModelResult(model, name, len(eval_sets[name]), figures(own),
-                                   figures([p for p in own if p.prompt_id in shared]),
+                                   figures([p for p in own if p.prompt_id in shared[name]]),
                                    dict(exclusions[(model, name)]), clamped[(model, name)], truncated,
                                    formats[(model, name)].value))
     return results
@@ -243,7 +243,8 @@ def report(document: dict[str, Any]) -> str:
                   f" (orders {p['student_first']:.1f} / {p['reference_first']:.1f}, disagree "
                   f"{100 * p['order_disagreement']:.0f} %; tokens {p['model_tokens']:.0f} vs reference "
                   f"{p['reference_tokens']:.0f})")
-        own = "" if r["score"] is None or r["n_scored"] == p["n"] else f"; own {r['n_scored']} prompts: {r['score']:.1f}"
+        own = ("" if r["score"] is None or r["n_scored"] == p["n"]
+               else f"; own {r['n_scored']} prompts: {r['score']:.1f}")
         excluded = ", ".join(f"{k} {v}" for k, v in sorted(r["excluded"].items())) or "none"
         lines.append(f"{r['model']:>12} {r['benchmark']:<9} {score}{orders} on {p['n']} paired prompts{own}; "
                      f"scored {r['n_scored']}/{r['n_prompts']}; excluded: {excluded}; clamped verdicts: "
