@@ -112,6 +112,21 @@ def test_a_zero_is_clamped_to_the_scale_counted_and_scored_not_dropped(judged):
         (0, 8), (8, 0)]  # the cache keeps what the judge wrote
     assert "Clamped verdicts (a score outside 1-10 moved to the nearest end, still scored):\n- a / Vicuna: 2" \
         in markdown_table(document)
+    with ChatServer(JudgeResponder()) as server:  # a re-run reads the raw 0s from the cache and clamps them again
+        again, _ = score(server, tmp_path, {"a": tmp_path / "a", "b": tmp_path / "b"})
+        assert server.requests == 0
+    assert again["a"]["clamped_verdicts"] == 2 and again["a"]["score"] == pytest.approx(results["a"]["score"])
+
+
+def test_a_results_file_from_before_the_paired_figures_still_draws():
+    old = {"protocol": {"judge_model": "gpt-4o", "template": "pairwise_v1", "template_sha": "0" * 16,
+                        "ci_level": 0.95, "bootstrap_resamples": 1000, "seed": 0},
+           "models": ["soda"], "benchmarks": ["lmsys"],
+           "results": [{"model": "soda", "benchmark": "lmsys", "score": 49.2, "ci_low": 47.9, "ci_high": 50.4,
+                        "n_prompts": 479, "n_scored": 479, "excluded": {}, "truncated_answers": 0}]}
+    markdown = markdown_table(old)
+    assert "| soda | 49.2 [47.9, 50.4] |" in markdown and "student first" not in markdown and "own" not in markdown
+    assert csv_table(old).splitlines()[1].startswith("soda,lmsys,49.20,47.90,50.40,479,479,0,")
 
 
 def test_the_length_controlled_score_is_the_intercept_at_equal_length(tmp_path):
