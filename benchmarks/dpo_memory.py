@@ -1,6 +1,7 @@
 """Peak RSS of the SFT stage and of DPO with and without a resident reference model.
 
     python benchmarks/dpo_memory.py                      # SmolLM2-135M-Instruct on CPU, 8 steps each
+    python benchmarks/dpo_memory.py --answer-tokens 1024 # answers padded to ~1024 tokens: where logits weigh
     python benchmarks/dpo_memory.py --tiny --workdir D   # a tiny random Llama, 2 steps: the code paths (CI)
 
 Each run is a fresh `python -m axolotl.cli.train` process; its peak RSS comes from
@@ -8,7 +9,9 @@ Each run is a fresh `python -m axolotl.cli.train` process; its peak RSS comes fr
 equal sequences per forward: SFT trains 2 rows per micro batch, DPO 1 pair (its chosen
 and rejected answers are one forward of 2 sequences). The last run is a second DPO run
 over the reference log-probs the run before it stored (`soda.reference_logps: require`):
-no reference forward at all. Goal (issue 15): DPO <= 1.03 x SFT.
+no reference forward at all. "full logits" runs set `soda.chunked_logps: false` (TRL's
+log-probs from the whole [2, length, vocab] logits, as before soda turned on TRL's chunked
+path). Goal (issue 15): DPO <= 1.03 x SFT.
 """
 
 import argparse
@@ -22,17 +25,22 @@ from pathlib import Path
 import yaml
 
 DPO = {"rl": "dpo", "micro_batch_size": 1}  # 1 pair = 2 sequences per forward, as SFT's 2 rows
+FULL_LOGITS = {"chunked_logps": False}  # TRL's log-probs from the [2, T, V] logits
 RUNS = {
     "sft": {},
-    "dpo, resident reference": {**DPO, "precompute_ref_log_probs": False},
+    "dpo, resident reference (TRL default)": {**DPO, "precompute_ref_log_probs": False, "soda": FULL_LOGITS},
     "dpo, precomputed, reference kept (soda off)": {
-        **DPO, "precompute_ref_log_probs": True, "soda": {"free_reference_model": False, "reference_logps": "off"}},
+        **DPO, "precompute_ref_log_probs": True,
+        "soda": {**FULL_LOGITS, "free_reference_model": False, "reference_logps": "off"}},
+    "dpo, precomputed, full logits": {**DPO, "precompute_ref_log_probs": True, "soda": FULL_LOGITS},
     "dpo, precomputed (soda default)": {**DPO, "precompute_ref_log_probs": True, "output_dir": "dpo_soda"},
     # Same output_dir and pairs as the run above: its store serves every pair.
     "dpo, stored log-probs (a second run)": {**DPO, "precompute_ref_log_probs": True, "output_dir": "dpo_soda",
                                              "soda": {"reference_logps": "require"}},
 }
 TINY_RUNS = ("sft", "dpo, precomputed (soda default)", "dpo, stored log-probs (a second run)")
+LONG_RUNS = ("sft", "dpo, precomputed, full logits", "dpo, precomputed (soda default)")
+FILLER = " Then I check the result once more, step by step, to be sure of it."
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -41,6 +49,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--tiny", action="store_true", help="tiny random Llama, 8 rows, 2 steps, 3 of the runs")
+    parser.add_argument("--answer-tokens", type=int, default=0,
+                        help="pad both answers with a filler to about this many tokens (where the logits weigh: "
+                             "SFT, DPO from the full logits, DPO chunked), in <workdir>/long<N>")
     return parser
 
 
@@ -79,6 +90,23 @@ def write_tiny_pairs(path: Path, n_prompts: int) -> None:
                             for i, t in enumerate(generate_tasks(n_prompts, seed=0))))
 
 
+def write_long_pairs(pairs: Path, path: Path, tokenizer_dir: Path, answer_tokens: int) -> None:
+    """`pairs` with the filler appended to both answers until each is about `answer_tokens` long."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    per_filler = len(tokenizer(FILLER, add_special_tokens=False)["input_ids"])
+
+    def lengthen(text: str) -> str:
+        missing = answer_tokens - len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return text + FILLER * max(0, missing // per_filler)
+
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**row, "teacher_response": lengthen(row["teacher_response"]),
+                                        "student_response": lengthen(row["student_response"])}) + "\n"
+                            for row in rows))
+
+
 def main(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -96,17 +124,24 @@ def main(args: argparse.Namespace) -> None:
         model = convert_smollm2(workdir.parent / "models" / "SmolLM2-135M-Instruct")
         if not pairs.is_file():
             write_pairs(model, pairs, args.prompts, max_tokens=48)
+    sequence_len = 256
+    if args.answer_tokens:
+        short_pairs, workdir = pairs, workdir / f"long{args.answer_tokens}"
+        workdir.mkdir(exist_ok=True)
+        pairs = workdir / "pairs.jsonl"
+        write_long_pairs(short_pairs, pairs, model, args.answer_tokens)
+        sequence_len = args.answer_tokens + 128  # the prompts are < 100 tokens: nothing is cut
     base = {
         "base_model": str(model), "plugins": ["soda_plugin.SODAPlugin"], "soda": {},
         "datasets": [{"path": str(pairs), "ds_type": "json", "type": "soda"}],
-        "sequence_len": 256, "micro_batch_size": 2, "gradient_accumulation_steps": 1,
+        "sequence_len": sequence_len, "micro_batch_size": 2, "gradient_accumulation_steps": 1,
         "max_steps": args.steps, "learning_rate": 1.0e-5, "optimizer": "adamw_torch",
         "bf16": False, "fp16": False, "tf32": False, "dataset_processes": 1, "val_set_size": 0,
         "save_strategy": "no", "logging_steps": 1, "trl": {"beta": 0.1},
     }
     results = {}
     for name, changes in RUNS.items():
-        if args.tiny and name not in TINY_RUNS:
+        if (args.tiny and name not in TINY_RUNS) or (args.answer_tokens and name not in LONG_RUNS):
             continue
         slug = name.replace(", ", "_").replace(" ", "_").replace("(", "").replace(")", "")
         cfg = {**base, **changes, "output_dir": str(workdir / changes.get("output_dir", slug))}
@@ -118,10 +153,11 @@ def main(args: argparse.Namespace) -> None:
         print(f"  measured {name}: {results[name][0]:.2f} GB in {results[name][1]:.0f} s", flush=True)
     sft = results["sft"][0]
     what = "tiny random Llama (the figures mean nothing)" if args.tiny else "SmolLM2-135M-Instruct"
-    print(f"\nPeak RSS, {what}, CPU float32, 2 sequences per forward, {args.steps} steps, one run each")
-    print(f"{'run':48s} {'peak RSS':>9s} {'x SFT':>7s}")
+    length = f"answers of ~{args.answer_tokens} tokens" if args.answer_tokens else "the pairs' own answers"
+    print(f"\nPeak RSS, {what}, CPU float32, 2 sequences per forward, {length}, {args.steps} steps, one run each")
+    print(f"{'run':52s} {'peak RSS':>9s} {'x SFT':>7s}")
     for name, (gb, _) in results.items():
-        print(f"{name:48s} {gb:7.2f} GB {gb / sft:7.3f}")
+        print(f"{name:52s} {gb:7.2f} GB {gb / sft:7.3f}")
 
 
 if __name__ == "__main__":
