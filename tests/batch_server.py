@@ -10,7 +10,8 @@ processing their first `expire_keep` items (a partial output file, as real expir
 batches have).
 
 Holds (a test kills the client while it waits): `hold="upload"` holds every upload
-response, `hold="batch"` keeps every batch `in_progress`, `hold="download"` sends the first
+response (the file is stored), `hold="create"` every batch-create response (the batch is
+made), `hold="batch"` keeps every batch `in_progress`, `hold="download"` sends the first
 `hold_download_lines` lines of an output file then holds the rest; `release()` lets all go
 on (`held` counts the holds reached).
 
@@ -26,6 +27,7 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
 from typing import Callable
@@ -61,6 +63,7 @@ class BatchServer:
         self.lock = threading.Lock()
         self._gate = threading.Event()
         self._ids = itertools.count(1)
+        self._tag = uuid.uuid4().hex[:8]
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -88,7 +91,7 @@ class BatchServer:
             self._gate.wait()
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}-{next(self._ids)}"
+        return f"{prefix}-{self._tag}-{next(self._ids)}"  # unique across servers, as a provider's ids are
 
     def _store(self, data: bytes, purpose: str, filename: str = "") -> dict:
         file = {"id": self._new_id("file"), "object": "file", "bytes": len(data), "created_at": int(time.time()),
@@ -191,7 +194,9 @@ class BatchServer:
                     server._wait_gate("upload")
                     return self._json(file)
                 if path == "/v1/batches":
-                    return self._json(server.create_batch(json.loads(body)))
+                    batch = server.create_batch(json.loads(body))
+                    server._wait_gate("create")
+                    return self._json(batch)
                 self._json({"error": {"message": f"no route {path}"}}, 404)
 
             def do_GET(self):
