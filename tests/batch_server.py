@@ -15,6 +15,8 @@ made), `hold="batch"` keeps every batch `in_progress`, `hold="download"` sends t
 `hold_download_lines` lines of an output file then holds the rest; `release()` lets all go
 on (`held` counts the holds reached).
 
+`inject("500", "429")`: the next API calls (any route) fail with those statuses.
+
 Counts: `uploads`, `batches_created`, `submitted` (per prompt: how many batches carried
 it), `retrievals`, `downloads`, `lists`, `authorizations`.
 """
@@ -28,7 +30,7 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -58,6 +60,7 @@ class BatchServer:
         self.batches: dict[str, dict] = {}
         self.uploads = self.batches_created = self.retrievals = self.downloads = self.lists = self.held = 0
         self.submitted: Counter = Counter()
+        self.api_faults: deque[str] = deque()
         self.faulted: Counter = Counter()
         self.authorizations: set[str] = set()
         self.lock = threading.Lock()
@@ -80,6 +83,11 @@ class BatchServer:
         self.release()
         self._server.shutdown()
         self._server.server_close()
+
+    def inject(self, *statuses: str) -> None:
+        """The next API calls (any route) answer these HTTP statuses, e.g. "500", "429"."""
+        with self.lock:
+            self.api_faults.extend(statuses)
 
     def release(self) -> None:
         self._gate.set()
@@ -184,8 +192,17 @@ class BatchServer:
                     server.authorizations.add(self.headers.get("Authorization", ""))
                 return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
+            def _api_fault(self) -> bool:
+                with server.lock:
+                    status = server.api_faults.popleft() if server.api_faults else None
+                if status:
+                    self._json({"error": {"message": f"injected {status}"}}, int(status))
+                return bool(status)
+
             def do_POST(self):
                 body, path = self._read(), urlsplit(self.path).path
+                if self._api_fault():
+                    return
                 if path == "/v1/files":
                     parts = parse_multipart(self.headers["Content-Type"], body)
                     file = server._store(parts["file"], parts["purpose"].decode())
@@ -201,6 +218,8 @@ class BatchServer:
 
             def do_GET(self):
                 self._read()
+                if self._api_fault():
+                    return
                 parts = urlsplit(self.path)
                 segments = parts.path.strip("/").split("/")
                 if segments[:2] == ["v1", "batches"] and len(segments) == 3:
