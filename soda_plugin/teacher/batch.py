@@ -18,6 +18,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Sequence
 
 from ..client import ClientSettings, Usage
@@ -102,9 +103,7 @@ class _BatchRun:
         return {"model": self.model, "messages": self.request.messages_for(messages), **self.request.params()}
 
     def submit(self, pids: list[str]) -> None:
-        sent_before = {pid for event in self.journal.state.closed.values()
-                       for f, b in self.journal.state.batch_of_file.items() if b == event["batch_id"]
-                       for pid in self.journal.state.files[f]}
+        sent_before = self.journal.state.sent_in_closed_batches()
         lines = ((pid, request_line(pid, self._body(self.todo[pid]))) for pid in pids)
         files, too_large = split_requests(lines, max_requests=self.options.max_requests, max_bytes=self.options.max_bytes)
         for pid, size in too_large:
@@ -134,17 +133,16 @@ class _BatchRun:
 
     # -- receiving
     def close(self, batch_id: str, batch: Any) -> None:
-        file_id = next(f for f, b in self.journal.state.batch_of_file.items() if b == batch_id)
-        expected = set(self.journal.state.files[file_id])
+        expected = set(self.journal.state.files[self.journal.state.file_of(batch_id)])
         failures: dict[str, tuple[str, str]] = {}
-        garbled, anonymous = Counter(), Counter()  # per file: malformed lines; those naming no prompt
+        garbled, anonymous = Counter(), Counter()  # per result file: malformed lines; those naming no prompt
         rows = 0
 
-        def on_line(line: bytes) -> None:
+        def on_line(file_id: str, line: bytes) -> None:
             nonlocal rows
             item = parse_item(line, expected)
-            garbled[current] += item.unreadable or item.prompt_id is None
-            anonymous[current] += item.prompt_id is None
+            garbled[file_id] += item.unreadable or item.prompt_id is None
+            anonymous[file_id] += item.prompt_id is None
             if item.prompt_id is None:
                 return
             if item.result is None:
@@ -154,9 +152,12 @@ class _BatchRun:
                 rows += 1
                 failures.pop(item.prompt_id, None)
 
-        for current in filter(None, (batch.output_file_id, batch.error_file_id)):
-            self.api.download(current, on_line, on_restart=lambda: (garbled.pop(current, None),
-                                                                     anonymous.pop(current, None)))
+        def restart(file_id: str) -> None:  # a download read again from the start counts its lines again
+            garbled.pop(file_id, None)
+            anonymous.pop(file_id, None)
+
+        for file_id in filter(None, (batch.output_file_id, batch.error_file_id)):
+            self.api.download(file_id, partial(on_line, file_id), on_restart=partial(restart, file_id))
         self.stats.malformed_lines += sum(garbled.values())
         # A completed batch's line that names no prompt is one of its missing prompts: those count as malformed.
         unnamed = sum(anonymous.values()) and batch.status == "completed"
@@ -205,7 +206,7 @@ class _BatchRun:
                 return
             closed_any = False
             for batch_id in open_batches:
-                batch = self.api.retrieve(batch_id)
+                batch = self._retrieve(batch_id)
                 if batch.status in TERMINAL:
                     self.close(batch_id, batch)
                     closed_any = True
@@ -220,6 +221,17 @@ class _BatchRun:
                     f"{self.options.max_wait_s:g} s ({', '.join(open_batches[:5])}); their answers are not lost: "
                     "re-run the same command to resume polling them (nothing is sent again).", tuple(open_batches))
             self.sleep(min(self.options.poll_s, left))
+
+    def _retrieve(self, batch_id: str) -> Any:
+        import openai
+
+        try:
+            return self.api.retrieve(batch_id)
+        except openai.NotFoundError as error:
+            raise ValueError(
+                f"batch `{batch_id}` from the journal `{self.journal.path}` is unknown to `--base-url` "
+                f"{public_url(self.api.settings.base_url)} (404): re-run with the `--base-url` and key that created "
+                f"it, or delete the journal to send its prompts again.") from error
 
     def count_failures(self) -> None:
         for pid, (kind, detail) in self.given_up.items():
@@ -243,9 +255,11 @@ def run_batch_collection(prompts: Sequence[Messages], out: str | os.PathLike, *,
     if not os.environ.get(settings.api_key_env):
         LOG.warning("`$%s` is not set: requests carry no API key (fine for a local server); "
                     "set it, or name another variable with `--api-key-env`.", settings.api_key_env)
-    if options.rounds < 1 or options.poll_s <= 0 or options.max_wait_s <= 0 or options.discount < 0:
-        raise ValueError(f"batch options out of range: {options}; `--batch-rounds` >= 1, `--batch-poll` and "
-                         "`--batch-max-wait` > 0, `--batch-discount` >= 0.")
+    if (options.rounds < 1 or options.poll_s <= 0 or options.max_wait_s <= 0 or options.discount < 0
+            or options.max_requests < 1 or options.max_bytes < 1):
+        raise ValueError(f"batch options out of range: {options}; `--batch-rounds`, `--batch-max-requests` and "
+                         "`--batch-max-bytes` must be >= 1, `--batch-poll` and `--batch-max-wait` > 0, "
+                         "`--batch-discount` >= 0.")
     started = time.perf_counter()
     output = TeacherOutputFile(out, fields)
     plan = plan_collection(prompts, output.existing.done, exclusion)

@@ -46,6 +46,12 @@ class JournalState:
         open_files = [f for f, b in self.batch_of_file.items() if b not in self.closed] + self.unbatched_files()
         return {pid for f in open_files for pid in self.files[f]}
 
+    def file_of(self, batch_id: str) -> str:
+        return next(f for f, b in self.batch_of_file.items() if b == batch_id)
+
+    def sent_in_closed_batches(self) -> set[str]:
+        return {pid for f, b in self.batch_of_file.items() if b in self.closed for pid in self.files[f]}
+
     def apply(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "file":

@@ -133,3 +133,25 @@ def test_a_request_too_large_for_any_file_is_counted_not_sent(tmp_path):
         assert sum(server.submitted.values()) == 3 and "long " * 100 not in server.submitted
     assert summary.failed == {"too_large": 1} and summary.answered == 3
     assert {row["prompt_id"] for row in rows(tmp_path / "t.jsonl")} == {prompt_id(p) for p in PROMPTS[:3]}
+
+
+def test_a_journaled_batch_the_server_does_not_know_is_a_clear_error(tmp_path):
+    out = tmp_path / "t.jsonl"
+    journal = BatchJournal(tmp_path / "t.batches.jsonl")
+    journal.record({"event": "file", "file_id": "file-x", "prompt_ids": [prompt_id(PROMPTS[0])]})
+    journal.record({"event": "batch", "batch_id": "batch-elsewhere", "file_id": "file-x"})
+    journal.close()
+    with BatchServer(answer) as server, pytest.raises(ValueError, match="batch `batch-elsewhere` from the journal"):
+        run_batch_collection(PROMPTS, out, settings=settings(server), request=TeacherRequest("teacher-m"),
+                             options=FAST, progress=False)
+    assert not rows(out)
+
+
+@pytest.mark.parametrize("bad", [{"rounds": 0}, {"max_requests": 0}, {"max_bytes": 0}, {"poll_s": 0},
+                                 {"max_wait_s": -1}, {"discount": -0.5}])
+def test_batch_options_out_of_range_are_refused_before_anything_is_written(tmp_path, bad):
+    options = BatchOptions(**{**vars(FAST), **bad})
+    with pytest.raises(ValueError, match="batch options out of range"):
+        run_batch_collection(PROMPTS, tmp_path / "t.jsonl", settings=ClientSettings("http://127.0.0.1:9/v1", "m"),
+                             request=TeacherRequest("m"), options=options, progress=False)
+    assert not list(tmp_path.iterdir())
