@@ -67,6 +67,7 @@ class BatchStats:
     items_submitted: int = 0
     items_resubmitted: int = 0  # sent again after a closed batch gave no answer
     malformed_lines: int = 0
+    answers_not_written: int = 0  # for prompts an earlier run sent that this run's input no longer holds
     statuses: Counter = field(default_factory=Counter)  # how the batches closed in this run ended
     api_retries: Counter = field(default_factory=Counter)
 
@@ -74,7 +75,9 @@ class BatchStats:
         return (f"  batch: files uploaded {self.files_uploaded}, batches created {self.batches_created}, resumed "
                 f"{self.batches_resumed}, closed {dict(self.statuses) or 0}; items submitted {self.items_submitted} "
                 f"(resubmitted {self.items_resubmitted}), malformed result lines {self.malformed_lines}, "
-                f"API retries {dict(self.api_retries) or 0}")
+                f"API retries {dict(self.api_retries) or 0}"
+                + (f"; {self.answers_not_written} answers not written (their prompts are no longer in the input "
+                   "or are excluded)" if self.answers_not_written else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in vars(self).items() if not isinstance(v, Counter)},
@@ -147,7 +150,10 @@ class _BatchRun:
                 return
             if item.result is None:
                 failures.setdefault(item.prompt_id, (item.kind, item.detail))
-            elif item.prompt_id not in self.done and item.prompt_id in self.todo:
+            elif item.prompt_id not in self.todo:
+                # Sent by an earlier run, but no longer among the prompts (or now excluded): counted, not written.
+                self.stats.answers_not_written += item.prompt_id not in self.done
+            elif item.prompt_id not in self.done:
                 self._write(item.prompt_id, item.result)
                 rows += 1
                 failures.pop(item.prompt_id, None)

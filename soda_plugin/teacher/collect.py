@@ -204,7 +204,7 @@ def run_collection(prompts: Sequence[Messages], out: str | os.PathLike, *, setti
     plan = plan_collection(prompts, output.existing.done, exclusion)
     manifest = check_and_write_manifest(out, request.identity(), {
         "base_url": public_url(settings.base_url), "api_key_env": settings.api_key_env, "status": "running",
-        "prompts_total": plan.unique - plan.excluded})
+        "mode": "online", "prompts_total": plan.unique - plan.excluded})
     summary = CollectionSummary(plan, torn_tail_repaired=output.existing.torn_tail_bytes > 0,
                                 exclusion=exclusion.report() if exclusion else "none requested")
     client = ChatClient(settings)

@@ -155,3 +155,20 @@ def test_batch_options_out_of_range_are_refused_before_anything_is_written(tmp_p
         run_batch_collection(PROMPTS, tmp_path / "t.jsonl", settings=ClientSettings("http://127.0.0.1:9/v1", "m"),
                              request=TeacherRequest("m"), options=options, progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_answers_for_prompts_no_longer_in_the_input_are_counted_not_written(tmp_path):
+    from soda_plugin.teacher.batch import BatchWaitError
+
+    out = tmp_path / "t.jsonl"
+    with BatchServer(answer, hold="batch") as server:
+        with pytest.raises(BatchWaitError, match="still unfinished") as waited:
+            run_batch_collection(PROMPTS, out, settings=settings(server), request=TeacherRequest("teacher-m"),
+                                 options=BatchOptions(poll_s=0.02, max_wait_s=0.2), progress=False)
+        assert len(waited.value.batch_ids) == 1
+        server.release()
+        summary = run_batch_collection(PROMPTS[:8], out, settings=settings(server), request=TeacherRequest("teacher-m"),
+                                       options=FAST, progress=False)
+        assert server.batches_created == 1
+    assert summary.batch.answers_not_written == 4 and "4 answers not written" in summary.report()
+    assert {row["prompt_id"] for row in rows(out)} == {prompt_id(p) for p in PROMPTS[:8]}
