@@ -108,9 +108,9 @@ class _BatchRun:
     def submit(self, pids: list[str]) -> None:
         sent_before = self.journal.state.sent_in_closed_batches()
         lines = ((pid, request_line(pid, self._body(self.todo[pid]))) for pid in pids)
-        files, too_large = split_requests(lines, max_requests=self.options.max_requests, max_bytes=self.options.max_bytes)
-        for pid, size in too_large:
-            self.given_up[pid] = ("too_large", f"request of {size} bytes > --batch-max-bytes {self.options.max_bytes}")
+        too_large: list[tuple[str, int]] = []
+        files = split_requests(lines, max_requests=self.options.max_requests, max_bytes=self.options.max_bytes,
+                               too_large=too_large)
         for number, chunk in enumerate(files):
             file_id = self.api.upload(f"soda-teacher-{int(time.time())}-{number}.jsonl", file_bytes(chunk))
             self.stats.files_uploaded += 1
@@ -119,6 +119,8 @@ class _BatchRun:
             self._create(file_id)
             self.stats.items_submitted += len(chunk_ids)
             self.stats.items_resubmitted += sum(pid in sent_before for pid in chunk_ids)
+        for pid, size in too_large:
+            self.given_up[pid] = ("too_large", f"request of {size} bytes > --batch-max-bytes {self.options.max_bytes}")
 
     def _create(self, file_id: str) -> None:
         self.journal.record({"event": "batch", "batch_id": self.api.create(file_id), "file_id": file_id})

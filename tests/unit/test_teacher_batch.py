@@ -34,12 +34,13 @@ def rows(path):
 
 def test_split_requests_keeps_both_limits_and_reports_lines_too_large():
     lines = [(str(i), b"x" * size) for i, size in enumerate([3, 3, 3, 3, 7, 20, 1])]
-    files, too_large = split_requests(lines, max_requests=3, max_bytes=10)
+    too_large = []
+    files = list(split_requests(lines, max_requests=3, max_bytes=10, too_large=too_large))
     assert [[pid for pid, _ in f] for f in files] == [["0", "1", "2"], ["3", "4"], ["6"]]
     assert all(len(f) <= 3 and sum(len(line) for _, line in f) <= 10 for f in files)
     assert too_large == [("5", 20)]
     with pytest.raises(ValueError, match="`--batch-max-requests` \\(0\\)"):
-        split_requests(lines, max_requests=0, max_bytes=10)
+        list(split_requests(lines, max_requests=0, max_bytes=10, too_large=[]))
 
 
 def test_request_line_is_one_chat_completions_request_per_prompt():
