@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> None:
           f"{dict(usage.retries)}); server: prompts sent twice {twice}, more than twice {more}")
     print(f"rows written          {len(ids)}  (distinct prompts {len(set(ids))}, duplicates {len(ids) - len(set(ids))}, "
           f"still failed {sum(summary.failed.values())})")
-    print(f"malformed lines       {batch.malformed_lines}; polls {counts[3]}, downloads {counts[4]}")
+    print(f"unreadable lines      {batch.unreadable_lines}; polls {counts[3]}, downloads {counts[4]}")
     online = usage.cost(args.price_in, args.price_out)
     print(f"tokens                in {usage.prompt_tokens}, out {usage.completion_tokens} "
           f"(usage fields of {usage.requests} answers)")

@@ -66,7 +66,7 @@ class BatchStats:
     batches_resumed: int = 0  # found open in the journal, or on the server, by a re-run
     items_submitted: int = 0
     items_resubmitted: int = 0  # sent again after a closed batch gave no answer
-    malformed_lines: int = 0
+    unreadable_lines: int = 0  # result lines not JSON, or naming no prompt of their batch (the prompt is retried)
     answers_not_written: int = 0  # for prompts an earlier run sent that this run's input no longer holds
     statuses: Counter = field(default_factory=Counter)  # how the batches closed in this run ended
     api_retries: Counter = field(default_factory=Counter)
@@ -74,7 +74,7 @@ class BatchStats:
     def report(self) -> str:
         return (f"  batch: files uploaded {self.files_uploaded}, batches created {self.batches_created}, resumed "
                 f"{self.batches_resumed}, closed {dict(self.statuses) or 0}; items submitted {self.items_submitted} "
-                f"(resubmitted {self.items_resubmitted}), malformed result lines {self.malformed_lines}, "
+                f"(resubmitted {self.items_resubmitted}), unreadable result lines {self.unreadable_lines}, "
                 f"API retries {dict(self.api_retries) or 0}"
                 + (f"; {self.answers_not_written} answers not written (their prompts are no longer in the input "
                    "or are excluded)" if self.answers_not_written else ""))
@@ -166,7 +166,7 @@ class _BatchRun:
 
         for file_id in filter(None, (batch.output_file_id, batch.error_file_id)):
             self.api.download(file_id, partial(on_line, file_id), on_restart=partial(restart, file_id))
-        self.stats.malformed_lines += sum(garbled.values())
+        self.stats.unreadable_lines += sum(garbled.values())
         # A completed batch's line that names no prompt is one of its missing prompts: those count as malformed.
         unnamed = sum(anonymous.values()) and batch.status == "completed"
         unanswered = Counter()

@@ -88,7 +88,7 @@ def test_every_fault_is_counted_resubmitted_once_and_the_key_stays_secret(tmp_pa
     figures = last_run(out)
     assert figures["failed"] == {"bad_request": 1} and figures["answered"] == 39
     assert figures["retries"] == {"expired": 10, "server_error": 1, "malformed": 2}
-    assert figures["batch"]["items_resubmitted"] == 13 and figures["batch"]["malformed_lines"] == 1
+    assert figures["batch"]["items_resubmitted"] == 13 and figures["batch"]["unreadable_lines"] == 1
     assert figures["batch"]["statuses"] == {"expired": 1, "completed": 3}
     # 39 answers of 9 + 4 tokens at half of $2 / $8 per 1M.
     assert figures["cost"] == pytest.approx((39 * 9 * 2 + 39 * 4 * 8) / 1e6 * 0.5)
