@@ -7,7 +7,7 @@ first time that prompt is processed: "500" (error file, HTTP 500), "400" (error 
 HTTP 400), "malformed" (output line with a body without choices), "garbled" (an output
 line that is not JSON). `expire_batches=n` expires the next n batches created, after
 processing their first `expire_keep` items (a partial output file, as real expired
-batches have).
+batches have). `fail_batches=n` fails the next n batches at validation (no output).
 
 Holds (a test kills the client while it waits): `hold="upload"` holds every upload
 response (the file is stored), `hold="create"` every batch-create response (the batch is
@@ -50,11 +50,12 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
 
 class BatchServer:
     def __init__(self, responder: Callable[[dict], Reply], *, item_faults: dict[str, str] | None = None,
-                 expire_batches: int = 0, expire_keep: int = 0, hold: str | None = None,
+                 expire_batches: int = 0, expire_keep: int = 0, fail_batches: int = 0, hold: str | None = None,
                  hold_download_lines: int = 0, validating_s: float = 0.02):
         self.responder = responder
         self.item_faults = dict(item_faults or {})
         self.expire_batches, self.expire_keep = expire_batches, expire_keep
+        self.fail_batches = fail_batches
         self.hold, self.hold_download_lines, self.validating_s = hold, hold_download_lines, validating_s
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
@@ -128,6 +129,13 @@ class BatchServer:
 
     def _process(self, batch_id: str, items: list[dict], expire: bool) -> None:
         time.sleep(self.validating_s)
+        with self.lock:
+            fail = self.fail_batches > 0
+            self.fail_batches -= fail
+            if fail:  # as a batch that fails validation: no output, no error file
+                self.batches[batch_id].update(status="failed", errors={"object": "list", "data": [
+                    {"code": "invalid_request", "message": "injected validation failure"}]})
+                return
         with self.lock:
             self.batches[batch_id]["status"] = "in_progress"
         self._wait_gate("batch")

@@ -170,9 +170,11 @@ class _BatchRun:
         # A completed batch's line that names no prompt is one of its missing prompts: those count as malformed.
         unnamed = sum(anonymous.values()) and batch.status == "completed"
         unanswered = Counter()
+        why = f"batch {batch_id} {batch.status}" + "".join(
+            f"; {error.code}: {error.message}" for error in (getattr(batch.errors, "data", None) or [])[:2])
         for pid in expected - self.done:
             kind, detail = failures.get(pid) or ((MALFORMED, "unreadable result line") if unnamed
-                                                 else (TERMINAL[batch.status], f"batch {batch_id} {batch.status}"))
+                                                 else (TERMINAL[batch.status], why))
             unanswered[kind] += 1
             self._failed_once(pid, kind, detail)
         self.output.sync()

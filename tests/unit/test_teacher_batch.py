@@ -173,3 +173,20 @@ def test_answers_for_prompts_no_longer_in_the_input_are_counted_not_written(tmp_
         assert server.batches_created == 1
     assert summary.batch.answers_not_written == 4 and "4 answers not written" in summary.report()
     assert {row["prompt_id"] for row in rows(out)} == {prompt_id(p) for p in PROMPTS[:8]}
+
+
+def test_a_failed_batch_is_resubmitted_and_the_rounds_are_bounded(tmp_path):
+    with BatchServer(answer, fail_batches=1) as server:
+        summary = run_batch_collection(PROMPTS, tmp_path / "a.jsonl", settings=settings(server),
+                                       request=TeacherRequest("teacher-m"), options=FAST, progress=False)
+        assert server.batches_created == 2 and set(server.submitted.values()) == {2}
+    assert summary.answered == len(PROMPTS) and summary.usage.retries == {"batch_failed": len(PROMPTS)}
+    # Every batch fails: each prompt is sent in `rounds` batches, then counted as failed.
+    with BatchServer(answer, fail_batches=99) as server:
+        summary = run_batch_collection(PROMPTS, tmp_path / "b.jsonl", settings=settings(server),
+                                       request=TeacherRequest("teacher-m"),
+                                       options=BatchOptions(poll_s=0.02, rounds=2), progress=False)
+        assert server.batches_created == 2 and set(server.submitted.values()) == {2}
+    assert summary.failed == {"batch_failed": len(PROMPTS)} and summary.answered == 0
+    assert f"{len(PROMPTS)} prompts have no answer" in summary.report()
+    assert "invalid_request: injected validation failure" in summary.failed_examples[0]
