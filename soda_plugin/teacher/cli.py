@@ -55,6 +55,8 @@ def run_from_args(args: argparse.Namespace) -> tuple[str, int]:
         report = (f"{plan.prompts_read} prompts read, {plan.duplicates} duplicates, {plan.excluded} evaluation "
                   f"prompts dropped ({exclusion.report() if exclusion else 'none requested'}), "
                   f"{plan.done_before} already answered\n{estimate.report()}")
+        if args.batch:
+            report += f" at batch prices (x{args.batch_discount:g} of --price-in/--price-out)"
         return report, 0
     if not args.base_url:
         raise ValueError("`--base-url` is required (the teacher's OpenAI-compatible endpoint), except with `--dry-run`.")

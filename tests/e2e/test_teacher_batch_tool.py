@@ -4,6 +4,7 @@ batch create, polling, download) then re-run, and the bound on the wait. The cla
 read from the output file, the journal, the manifest and the server's own counts."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -161,3 +162,19 @@ def test_the_wait_is_bounded_and_a_rerun_resumes_the_same_batch(tmp_path, prompt
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr[-3000:]
         assert (server.uploads, server.batches_created) == (1, 1)
     assert_every_prompt_once(out)
+
+
+def test_dry_run_in_batch_mode_prices_at_the_discount(tmp_path, prompts_file):
+    def dry(*extra):
+        run = subprocess.run([sys.executable, str(TOOL), "--prompts", str(prompts_file), "--out",
+                              str(tmp_path / "t.jsonl"), "--model", "m", "--max-tokens", "64", "--dry-run",
+                              "--price-in", "2", "--price-out", "8", *extra],
+                             env=env(), capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run.stdout
+
+    online, batch = dry(), dry("--batch", "--batch-discount", "0.25")
+    cost = lambda text: float(re.search(r"= \$(\d+\.\d+)", text).group(1))  # noqa: E731
+    assert cost(batch) == pytest.approx(cost(online) * 0.25, abs=1e-4) and cost(online) > 0
+    assert "at batch prices (x0.25 of --price-in/--price-out)" in batch
+    assert not list(tmp_path.glob("t*"))  # a dry run writes nothing, no journal either
