@@ -16,6 +16,24 @@ Re-running the same command after an interruption (even SIGKILL) finishes the jo
 already written are kept and never asked again, a half-written last line is cut off, and
 prompts that failed after every retry are asked again. Exit code 3: some prompts still
 have no answer. Then: `python tools/build_pairs.py --teacher teacher.jsonl ...`.
+
+Batch mode (`--batch`: the provider's batch API, about half the price, answers within 24 h;
+same rows, same output file):
+
+    python tools/collect_teacher.py --prompts prompts.jsonl --out teacher.jsonl --batch \
+        --base-url https://api.openai.com/v1 --model gpt-5-chat-latest --max-tokens 1536 \
+        --price-in 1.25 --price-out 10 --batch-discount 0.5 --batch-poll 60
+
+It uploads request files (at most --batch-max-requests lines and --batch-max-bytes bytes
+each), creates one batch per file, polls them, and writes each answer as the result files
+are read. Failed, expired, malformed or missing items are sent again in a new batch (at
+most --batch-rounds batches per prompt); `bad_request` items are not. Every upload and
+batch id is journaled (fsynced) in `<out stem>.batches.jsonl` before the next step: re-run
+the same command after any interruption (SIGKILL included) and it resumes polling its
+batches; no prompt is sent again while a batch carrying it is open, or once it has a row.
+Cost: tokens x --price-in/--price-out x --batch-discount (pass the online prices; set
+--batch-discount 1 if you pass batch prices). Exit code 4: batches still unfinished after
+--batch-max-wait seconds (re-run to resume them).
 """
 
 import argparse
@@ -53,6 +71,17 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     cost.add_argument("--price-out", type=float, default=0.0, help="USD per 1M completion tokens")
     cost.add_argument("--dry-run", action="store_true", help="estimate tokens and cost; send nothing")
     cost.add_argument("--tokenizer", help="dry run: count prompt tokens with this local HF tokenizer")
+    batch = parser.add_argument_group("batch mode")
+    batch.add_argument("--batch", action="store_true", help="send through the batch API (files + batches), resumable")
+    batch.add_argument("--batch-poll", type=float, default=30.0, help="seconds between polls of the open batches")
+    batch.add_argument("--batch-max-wait", type=float, default=25 * 3600.0,
+                       help="seconds this run waits for its batches in all, then exits 4 (re-run to resume)")
+    batch.add_argument("--batch-max-requests", type=int, default=50_000, help="requests per uploaded file")
+    batch.add_argument("--batch-max-bytes", type=int, default=200_000_000, help="bytes per uploaded file")
+    batch.add_argument("--batch-rounds", type=int, default=3,
+                       help="batches a prompt is sent in per run (failed/expired items are resubmitted)")
+    batch.add_argument("--batch-discount", type=float, default=0.5,
+                       help="batch price / online price, applied to --price-in/--price-out (1: they are batch prices)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 

@@ -12,6 +12,7 @@ from .collect import CollectionSummary, TeacherRequest, dry_run, run_collection
 from .exclude import EvalExclusion, EvalSetRef
 
 EXIT_SOME_FAILED = 3  # some prompts still have no answer; re-running retries them
+EXIT_BATCHES_OPEN = 4  # batch mode: batches still unfinished after `--batch-max-wait`; re-running resumes them
 
 
 def load_prompts(args: argparse.Namespace) -> list[list[dict[str, str]]]:
@@ -47,16 +48,36 @@ def run_from_args(args: argparse.Namespace) -> tuple[str, int]:
     exclusion = _exclusion(args)
     prices = {"price_in": args.price_in, "price_out": args.price_out}
     if args.dry_run:
+        if args.batch:
+            prices = {name: price * args.batch_discount for name, price in prices.items()}
         plan, estimate = dry_run(prompts, args.out, request=request, fields=fields, exclusion=exclusion,
                                  tokenizer=_tokenizer(args.tokenizer), tokenizer_name=args.tokenizer, **prices)
         report = (f"{plan.prompts_read} prompts read, {plan.duplicates} duplicates, {plan.excluded} evaluation "
                   f"prompts dropped ({exclusion.report() if exclusion else 'none requested'}), "
                   f"{plan.done_before} already answered\n{estimate.report()}")
+        if args.batch:
+            report += f" at batch prices (x{args.batch_discount:g} of --price-in/--price-out)"
         return report, 0
     if not args.base_url:
         raise ValueError("`--base-url` is required (the teacher's OpenAI-compatible endpoint), except with `--dry-run`.")
     settings = ClientSettings(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
                               concurrency=args.concurrency, timeout_s=args.timeout, max_attempts=args.max_attempts)
+    if args.batch:
+        return _run_batch(args, prompts, settings, request, fields, exclusion, prices)
     summary: CollectionSummary = run_collection(prompts, args.out, settings=settings, request=request, fields=fields,
                                                 exclusion=exclusion, progress=not args.no_progress, **prices)
+    return summary.report(), EXIT_SOME_FAILED if summary.failed else 0
+
+
+def _run_batch(args, prompts, settings, request, fields, exclusion, prices) -> tuple[str, int]:
+    from .batch import BatchOptions, BatchWaitError, run_batch_collection
+
+    options = BatchOptions(poll_s=args.batch_poll, max_wait_s=args.batch_max_wait,
+                           max_requests=args.batch_max_requests, max_bytes=args.batch_max_bytes,
+                           rounds=args.batch_rounds, discount=args.batch_discount)
+    try:
+        summary = run_batch_collection(prompts, args.out, settings=settings, request=request, fields=fields,
+                                       exclusion=exclusion, options=options, progress=not args.no_progress, **prices)
+    except BatchWaitError as error:
+        return f"teacher (batch): {error}", EXIT_BATCHES_OPEN
     return summary.report(), EXIT_SOME_FAILED if summary.failed else 0

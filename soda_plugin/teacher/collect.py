@@ -96,6 +96,7 @@ class CollectionSummary:
     seconds: float = 0.0
     torn_tail_repaired: bool = False
     exclusion: str = ""
+    batch: Any = None  # `batch.BatchStats` in batch mode
 
     def report(self) -> str:
         plan, usage = self.plan, self.usage
@@ -108,6 +109,8 @@ class CollectionSummary:
             f"  tokens in {usage.prompt_tokens}, out {usage.completion_tokens}, cost ${self.cost:.4f}, "
             f"{self.seconds:.1f} s" + ("; a half-written last line was cut off first" if self.torn_tail_repaired else ""),
         ]
+        if self.batch is not None:
+            lines.append(self.batch.report())
         if self.failed:
             lines.append(f"  {sum(self.failed.values())} prompts have no answer: re-run the same command to retry them")
         return "\n".join(lines)
@@ -119,7 +122,7 @@ class CollectionSummary:
             "failed": dict(self.failed), "flagged": dict(self.flagged), "requests": self.usage.requests,
             "retries": dict(self.usage.retries), "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens, "cost": round(self.cost, 6),
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 3), **({"batch": self.batch.to_dict()} if self.batch is not None else {}),
         }
 
 
@@ -201,7 +204,7 @@ def run_collection(prompts: Sequence[Messages], out: str | os.PathLike, *, setti
     plan = plan_collection(prompts, output.existing.done, exclusion)
     manifest = check_and_write_manifest(out, request.identity(), {
         "base_url": public_url(settings.base_url), "api_key_env": settings.api_key_env, "status": "running",
-        "prompts_total": plan.unique - plan.excluded})
+        "mode": "online", "prompts_total": plan.unique - plan.excluded})
     summary = CollectionSummary(plan, torn_tail_repaired=output.existing.torn_tail_bytes > 0,
                                 exclusion=exclusion.report() if exclusion else "none requested")
     client = ChatClient(settings)

