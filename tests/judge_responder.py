@@ -3,7 +3,8 @@
 Reference requests (no judge system prompt) get `reference q=8 for: <prompt>`. Judge
 requests are read back with the template's own `parse_request`; each answer's score is
 the `q=N` it contains (5 without one), written as the template asks: `S1 S2` then an
-explanation. An answer containing `BADk` makes the first k verdicts on that exact request
+explanation; `q=A/B` plays a judge with a position bias (A as Assistant 1, B as
+Assistant 2). An answer containing `BADk` makes the first k verdicts on that exact request
 unparsable; `ALWAYSBAD` makes every one unparsable.
 """
 
@@ -20,7 +21,10 @@ TEMPLATE = load_template()
 REFERENCE_QUALITY = 8
 
 
-def quality(answer: str) -> int:
+def quality(answer: str, position: int = 1) -> int:
+    biased = re.search(r"q=(\d+)/(\d+)", answer)
+    if biased:
+        return int(biased.group(position))
     match = re.search(r"q=(\d+)", answer)
     return int(match.group(1)) if match else 5
 
@@ -49,5 +53,5 @@ class JudgeResponder:
         bad = re.search(r"BAD(\d+)", answers)
         if "ALWAYSBAD" in answers or (bad and seen <= int(bad.group(1))):
             return Reply("Both assistants did well overall.", "stop", 50, 8)
-        verdict = f"{quality(parts['answer_1'])} {quality(parts['answer_2'])}\nAssistant 1 and 2 compared."
+        verdict = f"{quality(parts['answer_1'], 1)} {quality(parts['answer_2'], 2)}\nAssistant 1 and 2 compared."
         return Reply(verdict, "stop", 50, 8)
