@@ -89,8 +89,9 @@ def _add_judge_filter(parser: argparse.ArgumentParser) -> None:
 def _judge_filter(args: argparse.Namespace):
     """The `JudgeFilterConfig` of --judge-filter, or None; judge options without it are an error."""
     if not args.judge_filter:
-        given = [flag for flag, value in (("--judge-base-url", args.judge_base_url), ("--judge-model", args.judge_model),
-                                          ("--judge-cache-dir", args.judge_cache_dir)) if value]
+        options = (("--judge-base-url", args.judge_base_url), ("--judge-model", args.judge_model),
+                   ("--judge-cache-dir", args.judge_cache_dir))
+        given = [flag for flag, value in options if value]
         if given:
             raise SystemExit(f"{', '.join(given)} given without --judge-filter; add --judge-filter to judge the pairs.")
         return None
@@ -106,8 +107,9 @@ def _judge_filter(args: argparse.Namespace):
     from soda_plugin.pairs import JudgeFilterConfig
 
     if not os.environ.get(args.judge_api_key_env):
-        get_logger(__name__).warning("`$%s` is not set: the judge is called without a key (fine for a local server; set it, or name "
-                    "another variable with `--judge-api-key-env`, for a hosted API).", args.judge_api_key_env)
+        get_logger(__name__).warning(
+            "`$%s` is not set: the judge is called without a key (fine for a local server; set it, or name another "
+            "variable with `--judge-api-key-env`, for a hosted API).", args.judge_api_key_env)
     try:
         return JudgeFilterConfig(
             client=ClientSettings(base_url=args.judge_base_url, model=args.judge_model,

@@ -1,7 +1,8 @@
 """The paper's pipeline in miniature, on a CPU, through the project's own tools only:
 
 local teacher (HTTP) -> tools/collect_teacher.py -> tools/snapshot_q0.py (q0 = SmolLM2)
--> tools/build_pairs.py (--judge-filter: the local teacher judges teacher vs q0) -> axolotl train (SODA warmup -> DPO; SeqKD; ablations)
+-> tools/build_pairs.py (--judge-filter: the local teacher judges teacher vs q0)
+-> axolotl train (SODA warmup -> DPO; SeqKD; ablations)
 -> student answers + exact match + tools/judge.py (the local teacher as judge)
 -> tools/analyze.py -> report.md
 

@@ -73,7 +73,8 @@ def pair_filter_lines(counts: Mapping[str, Mapping[str, int]]) -> str:
 
 def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]],
                  matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any],
-                 files: Mapping[str, Path], pair_filter: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+                 files: Mapping[str, Path],
+                 pair_filter: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     out = settings.out_dir
     prompt_sets = {name: sorted(by_prompt) for name, by_prompt in matches.items()}
     same_prompts = len({tuple(ids) for ids in prompt_sets.values()}) == 1

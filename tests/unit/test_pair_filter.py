@@ -88,7 +88,8 @@ def test_drop_mode_keeps_and_drops_the_right_pairs_and_a_rerun_pays_only_for_wha
 
         card = (out / "README.md").read_text()
         for text in ("## Teacher-vs-q0 judge filter", "| teacher_won | 2 |", "| teacher_not_better | 2 |",
-                     "| unjudged_unparsable | 1 |", "| unjudged_failed | 1 |", "| teacher_not_better | 2 | candidate pairs |",
+                     "| unjudged_unparsable | 1 |", "| unjudged_failed | 1 |",
+                     "| teacher_not_better | 2 | candidate pairs |",
                      "| kept / dropped | 4 / 2 |", "`Teacher: 6. q=8/6`", "verdict teacher first `8 6`, q0 first `8 6`",
                      "teacher score 0.500", "`judge_filter`=drop"):
             assert text in card, text
