@@ -107,14 +107,19 @@ def test_drop_mode_keeps_and_drops_the_right_pairs_and_a_rerun_pays_only_for_wha
     assert "Verdicts: 0 new, 12 cached" in (out / "README.md").read_text()
 
 
-def test_flag_mode_keeps_every_pair_marked(tmp_path):
+def test_flag_mode_keeps_every_pair_marked_and_the_key_stays_out_of_every_file(tmp_path, monkeypatch):
+    key = "sk-fake-judge-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
     teacher, snapshot = write_inputs(tmp_path, CASES[1:])
     with ChatServer(JudgeResponder()) as server:
         report = build_pairs([teacher], [snapshot], tmp_path / "out", judge_filter=config(server, action="flag"))
+    assert server.authorizations == {f"Bearer {key}"}
     assert marks(tmp_path / "out") == {t: mark for t, _, mark in CASES[1:]}
     assert report.kept == 5 and report.dropped[DropReason.TEACHER_NOT_BETTER.value] == 0
     assert report.judge_filter["counts"]["teacher_not_better"] == 2
     assert "kept, flagged" in (tmp_path / "out" / "README.md").read_text()
+    for path in (tmp_path / "out").rglob("*"):  # pairs, card, report and the verdict cache
+        assert not path.is_file() or key.encode() not in path.read_bytes(), path
 
 
 def test_unjudged_fail_writes_nothing_and_names_the_counts(tmp_path):
