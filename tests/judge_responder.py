@@ -3,10 +3,11 @@
 Reference requests (no judge system prompt) get `reference q=8 for: <prompt>` (another
 quality with `reference_quality`). Judge requests are read back with the template's own
 `parse_request`; each answer's score is the `q=N` it contains (5 without one; `q=0` gives a
-0, outside the scale), or its `qf=N` when it is shown first (a position bias), written as
-the template asks: `S1 S2` then an explanation. An answer containing `BADk` makes the first
-k verdicts on that exact request unparsable; `ALWAYSBAD` makes every one unparsable.
-`questions` and `reference_prompts` record what the judge was shown and asked.
+0, outside the scale), or its `qf=N` when it is shown first, written as the template asks:
+`S1 S2` then an explanation; `qf=N` and `q=A/B` (A as Assistant 1, B as Assistant 2) play a
+judge with a position bias. An answer containing `BADk` makes the first k verdicts on that
+exact request unparsable; `ALWAYSBAD` makes every one unparsable. `questions` and
+`reference_prompts` record what the judge was shown and asked.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ TEMPLATE = load_template()
 REFERENCE_QUALITY = 8
 
 
-def quality(answer: str, shown_first: bool = False) -> int:
+def quality(answer: str, position: int = 2) -> int:
+    """The score of `answer` shown as Assistant `position` (1 or 2)."""
+    biased = re.search(r"q=(\d+)/(\d+)", answer)
+    if biased:
+        return int(biased.group(position))
     first = re.search(r"qf=(\d+)", answer)
-    if shown_first and first:
+    if position == 1 and first:
         return int(first.group(1))
     match = re.search(r"q=(\d+)", answer)
     return int(match.group(1)) if match else 5
@@ -59,5 +64,5 @@ class JudgeResponder:
         bad = re.search(r"BAD(\d+)", answers)
         if "ALWAYSBAD" in answers or (bad and seen <= int(bad.group(1))):
             return Reply("Both assistants did well overall.", "stop", 50, 8)
-        verdict = f"{quality(parts['answer_1'], True)} {quality(parts['answer_2'])}\nAssistant 1 and 2 compared."
+        verdict = f"{quality(parts['answer_1'], 1)} {quality(parts['answer_2'], 2)}\nAssistant 1 and 2 compared."
         return Reply(verdict, "stop", 50, 8)

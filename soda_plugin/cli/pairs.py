@@ -13,6 +13,11 @@
         --snapshot outputs/snapshots/other=cross:Qwen2.5-7B --snapshot outputs/snapshots/degraded \
         --truncated teacher_only --out outputs/pairs/ablation
 
+    # check that the teacher really beats q0: a judge sees each pair in both orders (cached,
+    # key from $OPENAI_API_KEY); pairs the teacher does not win are dropped (or `--judge-filter-action flag`)
+    python tools/build_pairs.py --teacher data/teacher.jsonl --snapshot outputs/snapshots/q0 \
+        --out outputs/pairs/q0 --judge-filter --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o
+
 The output folder reads in a recipe as `path: <out>/data`, `ds_type: parquet`, `type: soda`.
 `--push-to-hub` reads the token from `HF_TOKEN` only.
 """
@@ -44,12 +49,79 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     filters.add_argument("--sequence-len", type=int, metavar="N", help="drop pairs longer than N tokens")
     filters.add_argument("--recipe", metavar="RECIPE.yml",
                          help="take `base_model`, `sequence_len` and `chat_template` from an Axolotl recipe")
+    _add_judge_filter(parser)
     card = parser.add_argument_group("card and upload")
     card.add_argument("--teacher-name", help="teacher model shown on the dataset card")
     card.add_argument("--student-name", help="student model shown on the card (default: snapshot manifest)")
     card.add_argument("--push-to-hub", metavar="REPO", help="upload the folder as this Hub dataset")
     card.add_argument("--private", action="store_true", help="create the Hub dataset as private")
     return parser
+
+
+def _add_judge_filter(parser: argparse.ArgumentParser) -> None:
+    judge = parser.add_argument_group("judge filter (does the teacher beat q0? docs/pairs.md)")
+    judge.add_argument("--judge-filter", action="store_true",
+                       help="ask a judge, in both orders, whether each pair's teacher answer beats its q0 answer")
+    judge.add_argument("--judge-base-url", help="any OpenAI-compatible server (required with --judge-filter)")
+    judge.add_argument("--judge-model", help="judge model, e.g. gpt-4o (required with --judge-filter)")
+    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    judge.add_argument("--judge-filter-action", choices=["drop", "flag"], default="drop",
+                       help="pairs the teacher does not win: drop them (default) or keep them flagged "
+                            "(`judge_verdict` column = teacher_not_better)")
+    judge.add_argument("--judge-filter-margin", type=float, default=0.0, metavar="M",
+                       help="the teacher wins when its mean T/(T+Q) over both orders > 0.5 + M (default 0)")
+    judge.add_argument("--judge-filter-unjudged", choices=["keep", "fail"], default="keep",
+                       help="pairs without both verdicts (unparsable, failed request): keep them marked "
+                            "`unjudged_*` (default) or fail the build, writing nothing")
+    judge.add_argument("--judge-cache-dir", metavar="DIR",
+                       help="verdict cache (default: <out>/judge_cache); may be shared with `soda judge score`")
+    judge.add_argument("--judge-template", default="pairwise_v1", help="soda_plugin/judge/templates/<name>.txt")
+    judge.add_argument("--judge-temperature", type=float, default=0.0)
+    judge.add_argument("--judge-verdict-max-tokens", type=int, default=512)
+    judge.add_argument("--judge-parse-attempts", type=int, default=3,
+                       help="requests per verdict before it counts as unparsable")
+    judge.add_argument("--judge-concurrency", type=int, default=16)
+    judge.add_argument("--judge-timeout-s", type=float, default=120.0)
+    judge.add_argument("--judge-max-attempts", type=int, default=6, help="per request, for 429/5xx/timeouts")
+    judge.add_argument("--no-progress", action="store_true", help="no progress bar for the judge's calls")
+
+
+def _judge_filter(args: argparse.Namespace):
+    """The `JudgeFilterConfig` of --judge-filter, or None; judge options without it are an error."""
+    if not args.judge_filter:
+        options = (("--judge-base-url", args.judge_base_url), ("--judge-model", args.judge_model),
+                   ("--judge-cache-dir", args.judge_cache_dir))
+        given = [flag for flag, value in options if value]
+        if given:
+            raise SystemExit(f"{', '.join(given)} given without --judge-filter; add --judge-filter to judge the pairs.")
+        return None
+    missing = [flag for flag, value in (("--judge-base-url", args.judge_base_url), ("--judge-model", args.judge_model))
+               if not value]
+    if missing:
+        raise SystemExit(f"--judge-filter needs {' and '.join(missing)} (an OpenAI-compatible judge server and model).")
+    import os
+
+    from soda_plugin.client import ClientSettings
+    from soda_plugin.judge import JudgeSettings, load_template
+    from soda_plugin.log import get_logger
+    from soda_plugin.pairs import JudgeFilterConfig
+
+    if not os.environ.get(args.judge_api_key_env):
+        get_logger(__name__).warning(
+            "`$%s` is not set: the judge is called without a key (fine for a local server; set it, or name another "
+            "variable with `--judge-api-key-env`, for a hosted API).", args.judge_api_key_env)
+    try:
+        return JudgeFilterConfig(
+            client=ClientSettings(base_url=args.judge_base_url, model=args.judge_model,
+                                  api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency,
+                                  timeout_s=args.judge_timeout_s, max_attempts=args.judge_max_attempts),
+            judge=JudgeSettings(args.judge_model, load_template(args.judge_template),
+                                temperature=args.judge_temperature, verdict_max_tokens=args.judge_verdict_max_tokens,
+                                parse_attempts=args.judge_parse_attempts),
+            action=args.judge_filter_action, margin=args.judge_filter_margin, unjudged=args.judge_filter_unjudged,
+            cache_dir=args.judge_cache_dir, progress=not args.no_progress)
+    except ValueError as error:
+        raise SystemExit(str(error).replace("`judge_filter_margin`", "`--judge-filter-margin`")) from None
 
 
 def _load_tokenizer(args: argparse.Namespace):
@@ -80,6 +152,7 @@ def _load_tokenizer(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> None:
     from soda_plugin.pairs import SnapshotInput, TeacherFields, build_pairs, push_to_hub
 
+    judge_filter = _judge_filter(args)
     tokenizer, sequence_len, student_name = _load_tokenizer(args)
     fields = TeacherFields(messages=args.field_messages, teacher=args.field_teacher,
                            prompt_id=args.field_prompt_id, finish_reason=args.field_finish_reason)
@@ -87,9 +160,13 @@ def main(args: argparse.Namespace) -> None:
         args.teacher, [SnapshotInput.parse(s) for s in args.snapshot], args.out, fields=fields,
         truncated=args.truncated, first_sample_only=args.first_sample_only, tokenizer=tokenizer,
         sequence_len=sequence_len, teacher_name=args.teacher_name, student_name=student_name,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, judge_filter=judge_filter,
     )
     print(report.table())
+    if report.judge_filter:
+        calls = report.judge_filter["calls"]
+        print(f"judge verdicts: {calls['verdicts_new']} new, {calls['verdicts_cached']} cached, "
+              f"{calls['verdicts_unparsable']} unparsable, failed {calls['verdicts_failed'] or 0}")
     print(f"kept by rejected_source: {report.kept_by_source}")
     print(f"wrote {args.out}/data ({len(report.files)} files), README.md, build_report.json")
     if args.push_to_hub:

@@ -1,7 +1,8 @@
 """The paper's pipeline in miniature, on a CPU, through the project's own tools only:
 
 local teacher (HTTP) -> tools/collect_teacher.py -> tools/snapshot_q0.py (q0 = SmolLM2)
--> tools/build_pairs.py -> axolotl train (SODA warmup -> DPO; SeqKD; ablations)
+-> tools/build_pairs.py (--judge-filter: the local teacher judges teacher vs q0)
+-> axolotl train (SODA warmup -> DPO; SeqKD; ablations)
 -> student answers + exact match + tools/judge.py (the local teacher as judge)
 -> tools/analyze.py -> report.md
 
@@ -295,12 +296,27 @@ def snapshot(model_dir: Path, prompts: Path, out: Path, snapshot_cfg: dict, sett
     return out
 
 
-def build_pairs(teacher: Path, negatives: str, out: Path, log: Path, truncated: str = "teacher_only") -> Path:
+def build_pairs(teacher: Path, negatives: str, out: Path, log: Path, truncated: str = "teacher_only",
+                judge_url: str | None = None) -> Path:
+    """With `judge_url`, the local teacher also judges each pair (`--judge-filter`): pairs
+    whose rejected answer is as good as the teacher's (a correct, concise q0 answer) are dropped."""
     # `teacher_only`: q0's rambling is cut at max_tokens and still a fair negative; a
     # truncated teacher answer would teach truncation, so those pairs are dropped.
+    judge = (["--judge-filter", "--judge-base-url", judge_url, "--judge-model", TEACHER_MODEL,
+              "--judge-api-key-env", KEY_ENV, "--no-progress"] if judge_url else [])
     run_tool("build_pairs.py", ["--teacher", teacher, "--snapshot", negatives, "--out", out, "--overwrite",
-                                "--truncated", truncated, "--teacher-name", TEACHER_MODEL], log)
+                                "--truncated", truncated, "--teacher-name", TEACHER_MODEL, *judge], log)
     return out
+
+
+def pair_filter_counts(pairs: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """Pairs set -> the judge filter's counts from its `build_report.json` (sets built without it are left out)."""
+    counts = {}
+    for name, folder in pairs.items():
+        block = json.loads((folder / "build_report.json").read_text()).get("judge_filter")
+        if block:
+            counts[name] = block["counts"]
+    return counts
 
 
 def q0_name(settings: MiniatureSettings) -> str:
@@ -340,7 +356,8 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
             q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
                           recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log", samples=settings.negatives)
         with clock.stage("pairs"):
-            pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log")}
+            pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log",
+                                       judge_url=url)}
         if settings.ablation:
             with clock.stage("ablation negatives"):
                 hot = collect_teacher(url, files["train"], data / "teacher_hot.jsonl", settings.hot_teacher_temperature,
@@ -352,9 +369,9 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                 sibling_snapshot = snapshot(sibling, files["train"], out / "snapshots" / "sibling",
                                             recipe["soda"]["snapshot"], settings, logs / "snapshot_sibling.log")
                 pairs["sibling"] = build_pairs(teacher, f"{sibling_snapshot}=cross-student:sibling",
-                                               out / "pairs" / "sibling", logs / "pairs.log")
+                                               out / "pairs" / "sibling", logs / "pairs.log", judge_url=url)
                 pairs["degraded"] = build_pairs(teacher, f"{degraded}=degraded:hot-teacher", out / "pairs" / "degraded",
-                                                logs / "pairs.log")
+                                                logs / "pairs.log", judge_url=url)
         runtimes: dict[str, list[float]] = {"warmup": [], "dpo": [], "seqkd": []}
         for seed in settings.seeds:
             runs = out / "runs" / f"seed{seed}"
@@ -390,4 +407,4 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                  logs / "analyze.log")
     from .summary import write_report
 
-    return write_report(settings, clock.seconds, runtimes, matches, judged, files)
+    return write_report(settings, clock.seconds, runtimes, matches, judged, files, pair_filter_counts(pairs))

@@ -68,9 +68,19 @@ def _representation_table(analysis_file: Path) -> str:
     return format_table([ModelAnalysis(**m) for m in json.loads(analysis_file.read_text())["models"]])
 
 
+def pair_filter_lines(counts: Mapping[str, Mapping[str, int]]) -> str:
+    """One line per pairs set: what the teacher-vs-q0 judge filter kept and dropped."""
+    if not counts:
+        return "(not run)"
+    return "\n".join(f"- {name}: judged {c['judged']}, kept {c['kept']}, dropped {c['dropped']} (teacher not better: "
+                     f"{c['teacher_not_better']}), unjudged {c['unjudged_unparsable'] + c['unjudged_failed']}"
+                     for name, c in counts.items())
+
+
 def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]],
                  matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any],
-                 files: Mapping[str, Path]) -> dict[str, Any]:
+                 files: Mapping[str, Path],
+                 pair_filter: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     out = settings.out_dir
     prompt_sets = {name: sorted(by_prompt) for name, by_prompt in matches.items()}
     same_prompts = len({tuple(ids) for ids in prompt_sets.values()}) == 1
@@ -80,7 +90,7 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
         "settings": settings.to_dict(), "stage_seconds": dict(seconds), "trainer_runtimes": dict(runtimes),
         "ratio_snapshot_soda_over_seqkd": ratio, "metrics": metrics, "same_test_prompts_for_all_models": same_prompts,
         "n_test_prompts": len(next(iter(prompt_sets.values()))), "judge_calls": judged.get("calls"),
-        "judge_protocol": judged.get("protocol"),
+        "judge_protocol": judged.get("protocol"), "pair_filter": dict(pair_filter or {}),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     main = metric_table(metrics, MAIN)
@@ -110,6 +120,13 @@ The judge on the same prompts: the score from each presentation order, how often
 disagree (% of prompts), and mean answer length in tokens beside the reference's (docs/judge.md).
 
 {judge_figures}
+
+## Pairs the judge filter kept
+
+{pair_filter_lines(pair_filter or {})}
+
+The local teacher judged every candidate pair in both orders (`soda pairs --judge-filter`, docs/pairs.md);
+a pair is dropped when the teacher's answer does not beat the rejected one (a tie included).
 
 ## Rejection-source ablation
 

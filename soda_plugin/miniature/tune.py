@@ -117,7 +117,8 @@ def run_sweep(settings: MiniatureSettings, variants: Sequence[Variant]) -> dict[
                     with clock.stage("q0 snapshot"):
                         snap = snapshot(s.model_dir, files["train"], out / "snapshots" / name, recipe["soda"]["snapshot"],
                                         s, logs / f"snapshot_{name}.log", samples=k)
-                    pairs[name] = build_pairs(teacher, str(snap), out / "pairs" / name, logs / "pairs.log")
+                    pairs[name] = build_pairs(teacher, str(snap), out / "pairs" / name, logs / "pairs.log",
+                                              judge_url=url)  # the same filtered pairs as the pipeline
             rows[variant.name] = {"soda": [], "seqkd": []}
             for seed in s.seeds:
                 soda_name = f"{variant.name}/s{seed}"

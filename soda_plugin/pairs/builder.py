@@ -13,11 +13,13 @@ from ..log import get_logger
 from ..format.prompt_id import prompt_id as compute_prompt_id
 from ..format.rows import BadRowError, BadRowReason, SodaFields, normalize_answer, parse_row
 from ..format.flags import TeacherFlag
+from ..judge.template import question_text
 from .card import write_card_and_report
+from .judge_filter import FilterAction, JudgeFilter, JudgeFilterConfig, Mark, UnjudgedPairsError, UnjudgedPolicy
 from .length import LengthCheck
 from .reasons import TRUNCATED, DropReason, TruncatedPolicy
 from .sources import Sample, SnapshotIndex, SnapshotInput, TeacherFields, iter_file_rows
-from .writer import DATA_DIR, PAIR_COLUMNS, ROWS_PER_FILE, PairWriter
+from .writer import DATA_DIR, JUDGE_COLUMNS, PAIR_COLUMNS, ROWS_PER_FILE, PairWriter
 
 LOG = get_logger(__name__)
 
@@ -38,12 +40,18 @@ class BuildReport:
     dropped: dict[str, int] = field(default_factory=dict)
     kept_by_source: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    judge_filter: dict[str, Any] | None = None  # `JudgeFilter.summary()` when the filter ran
 
     def table(self) -> str:
-        """Kept and dropped counts, one line per reason (all reasons, zeros included)."""
+        """Kept and dropped counts, one line per reason (all reasons, zeros included), then
+        the judge filter's marks when it ran."""
         lines = [f"{'kept':<28} {self.kept:>10}  pairs"]
         for reason in DropReason:
             lines.append(f"{reason.value:<28} {self.dropped.get(reason.value, 0):>10}  {reason.unit.value}")
+        if self.judge_filter:
+            counts = self.judge_filter["counts"]
+            lines.append(f"judge filter ({self.judge_filter['settings']['action']}): judged {counts['judged']}, "
+                         + ", ".join(f"{m.value} {counts[m.value]}" for m in Mark))
         return "\n".join(lines)
 
 
@@ -80,8 +88,8 @@ def _teacher_drop(error: BadRowError, fields: TeacherFields) -> DropReason:
 class _Builder:
     def __init__(self, index: SnapshotIndex, writer: PairWriter, fields: TeacherFields,
                  truncated: TruncatedPolicy, first_sample_only: bool, length: LengthCheck | None,
-                 batch_pairs: int):
-        self.index, self.writer, self.fields = index, writer, fields
+                 batch_pairs: int, judge: JudgeFilter | None = None):
+        self.index, self.writer, self.fields, self.judge = index, writer, fields, judge
         self.soda_fields = SodaFields(messages=fields.messages, teacher=fields.teacher)
         self.truncated, self.first_sample_only, self.length = truncated, first_sample_only, length
         self.batch_pairs = batch_pairs
@@ -174,6 +182,11 @@ class _Builder:
             self.drops[DropReason.TOO_LONG] += len(batch) - len(keep)
         if not keep:
             return
+        extra = ()
+        if self.judge is not None:
+            keep, extra = self._judge(batch, students, keep)
+            if not keep:
+                return
         messages = [[dict(m) for m in p] for p in batch.prompts]
         values = (
             [messages[batch.pair_prompt[i]] for i in keep],
@@ -184,8 +197,24 @@ class _Builder:
             [batch.samples[i].source for i in keep],
             [batch.samples[i].finish_reason for i in keep],
         )
-        self.writer.write(dict(zip(PAIR_COLUMNS, values)))
+        self.writer.write(dict(zip(PAIR_COLUMNS + JUDGE_COLUMNS[:len(extra)], values + extra)))
         self.kept_by_source.update(batch.samples[i].source for i in keep)
+
+    def _judge(self, batch: _Batch, students: list[str], keep) -> tuple[list[int], tuple[list, list]]:
+        """The pairs the judge filter keeps, and their `judge_verdict` and score columns."""
+        questions = [question_text(batch.prompts[batch.pair_prompt[i]]) for i in keep]
+        verdicts = self.judge.judge(questions, [batch.teachers[batch.pair_prompt[i]] for i in keep],
+                                    [students[i] for i in keep])
+        drop = self.judge.config.action is FilterAction.DROP
+        kept, marks, scores = [], [], []
+        for i, verdict in zip(keep, verdicts):
+            if drop and verdict.mark is Mark.TEACHER_NOT_BETTER:
+                self.drops[DropReason.TEACHER_NOT_BETTER] += 1
+                continue
+            kept.append(i)
+            marks.append(verdict.mark.value)
+            scores.append(verdict.teacher_score)
+        return kept, (marks, scores)
 
 
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -215,6 +244,7 @@ def build_pairs(
     overwrite: bool = False,
     batch_pairs: int = BATCH_PAIRS,
     rows_per_file: int = ROWS_PER_FILE,
+    judge_filter: JudgeFilterConfig | None = None,
 ) -> BuildReport:
     """Build SODA preference rows: chosen = teacher answer, rejected = a snapshot answer.
 
@@ -222,7 +252,9 @@ def build_pairs(
     streamed, joined, filtered and written in batches, so memory holds the snapshots once
     plus one batch. Each snapshot sample of a prompt gives one pair (`first_sample_only`
     keeps the lowest `sample_index` per snapshot). The length check runs only when both
-    `tokenizer` and `sequence_len` are given.
+    `tokenizer` and `sequence_len` are given. With `judge_filter`, the pairs that pass every
+    other check are judged teacher vs q0 in both orders (cached) and those the teacher
+    does not win are dropped or flagged (`judge_filter.py` has the rule).
 
     Args:
         teacher_files: `.jsonl`/`.parquet` files with `fields.messages` and `fields.teacher`.
@@ -231,12 +263,16 @@ def build_pairs(
         truncated: policy for answers with `finish_reason: length`.
         tokenizer, sequence_len: the student's tokenizer and the recipe's `sequence_len`.
         teacher_name, student_name: shown on the dataset card.
+        judge_filter: the judge and what its verdicts do; adds the `judge_verdict` and
+            `judge_teacher_score` columns.
 
     Returns:
         The counts, also written to `build_report.json`.
 
     Raises:
         NoPairsError: when every candidate was dropped (the report is still written).
+        UnjudgedPairsError: pairs lack a verdict and `judge_filter.unjudged` is `fail`
+            (nothing is written; the verdicts received are cached).
 
     Examples:
         A teacher row `{"content": [{"role": "user", "content": "2+2?"}], "teacher_response": "4"}`
@@ -258,16 +294,22 @@ def build_pairs(
 
     index = SnapshotIndex.build(inputs)
     _warn_degraded_dropped(index, truncated)
-    writer = PairWriter(out_dir, rows_per_file)
-    builder = _Builder(index, writer, fields, truncated, first_sample_only, length, batch_pairs)
+    writer = PairWriter(out_dir, rows_per_file, judge_columns=judge_filter is not None)
+    judge = JudgeFilter(judge_filter, out_dir) if judge_filter is not None else None
+    builder = _Builder(index, writer, fields, truncated, first_sample_only, length, batch_pairs, judge)
     try:
         for path in teacher_files:
             for row in iter_file_rows(path):
                 builder.add_teacher_row(row)
         builder.flush()
+        if judge is not None and judge.unjudged and judge_filter.unjudged is UnjudgedPolicy.FAIL:
+            raise UnjudgedPairsError(_unjudged_message(judge))
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if judge is not None:
+            judge.close()
     builder.drops[DropReason.NO_TEACHER_ROW] += index.leftover()
     files = writer.close()
 
@@ -278,11 +320,13 @@ def build_pairs(
         dropped={reason.value: builder.drops.get(reason, 0) for reason in DropReason},
         kept_by_source=dict(sorted(builder.kept_by_source.items())),
         files=[str(p.relative_to(out_dir)) for p in files],
+        judge_filter=judge.summary(builder.drops.get(DropReason.TEACHER_NOT_BETTER, 0)) if judge else None,
     )
     settings = {
         "truncated": truncated.value, "first_sample_only": first_sample_only,
         "sequence_len": sequence_len,
         "tokenizer": getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None,
+        "judge_filter": judge_filter.action.value if judge_filter else "off",
     }
     write_card_and_report(out_dir, report, inputs, [str(p) for p in teacher_files], settings,
                           teacher_name=teacher_name, student_name=student_name)
@@ -290,6 +334,16 @@ def build_pairs(
     if not report.kept:
         raise NoPairsError(f"every candidate pair was dropped; nothing written to `{out_dir / DATA_DIR}`:\n{report.table()}")
     return report
+
+
+def _unjudged_message(judge: JudgeFilter) -> str:
+    marks = judge.counts.marks
+    return (f"{judge.unjudged} of {judge.counts.judged} judged pairs have no verdict in both orders "
+            f"({marks[Mark.UNPARSABLE]} unparsable after {judge.config.judge.parse_attempts} requests, "
+            f"{marks[Mark.FAILED]} failed requests: {dict(judge.calls.stats.verdicts_failed)}) and "
+            "`judge_filter_unjudged` is `fail`, so nothing was written. Every verdict received is cached in "
+            f"`{judge.cache_dir}`: re-run to ask only for the missing ones, or pass `--judge-filter-unjudged keep` "
+            "to keep such pairs marked `unjudged_*`.")
 
 
 def _warn_degraded_dropped(index: SnapshotIndex, truncated: TruncatedPolicy) -> None:

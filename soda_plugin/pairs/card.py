@@ -111,11 +111,55 @@ def _card_text(report: dict[str, Any]) -> str:
         "| drop reason | count | unit |", "|---|---|---|",
     ]
     lines += [f"| {r.value} | {counts['dropped'][r.value]} | {r.unit.value} |" for r in DropReason]
+    if report.get("judge_filter"):
+        lines += _judge_filter_lines(report["judge_filter"])
     lines += [
         "", "## Use with Axolotl\n", "```yaml", "rl: dpo", "datasets:",
         f"  - path: <this folder>/{DATA_DIR}", "    ds_type: parquet", "    type: soda", "```", "",
     ]
     return "\n".join(lines)
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "'") + "`"
+
+
+def _scores(verdict) -> str:
+    return "none" if verdict is None else " ".join(f"{v:g}" for v in verdict)
+
+
+def _judge_filter_lines(block: dict[str, Any]) -> list[str]:
+    """The card's section on the teacher-vs-q0 judge filter: rule, counts, calls, examples."""
+    s, c, calls = block["settings"], block["counts"], block["calls"]
+    fate = "dropped (drop reason `teacher_not_better`)" if s["action"] == "drop" else "kept, flagged"
+    lines = [
+        "", "## Teacher-vs-q0 judge filter\n",
+        f"Judge `{s['judge_model']}` at {s['base_url']} (template `{s['template']}`, sha `{s['template_sha']}`, "
+        f"temperature {s['temperature']}) saw every pair that passed the other checks in both orders (teacher as "
+        f"Assistant 1, then as Assistant 2). The teacher wins when its mean T/(T+Q) over both orders exceeds "
+        f"0.5 + {s['margin']:g} (a tie is not a win). Pairs it does not win are {fate}; pairs without both "
+        f"verdicts are {'kept, marked `unjudged_*`' if s['unjudged'] == 'keep' else 'a failed build'}. "
+        "Each pair's mark is its `judge_verdict` column, the teacher's score `judge_teacher_score`.\n",
+        "| judge_verdict | pairs |", "|---|---|",
+        f"| judged | {c['judged']} |",
+    ]
+    lines += [f"| {mark} | {c[mark]} |" for mark in ("teacher_won", "teacher_not_better", "unjudged_unparsable",
+                                                     "unjudged_failed")]
+    lines += [f"| kept / dropped | {c['kept']} / {c['dropped']} |", "",
+              f"Verdicts: {calls['verdicts_new']} new, {calls['verdicts_cached']} cached, "
+              f"{calls['unparsable_retried']} unparsable asked again, {calls['verdicts_unparsable']} still "
+              f"unparsable, failed requests {calls['verdicts_failed'] or 0}; judge requests this run: "
+              f"{block['usage']['requests']} answered, {block['usage']['failures']} failed."]
+    for mark, examples in block["examples"].items():
+        if not examples:
+            continue
+        lines += ["", f"Examples, `{mark}`:\n"]
+        for e in examples:
+            score = "n/a" if e["teacher_score"] is None else f"{e['teacher_score']:.3f}"
+            lines.append(f"- prompt {_code(e['prompt'])}; teacher {_code(e['teacher'])}; q0 {_code(e['q0'])}; "
+                         f"verdict teacher first `{_scores(e['teacher_first'])}`, q0 first "
+                         f"`{_scores(e['q0_first'])}`; teacher score {score}")
+    return lines
 
 
 def write_card_and_report(out_dir: Path, report, snapshots: Sequence, teacher_files: list[str],
@@ -133,6 +177,7 @@ def write_card_and_report(out_dir: Path, report, snapshots: Sequence, teacher_fi
             "kept": report.kept, "dropped": report.dropped, "kept_by_source": report.kept_by_source,
         },
         "drop_reason_units": {r.value: r.unit.value for r in DropReason},
+        "judge_filter": report.judge_filter,
         "files": report.files,
     }
     out_dir = Path(out_dir)

@@ -39,6 +39,7 @@ class DropReason(str, Enum):
     TRUNCATED_STUDENT_ANSWER = "truncated_student_answer"
     CHOSEN_EQUALS_REJECTED = "chosen_equals_rejected"  # equal after `normalize_answer`
     TOO_LONG = "too_long"  # prompt + longer answer + end of turn > sequence_len tokens
+    TEACHER_NOT_BETTER = "teacher_not_better"  # the judge filter's verdict (`judge_filter.py`), last
 
     @property
     def unit(self) -> Unit:
@@ -57,7 +58,7 @@ _UNITS = {
     )},
     **{r: Unit.PAIR for r in (
         DropReason.EMPTY_STUDENT_ANSWER, DropReason.TRUNCATED_STUDENT_ANSWER,
-        DropReason.CHOSEN_EQUALS_REJECTED, DropReason.TOO_LONG,
+        DropReason.CHOSEN_EQUALS_REJECTED, DropReason.TOO_LONG, DropReason.TEACHER_NOT_BETTER,
     )},
 }
 

@@ -21,23 +21,31 @@ PAIR_COLUMNS = (
     DEFAULT_FIELD_MESSAGES, DEFAULT_FIELD_TEACHER, DEFAULT_FIELD_STUDENT,
     COLUMN_PROMPT_ID, COLUMN_SAMPLE_INDEX, COLUMN_REJECTED_SOURCE, COLUMN_REJECTED_FINISH,
 )
+# Written only with the judge filter (`judge_filter.Mark` values; the teacher's mean
+# T/(T+Q) over both orders, null when unjudged).
+COLUMN_JUDGE_VERDICT = "judge_verdict"
+COLUMN_JUDGE_SCORE = "judge_teacher_score"
+JUDGE_COLUMNS = (COLUMN_JUDGE_VERDICT, COLUMN_JUDGE_SCORE)
 
 
-def pair_schema():
+def pair_schema(judge_columns: bool = False):
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     types = [pa.list_(message), pa.string(), pa.string(), pa.string(), pa.int64(), pa.string(), pa.string()]
-    return pa.schema(list(zip(PAIR_COLUMNS, types)))
+    fields = list(zip(PAIR_COLUMNS, types))
+    if judge_columns:
+        fields += [(COLUMN_JUDGE_VERDICT, pa.string()), (COLUMN_JUDGE_SCORE, pa.float64())]
+    return pa.schema(fields)
 
 
 class PairWriter:
     """Appends column batches to parquet files; names them `train-00000-of-0000N` on close."""
 
-    def __init__(self, out_dir: Path, rows_per_file: int = ROWS_PER_FILE):
+    def __init__(self, out_dir: Path, rows_per_file: int = ROWS_PER_FILE, judge_columns: bool = False):
         self.data_dir = Path(out_dir) / DATA_DIR
         self.rows_per_file = rows_per_file
-        self.schema = pair_schema()
+        self.schema = pair_schema(judge_columns)
         self.parts: list[Path] = []
         self.rows = 0
         self._writer = None

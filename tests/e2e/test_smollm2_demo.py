@@ -59,6 +59,10 @@ def _assert_pair_counts_add_up(out: Path, n_train: int) -> None:
     assert snapshot_rows == kept + dropped(Unit.SNAPSHOT_ROW) + dropped(Unit.PAIR)
     # Quick mode has one q0 answer per prompt, so each teacher row gives at most one candidate pair.
     assert counts["teacher_rows"] == n_train == dropped(Unit.TEACHER_ROW) + kept + dropped(Unit.PAIR)
+    # The local teacher judged every pair that passed the other checks: kept or `teacher_not_better`.
+    judge = report["judge_filter"]["counts"]
+    assert judge["kept"] == kept and judge["dropped"] == counts["dropped"]["teacher_not_better"]
+    assert judge["judged"] == kept + judge["dropped"] and judge["unjudged_failed"] == judge["unjudged_unparsable"] == 0
 
 
 def test_tables_are_complete_and_scores_in_range(quick_run):
@@ -71,7 +75,8 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
     # The untrained student is clearly worse than the teacher: the task is worth distilling.
     assert summary["metrics"]["base"]["exact_match"]["-"] < 50
     report = (out / "report.md").read_text()
-    for heading in ("## Base / SeqKD / SODA", "## Rejection-source ablation", "## Representations", "## Wall time per stage"):
+    for heading in ("## Base / SeqKD / SODA", "## Pairs the judge filter kept", "## Rejection-source ablation",
+                    "## Representations", "## Wall time per stage"):
         assert heading in report
     assert "(not run)" not in report
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())

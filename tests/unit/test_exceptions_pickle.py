@@ -15,6 +15,7 @@ from soda_plugin.evalsets import BadEvalRowError
 from soda_plugin.judge.template import UnparsableVerdictError
 from soda_plugin.miniature.pipeline import StageError
 from soda_plugin.pairs.builder import NoPairsError
+from soda_plugin.pairs.judge_filter import UnjudgedPairsError
 from soda_plugin.format.rows import BadRowError, BadRowReason
 from soda_plugin.share.publish import SecretInBundleError
 from soda_plugin.snapshot.data_parallel import DataParallelError
@@ -37,6 +38,7 @@ INSTANCES = [
     (UnparsableVerdictError("no scores"), ()),
     (StageError("snapshot failed; see log"), ()),
     (NoPairsError("nothing kept"), ()),
+    (UnjudgedPairsError("2 of 9 judged pairs have no verdict"), ()),
     (SecretInBundleError("secret"), ()),
     (SnapshotMismatchError("other settings"), ()),
     (WarmupConfigChangedError("changed"), ()),
