@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from chat_server import Reply, _Server, wait_for  # noqa: F401  (wait_for: for the tests' convenience)
+from chat_server import LocalServer, Reply, wait_for  # noqa: F401  (wait_for: for the tests' convenience)
 from soda_plugin.miniature.teacher_server import chat_completion_body
 
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -48,7 +48,7 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
             for part in message.iter_parts()}
 
 
-class BatchServer:
+class BatchServer(LocalServer):
     def __init__(self, responder: Callable[[dict], Reply], *, item_faults: dict[str, str] | None = None,
                  expire_batches: int = 0, expire_keep: int = 0, fail_batches: int = 0, hold: str | None = None,
                  hold_download_lines: int = 0, validating_s: float = 0.02):
@@ -65,33 +65,14 @@ class BatchServer:
         self.faulted: Counter = Counter()
         self.authorizations: set[str] = set()
         self.lock = threading.Lock()
-        self._gate = threading.Event()
         self._ids = itertools.count(1)
         self._tag = uuid.uuid4().hex[:8]
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> "BatchServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(self._handler())
 
     def inject(self, *statuses: str) -> None:
         """The next API calls (any route) answer these HTTP statuses, e.g. "500", "429"."""
         with self.lock:
             self.api_faults.extend(statuses)
-
-    def release(self) -> None:
-        self._gate.set()
 
     def _wait_gate(self, kind: str) -> None:
         if self.hold == kind and not self._gate.is_set():

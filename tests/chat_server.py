@@ -68,7 +68,35 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512  # the default backlog (5) refuses connections under high concurrency
 
 
-class ChatServer:
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port), run for the length of a `with` block.
+    Subclasses call `_serve(handler_class)` in `__init__`; `release()` opens their gate."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._gate = threading.Event()
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def release(self) -> None:
+        """Let the held requests (and every later one) go on."""
+        self._gate.set()
+
+
+class ChatServer(LocalServer):
     def __init__(self, responder: Callable[[dict], Reply], *, latency_s: float = 0.0, hang_s: float = 30.0,
                  fault_rate: float = 0.0, fault_kinds: tuple[str, ...] = ("500",), seed: int = 0,
                  hold_after: int | None = None):
@@ -87,32 +115,12 @@ class ChatServer:
         self.authorizations: set[str] = set()
         self.hold_after = hold_after
         self.held = 0
-        self._gate = threading.Event()
         self.lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def __enter__(self) -> "ChatServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
+        self._serve(self._handler())
 
     def inject(self, *faults: str) -> None:
         with self.lock:
             self.faults.extend(faults)
-
-    def release(self) -> None:
-        """Let the held requests (and every later one) go on."""
-        self._gate.set()
 
     def _arrive(self) -> tuple[str | None, bool]:
         """Count a request: its fault, and whether it must wait for `release()`."""
