@@ -91,13 +91,15 @@ class _KillAtStep(TrainerCallback):
 
 
 class _ForwardsBeforeTraining(TrainerCallback):
-    """Counts the loaded model's forward calls (a hook) until training begins."""
+    """Counts the loaded model's forward calls (a hook on its decoder stack) until training begins."""
 
     def __init__(self, stage: str):
         self.stage, self.count, self.hook = stage, 0, None
 
     def watch(self, model) -> None:
-        self.hook = model.register_forward_hook(lambda *args: setattr(self, "count", self.count + 1))
+        # The decoder stack, not the model's own forward: TRL's chunked log-prob path
+        # (`soda.chunked_logps`) calls the backbone and `lm_head` itself.
+        self.hook = model.get_decoder().register_forward_hook(lambda *args: setattr(self, "count", self.count + 1))
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.hook is not None:
