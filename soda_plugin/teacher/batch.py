@@ -28,10 +28,9 @@ from ..pairs.sources import TeacherFields
 from .batch_files import file_bytes, request_line, split_requests
 from .batch_journal import BatchJournal, journal_path
 from .batch_results import BATCH_FAILED, EXPIRED, MALFORMED, MISSING, NOT_RESUBMITTED, parse_item
-from .collect import (FAILURE_EXAMPLES, CollectionSummary, Messages, TeacherRequest, plan_collection, public_url)
+from .collect import CollectionSummary, Messages, TeacherRequest, public_url, start_collection, write_answer
 from .exclude import EvalExclusion
-from .output import TeacherOutputFile, check_and_write_manifest, finish_manifest
-from .records import teacher_row
+from .output import TeacherOutputFile, finish_manifest
 
 LOG = get_logger(__name__)
 
@@ -183,11 +182,8 @@ class _BatchRun:
         self.stats.statuses[batch.status] += 1
 
     def _write(self, pid: str, result) -> None:
-        row = teacher_row(self.fields, pid, self.todo[pid], result, self.request.model)
-        self.output.append(row)
+        write_answer(self.output, self.fields, self.summary, pid, self.todo[pid], result, self.request.model)
         self.done.add(pid)
-        self.summary.answered += 1
-        self.summary.flagged.update(row[self.fields.flags])
         self.usage.requests += 1
         self.usage.prompt_tokens += result.prompt_tokens
         self.usage.completion_tokens += result.completion_tokens
@@ -247,9 +243,7 @@ class _BatchRun:
         for pid, (kind, detail) in self.given_up.items():
             if pid in self.done:
                 continue
-            self.summary.failed[kind] += 1
-            if len(self.summary.failed_examples) < FAILURE_EXAMPLES:
-                self.summary.failed_examples.append(f"{pid}: {kind}: {detail[:120]}")
+            self.summary.count_failure(pid, kind, f"{kind}: {detail[:120]}")
 
 
 def run_batch_collection(prompts: Sequence[Messages], out: str | os.PathLike, *, settings: ClientSettings,
@@ -262,22 +256,16 @@ def run_batch_collection(prompts: Sequence[Messages], out: str | os.PathLike, *,
     times `options.discount`. Raises `BatchWaitError` after `options.max_wait_s`."""
     from tqdm.auto import tqdm
 
-    if not os.environ.get(settings.api_key_env):
-        LOG.warning("`$%s` is not set: requests carry no API key (fine for a local server); "
-                    "set it, or name another variable with `--api-key-env`.", settings.api_key_env)
     if (options.rounds < 1 or options.poll_s <= 0 or options.max_wait_s <= 0 or options.discount < 0
             or options.max_requests < 1 or options.max_bytes < 1):
         raise ValueError(f"batch options out of range: {options}; `--batch-rounds`, `--batch-max-requests` and "
                          "`--batch-max-bytes` must be >= 1, `--batch-poll` and `--batch-max-wait` > 0, "
                          "`--batch-discount` >= 0.")
     started = time.perf_counter()
-    output = TeacherOutputFile(out, fields)
-    plan = plan_collection(prompts, output.existing.done, exclusion)
-    manifest = check_and_write_manifest(out, request.identity(), {
-        "base_url": public_url(settings.base_url), "api_key_env": settings.api_key_env, "status": "running",
-        "mode": "batch", "journal": journal_path(out).name, "prompts_total": plan.unique - plan.excluded})
-    summary = CollectionSummary(plan, torn_tail_repaired=output.existing.torn_tail_bytes > 0,
-                                exclusion=exclusion.report() if exclusion else "none requested", batch=BatchStats())
+    output, manifest, summary = start_collection(
+        prompts, out, settings=settings, request=request, fields=fields, exclusion=exclusion,
+        manifest_extra={"mode": "batch", "journal": journal_path(out).name}, summary_extra={"batch": BatchStats()})
+    plan = summary.plan
     journal = BatchJournal(journal_path(out))
     api = BatchAPI(settings)
     bar = tqdm(total=len(plan.todo) + plan.done_before, initial=plan.done_before, desc="teacher (batch)",

@@ -98,6 +98,12 @@ class CollectionSummary:
     exclusion: str = ""
     batch: Any = None  # `batch.BatchStats` in batch mode
 
+    def count_failure(self, pid: str, kind: str, text: str) -> None:
+        """One prompt without an answer, of failure `kind`; the first few are named with `text`."""
+        self.failed[kind] += 1
+        if len(self.failed_examples) < FAILURE_EXAMPLES:
+            self.failed_examples.append(f"{pid}: {text}")
+
     def report(self) -> str:
         plan, usage = self.plan, self.usage
         lines = [
@@ -134,6 +140,37 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def warn_without_key(settings: ClientSettings) -> None:
+    if not os.environ.get(settings.api_key_env):
+        LOG.warning("`$%s` is not set: requests carry no API key (fine for a local server); "
+                    "set it, or name another variable with `--api-key-env`.", settings.api_key_env)
+
+
+def start_collection(prompts: Sequence[Messages], out: str | os.PathLike, *, settings: ClientSettings,
+                     request: TeacherRequest, fields: TeacherFields, exclusion: EvalExclusion | None,
+                     manifest_extra: dict[str, Any], summary_extra: dict[str, Any] | None = None,
+                     fsync_interval_s: float = 1.0) -> tuple[TeacherOutputFile, dict[str, Any], CollectionSummary]:
+    """Open (or resume) `out`, plan what is left to ask, write the running manifest; the
+    start both modes share. `manifest_extra` names the mode; `summary_extra` adds fields."""
+    warn_without_key(settings)
+    output = TeacherOutputFile(out, fields, fsync_interval_s=fsync_interval_s)
+    plan = plan_collection(prompts, output.existing.done, exclusion)
+    manifest = check_and_write_manifest(out, request.identity(), {
+        "base_url": public_url(settings.base_url), "api_key_env": settings.api_key_env, "status": "running",
+        **manifest_extra, "prompts_total": plan.unique - plan.excluded})
+    summary = CollectionSummary(plan, torn_tail_repaired=output.existing.torn_tail_bytes > 0,
+                                exclusion=exclusion.report() if exclusion else "none requested", **(summary_extra or {}))
+    return output, manifest, summary
+
+
+def write_answer(output: TeacherOutputFile, fields: TeacherFields, summary: CollectionSummary, pid: str,
+                 messages: Messages, result: ChatResult, teacher_model: str) -> None:
+    row = teacher_row(fields, pid, messages, result, teacher_model)
+    output.append(row)
+    summary.answered += 1
+    summary.flagged.update(row[fields.flags])
+
+
 class _Collector:
     """Turns each result into an output row (or a counted failure) and keeps the bar."""
 
@@ -146,14 +183,9 @@ class _Collector:
     def on_result(self, key: tuple[str, Messages], result: ChatResult | RequestFailedError) -> None:
         pid, messages = key
         if isinstance(result, RequestFailedError):
-            self.summary.failed[result.kind] += 1
-            if len(self.summary.failed_examples) < FAILURE_EXAMPLES:
-                self.summary.failed_examples.append(f"{pid}: {result.last_error[:120]}")
+            self.summary.count_failure(pid, result.kind, result.last_error[:120])
         else:
-            row = teacher_row(self.fields, pid, messages, result, self.request.model)
-            self.output.append(row)
-            self.summary.answered += 1
-            self.summary.flagged.update(row[self.fields.flags])
+            write_answer(self.output, self.fields, self.summary, pid, messages, result, self.request.model)
         self.bar.update(1)
         # The figures are formatted at most as often as the bar redraws (not per row:
         # at concurrency 64 that was a visible share of the client's CPU); `show_usage`
@@ -196,17 +228,11 @@ def run_collection(prompts: Sequence[Messages], out: str | os.PathLike, *, setti
     """
     from tqdm.auto import tqdm
 
-    if not os.environ.get(settings.api_key_env):
-        LOG.warning("`$%s` is not set: requests carry no API key (fine for a local server); "
-                    "set it, or name another variable with `--api-key-env`.", settings.api_key_env)
     started = time.perf_counter()
-    output = TeacherOutputFile(out, fields, fsync_interval_s=fsync_interval_s)
-    plan = plan_collection(prompts, output.existing.done, exclusion)
-    manifest = check_and_write_manifest(out, request.identity(), {
-        "base_url": public_url(settings.base_url), "api_key_env": settings.api_key_env, "status": "running",
-        "mode": "online", "prompts_total": plan.unique - plan.excluded})
-    summary = CollectionSummary(plan, torn_tail_repaired=output.existing.torn_tail_bytes > 0,
-                                exclusion=exclusion.report() if exclusion else "none requested")
+    output, manifest, summary = start_collection(prompts, out, settings=settings, request=request, fields=fields,
+                                                 exclusion=exclusion, manifest_extra={"mode": "online"},
+                                                 fsync_interval_s=fsync_interval_s)
+    plan = summary.plan
     client = ChatClient(settings)
     bar = tqdm(total=len(plan.todo) + plan.done_before, initial=plan.done_before, desc="teacher", unit="prompt",
                disable=not progress)

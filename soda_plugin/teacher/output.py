@@ -110,8 +110,7 @@ class TeacherOutputFile:
         self._handle.flush()
         self.written += 1
         if time.monotonic() - self._last_fsync >= self._fsync_interval_s:
-            os.fsync(self._handle.fileno())
-            self._last_fsync = time.monotonic()
+            self.sync()
 
     def sync(self) -> None:
         """Make every row appended so far durable (before a journal says they are written)."""
