@@ -150,18 +150,17 @@ def make_sibling_model(model_dir: Path, out_dir: Path, noise: float, seed: int) 
     return out_dir
 
 
-def teacher_rows_as_degraded_snapshot(teacher_file: Path, out_file: Path, keep_fraction: float, seed: int) -> Path:
-    """A careless teacher's answers, cut short, in the snapshot schema the builder reads as
-    a rejection source (the paper's "deliberately bad" negatives)."""
-    from ..pairs.degrade import degrade_rows
+def teacher_rows_as_careless_snapshot(teacher_file: Path, out_file: Path) -> Path:
+    """A careless teacher's answers (a wrong final value in the teacher's own format), in the
+    snapshot schema the builder reads as a rejection source (the paper's "deliberately bad"
+    negatives). They are not cut: a one-line `Answer: <value>` cut by words is just `Answer:`."""
     from ..snapshot.records import SnapshotRow
 
     rows = (SnapshotRow(prompt_id=r["prompt_id"], sample_index=0, prompt=r["content"], response=r["teacher_response"],
                         finish_reason=r["finish_reason"], prompt_tokens=r.get("prompt_tokens", 0),
                         response_tokens=r.get("completion_tokens", 0), source="teacher:hot").to_dict()
             for r in iter_jsonl(teacher_file))
-    atomic_write_text(out_file, "".join(json.dumps(row) + "\n" for row in
-                                        degrade_rows(rows, keep_fraction=keep_fraction, seed=seed)))
+    atomic_write_text(out_file, "".join(json.dumps(row) + "\n" for row in rows))
     return out_file
 
 
@@ -188,10 +187,13 @@ def soda_config(settings: MiniatureSettings, seed: int, pairs_dir: Path, warmup_
     return cfg
 
 
-def seqkd_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out: Path) -> dict[str, Any]:
+def seqkd_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out: Path,
+                 warmup_dir: Path) -> dict[str, Any]:
+    """SeqKD as a branch of SODA's warmup: D more SFT steps on the teacher's answers from q_w,
+    where SODA spends them on DPO. Both then total W + D optimizer steps, and the two runs
+    are the same up to step W (same seed, same q_w), so the comparison is paired."""
     cfg = yaml.safe_load((RECIPES / "smollm2_cpu_seqkd.yml").read_text())
-    cfg.update(base_model=str(settings.model_dir.resolve()), output_dir=str(out), seed=seed,
-               max_steps=settings.sft_steps,
+    cfg.update(base_model=str(warmup_dir), output_dir=str(out), seed=seed, max_steps=settings.dpo_steps,
                datasets=[{"path": str(teacher_file), "ds_type": "json", "type": "soda"}],
                dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
     if settings.warmup_learning_rate is not None:
@@ -228,7 +230,7 @@ def train_concurrently(runs: Mapping[str, dict[str, Any]], settings: MiniatureSe
 # Evaluation ---------------------------------------------------------------------------
 
 BENCHMARK = "miniature"  # the held-out test prompts, as a local evaluation set
-GENERATION_BATCH = 24  # CPU generation: 24 prompts per batch ran 1.7x faster than 8 on 2 cores
+GENERATION_BATCH = 24  # 2 cores: 21 ms per sequence-token at 24, 34 at 8, 19 at 48 (which waits longer for stragglers)
 
 
 def answer_prompts(models: Mapping[str, Path], prompts_file: Path, settings: MiniatureSettings) -> dict[str, Path]:
@@ -334,6 +336,39 @@ def _train_runtimes(log: Path) -> list[float]:
     return [float(m) for m in re.findall(r"'train_runtime': '?([0-9.]+)", log.read_text(errors="replace"))]
 
 
+def mechanism_rows(base_answers: Path, test_file: Path, n_prompts: int) -> list[dict[str, Any]]:
+    """The answers every model's log-probability is measured on: for the first `n_prompts`
+    test prompts (the families rotate, so any prefix is stratified), q0's own greedy answer
+    (`q0:<id>`) and the teacher's (`teacher:<id>`)."""
+    from ..format.prompt_id import prompt_id
+    from ..judge.answers import read_answers
+
+    answers = read_answers(base_answers, BENCHMARK)
+    rows = []
+    for row in list(iter_jsonl(test_file))[:n_prompts]:
+        pid = prompt_id(row["content"])
+        if pid not in answers:
+            raise StageError(f"{base_answers} has no answer for test prompt {pid}; re-run to finish it")
+        q0 = answers[pid]
+        rows.append({"prompt_id": f"q0:{pid}", "messages": row["content"], "response": q0["response"],
+                     "stopped": q0["finish_reason"] == "stop"})
+        rows.append({"prompt_id": f"teacher:{pid}", "messages": row["content"],
+                     "response": tasks.teacher_answer(row["content"][-1]["content"]), "stopped": True})
+    return rows
+
+
+def score_mechanism(models: Mapping[str, Path], rows: list[dict[str, Any]], settings: MiniatureSettings) -> dict:
+    """Log-probabilities of `rows` under every model, in one subprocess; its `mechanism.json`."""
+    out = settings.out_dir / "eval" / "mechanism.json"
+    rows_file = settings.out_dir / "eval" / "mechanism_rows.jsonl"
+    atomic_write_text(rows_file, "".join(json.dumps(r) + "\n" for r in rows))
+    if not out.is_file():
+        run_command([sys.executable, "-m", "soda_plugin.miniature.mechanism",
+                     *[a for name, path in models.items() for a in ("--model", f"{name}={path}")],
+                     "--rows", str(rows_file), "--out", str(out)], settings.out_dir / "logs" / "mechanism.log")
+    return json.loads(out.read_text())
+
+
 def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
     """Run every stage (reusing finished ones); write `report.md`; return the summary."""
     from ..smollm2 import convert_smollm2
@@ -349,6 +384,7 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
     data = out / "data"
     files = write_task_files(settings, data)
     models: dict[str, Path] = {"base": settings.model_dir}
+    runtimes: dict[str, list[float]] = {"warmup": [], "dpo": [], "seqkd": []}
     with running_teacher(logs / "teacher_server.log") as url:
         with clock.stage("teacher answers"):
             teacher = collect_teacher(url, files["train"], data / "teacher.jsonl", 0.0, files["test"], logs / "teacher.log")
@@ -362,43 +398,50 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
             with clock.stage("ablation negatives"):
                 hot = collect_teacher(url, files["train"], data / "teacher_hot.jsonl", settings.hot_teacher_temperature,
                                       files["test"], logs / "teacher_hot.log")
-                degraded = teacher_rows_as_degraded_snapshot(hot, data / "degraded.jsonl", settings.degrade_keep_fraction,
-                                                            settings.data_seed)
+                careless = teacher_rows_as_careless_snapshot(hot, data / "careless.jsonl")
                 sibling = make_sibling_model(settings.model_dir, out / "models" / "sibling", settings.sibling_noise,
                                              settings.data_seed)
                 sibling_snapshot = snapshot(sibling, files["train"], out / "snapshots" / "sibling",
                                             recipe["soda"]["snapshot"], settings, logs / "snapshot_sibling.log")
-                pairs["sibling"] = build_pairs(teacher, f"{sibling_snapshot}=cross-student:sibling",
+                pairs["sibling"] = build_pairs(teacher, f"{sibling_snapshot}=cross-student:perturbed-sibling",
                                                out / "pairs" / "sibling", logs / "pairs.log", judge_url=url)
-                pairs["degraded"] = build_pairs(teacher, f"{degraded}=degraded:hot-teacher", out / "pairs" / "degraded",
-                                                logs / "pairs.log", judge_url=url)
-        runtimes: dict[str, list[float]] = {"warmup": [], "dpo": [], "seqkd": []}
+                pairs["degraded"] = build_pairs(teacher, f"{careless}=degraded:careless-teacher",
+                                                out / "pairs" / "degraded", logs / "pairs.log", judge_url=url)
         for seed in settings.seeds:
             runs = out / "runs" / f"seed{seed}"
             warmup_dir = runs / "warmup"
             with clock.stage("SODA train (warmup + DPO)"):
                 models[f"soda/s{seed}"] = train_once(f"soda_s{seed}", soda_config(
                     settings, seed, pairs["q0"], pairs["q0"], runs / "soda", warmup_dir), settings)
+            models[f"qw/s{seed}"] = warmup_dir
             soda_times = _train_runtimes(logs / f"train_soda_s{seed}.log")
             if len(soda_times) == 2:
                 runtimes["warmup"].append(soda_times[0])
                 runtimes["dpo"].append(soda_times[1])
-            with clock.stage("SeqKD train"):
-                models[f"seqkd/s{seed}"] = train_once(f"seqkd_s{seed}", seqkd_config(
-                    settings, seed, teacher, runs / "seqkd"), settings)
-            runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
+            seqkd_cfg = seqkd_config(settings, seed, teacher, runs / "seqkd", warmup_dir)
             if settings.ablation and seed in settings.ablation_seeds:
-                with clock.stage("ablation DPO"):
-                    trained = train_concurrently({f"soda_{source}_s{seed}": soda_config(
+                # SeqKD and the ablation's two DPO runs all start from q_w: run them at once, on a
+                # core share each, to overlap three start-ups. SeqKD's trainer time is then not its
+                # time alone, so the cost ratio reads only the seeds where it ran alone.
+                with clock.stage("SeqKD + ablation DPO (concurrent)"):
+                    trained = train_concurrently({f"seqkd_s{seed}": seqkd_cfg, **{f"soda_{source}_s{seed}": soda_config(
                         settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir, stage="dpo")
-                        for source in ("sibling", "degraded")}, settings)
-                    for source in ("sibling", "degraded"):
-                        models[f"soda-{source}/s{seed}"] = trained[f"soda_{source}_s{seed}"]
+                        for source in ("sibling", "degraded")}}, settings)
+                models[f"seqkd/s{seed}"] = trained[f"seqkd_s{seed}"]
+                for source in ("sibling", "degraded"):
+                    models[f"soda-{source}/s{seed}"] = trained[f"soda_{source}_s{seed}"]
+            else:
+                with clock.stage("SeqKD train (from the warmup)"):
+                    models[f"seqkd/s{seed}"] = train_once(f"seqkd_s{seed}", seqkd_cfg, settings)
+                runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
         with clock.stage("student answers"):
             answers = answer_prompts(models, files["test"], settings)
         with clock.stage("judge"):
             judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url, settings)
     matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}
+    with clock.stage("mechanism log-probs"):
+        mechanism = score_mechanism(models, mechanism_rows(answers["base"], files["test"], settings.mechanism_prompts),
+                                    settings)
     with clock.stage("representation analysis"):
         first = settings.seeds[0]
         run_tool("analyze.py", ["--prompts", files["test"], "--limit", settings.analysis_prompts,
@@ -407,4 +450,5 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                  logs / "analyze.log")
     from .summary import write_report
 
-    return write_report(settings, clock.seconds, runtimes, matches, judged, files, pair_filter_counts(pairs))
+    return write_report(settings, clock.seconds, runtimes, matches, answers, judged, mechanism, files,
+                        pair_filter_counts(pairs))

@@ -1,4 +1,4 @@
-"""What the miniature reproduction runs: sizes, steps and seeds of its quick and full modes.
+"""What the miniature reproduction runs: sizes, steps and seeds of its quick, full and long budgets.
 
 Every value here is a choice the paper does not make for a 135M model on two CPU cores;
 the reason is next to it.
@@ -10,57 +10,85 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+BUDGETS = ("quick", "full", "long")
+
 
 @dataclass(frozen=True)
 class MiniatureSettings:
     out_dir: Path
-    quick: bool
-    seeds: tuple[int, ...]  # training seeds; tables report mean and a 95 % interval over them
+    budget: str  # quick (CI), full (README's main job), long (more seeds and steps)
+    seeds: tuple[int, ...]  # training seeds; SODA - SeqKD is paired over them and over prompts
     n_train: int  # training prompts (teacher answers, q0 snapshot, pairs)
     n_val: int  # validation prompts: the only ones any tuning may look at
     n_test: int  # held-out prompts every model is evaluated on
-    warmup_steps: int  # SODA warmup (SFT) optimizer steps
-    dpo_steps: int  # SODA DPO optimizer steps
-    ablation: bool  # also train DPO with cross-student and degraded negatives
-    ablation_seeds: tuple[int, ...]  # seeds of the ablation's two extra DPO runs (default: every seed)
+    warmup_steps: int  # W: SODA's warmup (SFT) optimizer steps, shared with SeqKD
+    dpo_steps: int  # D: SODA's DPO steps; SeqKD gets D more SFT steps from the same warmup instead
+    ablation: bool  # also train DPO with cross-student and careless-teacher negatives
+    ablation_seeds: tuple[int, ...]  # seeds of the ablation's two extra DPO runs
     analysis_prompts: int  # held-out prompts for the representation analysis
+    mechanism_prompts: int  # held-out prompts whose q0 and teacher answers every model scores (log-probs)
     data_seed: int = 0  # prompts and splits; fixed so every seed trains on the same data
-    eval_max_tokens: int = 64  # the teacher's longest answer is ~30 tokens; SmolLM2 rambles
+    # The teacher's longest answer is ~8 tokens; 40 lets q0 ramble far enough that its
+    # truncation rate is measurable (5x the teacher): Base, which rambles, decodes 40 tokens a prompt.
+    eval_max_tokens: int = 40
     hot_teacher_temperature: float = 1.5  # above the local teacher's careless threshold (1.2)
-    sibling_noise: float = 0.02  # std of the seeded weight noise that makes the "cross-student" sibling
-    degrade_keep_fraction: float = 0.6  # degraded negatives keep at most 60 % of their words
+    sibling_noise: float = 0.02  # std of the seeded weight noise that makes the perturbed sibling
     model_dir: Path = field(default=Path("outputs/models/SmolLM2-135M-Instruct"))
     # Training knobs the validation sweep (tools/tune_miniature.py) varies; None = the recipe's value.
     beta: float | None = None  # DPO beta (recipes/smollm2_cpu_soda.yml: trl.beta)
     dpo_learning_rate: float | None = None  # DPO stage learning rate
-    warmup_learning_rate: float | None = None  # warmup lr, and SeqKD's too: SeqKD is the warmup run longer
+    warmup_learning_rate: float | None = None  # warmup lr, and SeqKD's too: SeqKD continues the warmup
     negatives: int = 1  # q0 answers per training prompt; more than one are sampled, not greedy
     negative_temperature: float = 1.0  # sampling temperature when negatives > 1 (the GPU recipes' setting)
 
     @property
-    def sft_steps(self) -> int:
-        """SeqKD's budget: the same total optimizer steps as SODA's two stages."""
+    def quick(self) -> bool:
+        return self.budget == "quick"
+
+    @property
+    def total_steps(self) -> int:
+        """SODA's and SeqKD's equal optimizer-step budget: W warmup steps, then D of DPO or of SFT."""
         return self.warmup_steps + self.dpo_steps
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def mode_settings(quick: bool, out_dir: Path, **overrides: Any) -> MiniatureSettings:
-    """Defaults of the quick mode (CI, ~5 min) or the full mode (~25 min on 2 cores)."""
-    if quick:
-        base = MiniatureSettings(out_dir=out_dir, quick=True, seeds=(0,), n_train=16, n_val=8, n_test=10,
-                                 warmup_steps=2, dpo_steps=2, ablation=True, ablation_seeds=(), analysis_prompts=10)
-    else:
-        # Sized for <= 25 min on 2 cores, where one SFT step of SmolLM2 (4 rows) takes ~4 s, a
-        # DPO step ~9 s and each `axolotl train` process ~25 s of start-up: 3 seeds of SODA,
-        # SeqKD and the ablation's two extra DPO runs. 40 validation prompts: the sweep
-        # (tools/tune_miniature.py) needs finer steps than 16 prompts' 6.25 % of exact match.
-        base = MiniatureSettings(out_dir=out_dir, quick=False, seeds=(0, 1, 2), n_train=64, n_val=40, n_test=40,
-                                 warmup_steps=12, dpo_steps=6, ablation=True, ablation_seeds=(),
-                                 analysis_prompts=40)
-    settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
-    if not settings.ablation_seeds:
-        settings = replace(settings, ablation_seeds=settings.seeds)
+def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
+    if budget == "quick":
+        # CI: every stage on a few prompts, one seed, two steps each (~6 min on 2 cores).
+        return MiniatureSettings(out_dir=out_dir, budget="quick", seeds=(0,), n_train=24, n_val=12, n_test=24,
+                                 warmup_steps=2, dpo_steps=2, ablation=True, ablation_seeds=(0,),
+                                 analysis_prompts=6, mechanism_prompts=6)
+    if budget == "full":
+        # <= 30 min on 2 cores, sized from measured stage times (docs/miniature.md): an SFT
+        # step of 8 rows takes ~6.5 s, a DPO step of 4 pairs about the same, and greedy
+        # answers to 240 prompts ~70 s per trained model (Base, which rambles, ~200 s). Two
+        # seeds fit, three do not. 240 test prompts: one prompt is 0.42 points.
+        # W = 16 steps x 8 rows = one epoch of the 128 training prompts; D = 8. The ablation
+        # runs on seed 0, beside that seed's SeqKD.
+        return MiniatureSettings(out_dir=out_dir, budget="full", seeds=(0, 1), n_train=128, n_val=240,
+                                 n_test=240, warmup_steps=16, dpo_steps=8, ablation=True, ablation_seeds=(0,),
+                                 analysis_prompts=24, mechanism_prompts=24)
+    if budget == "long":
+        # ~90 min: five seeds, 1.5x the data and steps (W = 24 steps = one epoch of 192
+        # prompts, D = 12), the ablation on every seed, the mechanism on half the test prompts.
+        return MiniatureSettings(out_dir=out_dir, budget="long", seeds=(0, 1, 2, 3, 4), n_train=192, n_val=240,
+                                 n_test=240, warmup_steps=24, dpo_steps=12, ablation=True,
+                                 ablation_seeds=(0, 1, 2, 3, 4), analysis_prompts=40, mechanism_prompts=120)
+    raise ValueError(f"unknown budget `{budget}`; choose one of {', '.join(BUDGETS)}")
+
+
+def budget_settings(budget: str, out_dir: Path, **overrides: Any) -> MiniatureSettings:
+    """Defaults of `budget` with `overrides` (None = keep the default)."""
+    settings = replace(_budget_defaults(budget, out_dir), **{k: v for k, v in overrides.items() if v is not None})
+    unknown = set(settings.ablation_seeds) - set(settings.seeds)
+    if unknown:
+        raise ValueError(f"ablation seeds {sorted(unknown)} are not training seeds {list(settings.seeds)}")
     # The stages run as subprocesses from the repository root: every path is made absolute.
     return replace(settings, out_dir=Path(settings.out_dir).resolve(), model_dir=Path(settings.model_dir).resolve())
+
+
+def mode_settings(quick: bool, out_dir: Path, **overrides: Any) -> MiniatureSettings:
+    """The quick or the full budget (the `--quick` flag of the demo)."""
+    return budget_settings("quick" if quick else "full", out_dir, **overrides)

@@ -1,63 +1,276 @@
-"""Turn the miniature's measurements into `summary.json`, `report.md` and a printed summary."""
+"""Turn the miniature's measurements into `summary.json`, `report.md` and a printed summary.
+
+Every figure is computed from per-prompt artifacts (answers, judge scores, log-probs), on
+one fixed prompt order, so paired statistics pair the same prompts for every model. The
+metric definitions are in docs/miniature.md ("What is measured").
+"""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..format.fileio import atomic_write_text
+import numpy as np
+
+from ..format.fileio import atomic_write_text, iter_jsonl
+from ..format.prompt_id import prompt_id
 from ..judge.grid import headline
-from .report import JUDGE_FIGURES, judge_figures_table, metric_table, timing_table
+from . import metrics as text_metrics
+from . import stats
+from .report import markdown_table, spread, timing_table
 from .settings import MiniatureSettings
 
-MAIN = {"base": "Base (SmolLM2-135M-Instruct)", "seqkd": "SeqKD", "soda": "SODA"}
-ABLATION = {"soda": "q0 negatives (SODA)", "soda-sibling": "cross-student negatives",
-            "soda-degraded": "degraded-teacher negatives"}
+MAIN = {"base": "Base (q0: SmolLM2-135M-Instruct)", "qw": "q_w (warmup: W SFT steps)",
+        "seqkd": "SeqKD (q_w + D SFT steps)", "soda": "SODA (q_w + D DPO steps)"}
+ABLATION = {"soda": "q0's own answers (SODA)",
+            "soda-sibling": "perturbed sibling (SmolLM2 + seeded weight noise: not another model)",
+            "soda-degraded": "careless teacher (wrong final value)"}
+LABELS = {**MAIN, **{k: v for k, v in ABLATION.items() if k != "soda"}}
 GOAL_RATIO = 2.5
+RESAMPLES = 10_000
 
 
-def _group(name: str) -> str:
+def group_of(name: str) -> str:
     return name.split("/")[0]
 
 
-def _seed(name: str) -> str:
-    """`soda/s1` -> `s1`; `base` (untrained, deterministic) -> `-`."""
-    return name.split("/")[1] if "/" in name else "-"
+def seed_of(name: str) -> int | None:
+    """`soda/s1` -> 1; `base` (untrained, deterministic) -> None."""
+    return int(name.split("/")[1][1:]) if "/" in name else None
 
 
-def collect_metrics(matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """group -> {"exact_match": {seed: %}, "judge": {seed: score}, and the judge's figures
-    (`report.JUDGE_FIGURES`) when its results have them}; judge figures are the headline
-    (paired) ones."""
-    judge_by_model = {r["model"]: headline(r) for r in judged["results"]}
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
-    for name, by_prompt in matches.items():
-        group = metrics.setdefault(_group(name), {"exact_match": {}, "judge": {}})
-        group["exact_match"][_seed(name)] = 100.0 * sum(by_prompt.values()) / len(by_prompt)
-        record = judge_by_model.get(name.replace("/", "_"))
-        if record is None or record["score"] is None:
-            raise ValueError(f"the judge has no score for `{name}`; see logs/judge.log")
-        group["judge"][_seed(name)] = record["score"]
-        for metric, (key, scale) in JUDGE_FIGURES.items():
-            if record.get(key) is not None:
-                group.setdefault(metric, {})[_seed(name)] = scale * record[key]
-    return metrics
+def runs_by_group(names: Sequence[str]) -> dict[str, list[str]]:
+    """group -> its model names, ordered by seed."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in names:
+        groups[group_of(name)].append(name)
+    return {g: sorted(runs, key=lambda n: seed_of(n) or 0) for g, runs in groups.items()}
 
 
-def only_seeds(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], seeds: Sequence[int]) -> dict:
-    """The same metrics restricted to `seeds` (so ablation rows compare like with like)."""
-    keep = {f"s{seed}" for seed in seeds}
-    return {group: {metric: {s: v for s, v in values.items() if s in keep} for metric, values in by_metric.items()}
-            for group, by_metric in metrics.items()}
+class Evidence:
+    """Per-prompt results of every model on the test prompts, in the test file's order."""
+
+    def __init__(self, test_file: Path, matches: Mapping[str, Mapping[str, bool]],
+                 answers: Mapping[str, Mapping[str, dict]], judge_scores: Mapping[str, Mapping[str, float]]):
+        tests = list(iter_jsonl(test_file))
+        self.prompt_ids = [prompt_id(row["content"]) for row in tests]
+        self.questions = {pid: row["content"][-1]["content"] for pid, row in zip(self.prompt_ids, tests)}
+        self.families = {pid: row["family"] for pid, row in zip(self.prompt_ids, tests)}
+        self.matches, self.answers, self.judge_scores = matches, answers, judge_scores
+        for name in matches:
+            for source, table in (("exact match", matches), ("answers", answers), ("judge scores", judge_scores)):
+                missing = [pid for pid in self.prompt_ids if pid not in table.get(name, {})]
+                if missing:
+                    raise ValueError(f"{source} of `{name}` lack {len(missing)} test prompts (first: {missing[0]})")
+        self.groups = runs_by_group(list(matches))
+
+    def exact(self, runs: Sequence[str]) -> np.ndarray:
+        """0/1 matrix seeds x prompts."""
+        return np.array([[float(self.matches[n][pid]) for pid in self.prompt_ids] for n in runs])
+
+    def judge(self, runs: Sequence[str]) -> np.ndarray:
+        """The judge's per-prompt score, a fraction (x 100 is the paper's GPT-4o Score)."""
+        return np.array([[self.judge_scores[n][pid] for pid in self.prompt_ids] for n in runs])
+
+    def on_seeds(self, group: str, seeds: Sequence[int]) -> list[str]:
+        return [n for n in self.groups.get(group, []) if seed_of(n) in set(seeds)]
 
 
-def stage_ratio(seconds: Mapping[str, float], n_seeds: int) -> float | None:
-    """(q0 snapshot + SODA warmup and DPO) / SeqKD, in wall time per seed."""
-    seqkd = seconds.get("SeqKD train", 0.0) / n_seeds
-    if not seqkd:
+def rate_interval(values: np.ndarray) -> stats.Interval:
+    """Exact match of one group: Wilson over prompts for a single run, else the two-level bootstrap."""
+    if values.shape[0] == 1:
+        return stats.percent_interval(values[0])
+    return stats.bootstrap_mean(values, resamples=RESAMPLES)
+
+
+def judge_prompt_scores(judge_dir: Path, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """model name (`soda/s0`, judged as `soda_s0`) -> prompt_id -> the judge's score, mean S/(S+R) over
+    both orders (`prompt_scores.jsonl`)."""
+    by_judge_name = {name.replace("/", "_"): name for name in names}
+    scores: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in iter_jsonl(judge_dir / "prompt_scores.jsonl"):
+        if row["model"] in by_judge_name:
+            scores[by_judge_name[row["model"]]][row["prompt_id"]] = row["score"]
+    return dict(scores)
+
+
+# Sections ------------------------------------------------------------------------------
+
+def headline_block(ev: Evidence, a: str = "soda", b: str = "seqkd") -> dict[str, Any]:
+    """SODA - SeqKD, paired over seeds and prompts: exact match (points) and judge score."""
+    seeds = [seed_of(n) for n in ev.groups[a] if f"{b}/s{seed_of(n)}" in ev.matches]
+    runs_a, runs_b = [f"{a}/s{s}" for s in seeds], [f"{b}/s{s}" for s in seeds]
+    ea, eb = ev.exact(runs_a), ev.exact(runs_b)
+    return {
+        "seeds": seeds, "n_prompts": len(ev.prompt_ids),
+        "exact_match": stats.paired_difference(ea, eb, resamples=RESAMPLES).to_dict(),
+        "judge": stats.paired_difference(ev.judge(runs_a), ev.judge(runs_b), resamples=RESAMPLES).to_dict(),
+        "per_seed": [{"seed": s, **i.to_dict()} for s, i in
+                     zip(seeds, stats.per_seed_differences(ea, eb, resamples=RESAMPLES, seed=0, scale=100.0))],
+        "discordant": stats.discordant(ea, eb),
+    }
+
+
+def headline_lines(block: Mapping[str, Any]) -> str:
+    em, judge = block["exact_match"], block["judge"]
+    d = block["discordant"]
+    lines = [f"- **Exact match, SODA - SeqKD: {em['mean']:+.1f} points [{em['low']:+.1f}, {em['high']:+.1f}]** "
+             f"(95 % {em['method']}, {em['resamples']} resamples, {em['n_seeds']} seeds x {em['n_prompts']} prompts)",
+             f"- Judge score, SODA - SeqKD: {judge['mean']:+.1f} [{judge['low']:+.1f}, {judge['high']:+.1f}]",
+             f"- Prompt-seed cases where only SODA is right: {d['a_only']}; only SeqKD: {d['b_only']}; "
+             f"both: {d['both']}; neither: {d['neither']}"]
+    lines += [f"- Seed {s['seed']}: {s['mean']:+.1f} [{s['low']:+.1f}, {s['high']:+.1f}] ({s['method']})"
+              for s in block["per_seed"]]
+    return "\n".join(lines)
+
+
+def main_rows(ev: Evidence, labels: Mapping[str, str], seeds: Sequence[int] | None = None) -> tuple[list, dict]:
+    """Exact match and judge per group (+ exact match by family); rows and their figures."""
+    rows, figures = [], {}
+    for group, label in labels.items():
+        runs = ev.groups.get(group, []) if seeds is None or group == "base" else ev.on_seeds(group, seeds)
+        if not runs:
+            continue
+        em = rate_interval(ev.exact(runs))
+        judge = stats.bootstrap_mean(ev.judge(runs), resamples=RESAMPLES)
+        by_family = {}
+        exact = ev.exact(runs)
+        for family in dict.fromkeys(ev.families.values()):
+            cols = [i for i, pid in enumerate(ev.prompt_ids) if ev.families[pid] == family]
+            by_family[family] = 100.0 * float(exact[:, cols].mean())
+        figures[group] = {"runs": runs, "exact_match": em.to_dict(), "judge": judge.to_dict(), "by_family": by_family}
+        rows.append([label, str(len(runs)), em.format(), judge.format()])
+    return rows, figures
+
+
+def family_table(figures: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> str:
+    families = list(next(iter(figures.values()))["by_family"])
+    return markdown_table(["model", *families],
+                          [[labels[g], *[f"{f['by_family'][fam]:.1f}" for fam in families]] for g, f in figures.items()])
+
+
+def teacher_token_counts(model_dir: Path, ev: Evidence) -> dict[str, int]:
+    """prompt_id -> tokens of the teacher's answer, in the student's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from . import tasks
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return {pid: len(tokenizer(tasks.teacher_answer(q), add_special_tokens=False)["input_ids"])
+            for pid, q in ev.questions.items()}
+
+
+def text_figures(ev: Evidence, teacher_tokens: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """group -> mean over its runs of every `metrics.AnswerMetrics` figure, plus the teacher's."""
+    from . import tasks
+
+    teacher_rows = {pid: {"prompt_id": pid, "response": tasks.teacher_answer(q), "finish_reason": "stop",
+                          "response_tokens": teacher_tokens[pid]} for pid, q in ev.questions.items()}
+    out = {"teacher": text_metrics.answer_metrics(teacher_rows, ev.questions, teacher_tokens).to_dict()}
+    for group, runs in ev.groups.items():
+        per_run = [text_metrics.answer_metrics(ev.answers[n], ev.questions, teacher_tokens).to_dict() for n in runs]
+        out[group] = {k: float(np.mean([r[k] for r in per_run])) for k in per_run[0]}
+    return out
+
+
+TEXT_COLUMNS = {"stop_rate": "stop %", "truncation_rate": "truncated %", "mean_tokens": "tokens",
+                "length_ratio": "x teacher length", "over_2x_teacher_rate": "> 2x teacher %",
+                "format_rate": "teacher format %", "answer_line_rate": "has `Answer:` %",
+                "ramble_rate": "rambles past answer %", "restate_rate": "restates question %"}
+
+
+def text_table(figures: Mapping[str, Mapping[str, float]], labels: Mapping[str, str]) -> str:
+    rows = [[labels.get(g, "Teacher (reference)" if g == "teacher" else g),
+             *[f"{figures[g][k]:.2f}" if k == "length_ratio" else f"{figures[g][k]:.1f}" for k in TEXT_COLUMNS]]
+            for g in ["teacher", *labels] if g in figures]
+    return markdown_table(["model", *TEXT_COLUMNS.values()], rows)
+
+
+def logp_figures(ev: Evidence, mechanism: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """group -> S (q0's answers), S_head (their first tokens), I (the teacher's answers): mean
+    over prompts and seeds of (log p_model - log p_qw(seed)) per token, with bootstrap intervals.
+    Base is compared with every seed's q_w."""
+    scored = {name: {r["prompt_id"]: r for r in rows} for name, rows in mechanism["models"].items()}
+    ids = sorted({pid.split(":", 1)[1] for pid in next(iter(scored.values()))})
+    out = {}
+    for group, runs in ev.groups.items():
+        if group == "qw":
+            continue
+        pairs = ([(runs[0], q) for q in ev.groups["qw"]] if group == "base"
+                 else [(n, f"qw/s{seed_of(n)}") for n in runs])
+        figures = {}
+        for key, kind, logp, count in (("S", "q0", "logp", "n_tokens"), ("S_head", "q0", "logp_head", "n_head"),
+                                       ("I", "teacher", "logp", "n_tokens")):
+            matrix = np.array([[(scored[m][f"{kind}:{i}"][logp] - scored[q][f"{kind}:{i}"][logp])
+                                / max(1, scored[q][f"{kind}:{i}"][count]) for i in ids] for m, q in pairs])
+            figures[key] = stats.bootstrap_mean(matrix, resamples=RESAMPLES, scale=1.0).to_dict()
+        out[group] = figures
+    return out
+
+
+def logp_table(figures: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> str:
+    def fmt(i: Mapping[str, Any]) -> str:
+        return f"{i['mean']:+.3f} [{i['low']:+.3f}, {i['high']:+.3f}]"
+
+    return markdown_table(["model", "S: q0's answer (nats/token vs q_w)", "S_head: its first 16 tokens",
+                           "I: teacher's answer (nats/token vs q_w)"],
+                          [[labels[g], fmt(figures[g]["S"]), fmt(figures[g]["S_head"]), fmt(figures[g]["I"])]
+                           for g in labels if g in figures])
+
+
+def movement_figures(ev: Evidence) -> dict[str, dict[str, float]]:
+    """group -> how far its greedy answers moved from q_w's (same seed) and from Base's."""
+    out = {}
+    for group, runs in ev.groups.items():
+        if group in ("base", "qw"):
+            continue
+        vs_qw = [text_metrics.movement(ev.answers[n], ev.answers[f"qw/s{seed_of(n)}"], ev.prompt_ids) for n in runs]
+        vs_base = [text_metrics.movement(ev.answers[n], ev.answers["base"], ev.prompt_ids) for n in runs]
+        out[group] = {"changed_vs_qw": float(np.mean([m.changed_rate for m in vs_qw])),
+                      "distance_vs_qw": float(np.mean([m.mean_edit_distance for m in vs_qw])),
+                      "changed_vs_base": float(np.mean([m.changed_rate for m in vs_base])),
+                      "distance_vs_base": float(np.mean([m.mean_edit_distance for m in vs_base]))}
+    qw_vs_base = [text_metrics.movement(ev.answers[n], ev.answers["base"], ev.prompt_ids) for n in ev.groups["qw"]]
+    out["qw"] = {"changed_vs_qw": 0.0, "distance_vs_qw": 0.0,
+                 "changed_vs_base": float(np.mean([m.changed_rate for m in qw_vs_base])),
+                 "distance_vs_base": float(np.mean([m.mean_edit_distance for m in qw_vs_base]))}
+    return out
+
+
+def movement_table(figures: Mapping[str, Mapping[str, float]], labels: Mapping[str, str]) -> str:
+    return markdown_table(["model", "answers changed vs q_w %", "token edit distance vs q_w",
+                           "answers changed vs Base %", "token edit distance vs Base"],
+                          [[labels[g], f"{f['changed_vs_qw']:.1f}", f"{f['distance_vs_qw']:.3f}",
+                            f"{f['changed_vs_base']:.1f}", f"{f['distance_vs_base']:.3f}"]
+                           for g in labels if g in figures for f in [figures[g]]])
+
+
+def ablation_block(ev: Evidence, seeds: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    rows, figures = main_rows(ev, ABLATION, seeds)
+    if "soda-sibling" not in figures:
+        return "(not run)", {}
+    q0_runs = ev.on_seeds("soda", seeds)
+    for row, group in zip(rows, figures):
+        if group == "soda":
+            row.append("-")
+            continue
+        diff = stats.paired_difference(ev.exact(ev.on_seeds(group, seeds)), ev.exact(q0_runs), resamples=RESAMPLES)
+        figures[group]["minus_q0"] = diff.to_dict()
+        row.append(f"{diff.mean:+.1f} [{diff.low:+.1f}, {diff.high:+.1f}]")
+    return markdown_table(["negatives", "seeds", "exact match %", "judge score", "exact match - q0 negatives"],
+                          rows), figures
+
+
+def stage_ratio(seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]]) -> float | None:
+    """(q0 snapshot + warmup + DPO) / (warmup + SeqKD's D steps): each method's cost per seed,
+    from the trainers' own runtimes (start-ups excluded) and the snapshot's wall time."""
+    warmup, dpo, seqkd = (runtimes.get(k) or [] for k in ("warmup", "dpo", "seqkd"))  # seqkd: seeds it ran alone
+    if not (warmup and dpo and seqkd):
         return None
-    return (seconds.get("q0 snapshot", 0.0) + seconds.get("SODA train (warmup + DPO)", 0.0) / n_seeds) / seqkd
+    w, d, s = (float(np.mean(v)) for v in (warmup, dpo, seqkd))
+    return (seconds.get("q0 snapshot", 0.0) + w + d) / (w + s)
 
 
 def _representation_table(analysis_file: Path) -> str:
@@ -77,66 +290,116 @@ def pair_filter_lines(counts: Mapping[str, Mapping[str, int]]) -> str:
                      for name, c in counts.items())
 
 
+def judge_bias_table(judged: Mapping[str, Any], groups: Mapping[str, Sequence[str]], labels: Mapping[str, str]) -> str:
+    """The judge's own figures per group (mean and range over seeds): score per presentation
+    order, how often the orders disagree, answer and reference lengths."""
+    by_model = {r["model"]: headline(r) for r in judged["results"]}
+    keys = {"student_first": "student first", "reference_first": "reference first",
+            "order_disagreement": "orders disagree %", "model_tokens": "tokens", "reference_tokens": "reference tokens"}
+    rows = []
+    for group, label in labels.items():
+        records = [by_model.get(n.replace("/", "_")) for n in groups.get(group, [])]
+        if not records or any(r is None or any(r.get(k) is None for k in keys) for r in records):
+            continue
+        rows.append([label, *[spread([(100.0 if k == "order_disagreement" else 1.0) * r[k] for r in records])
+                              for k in keys]])
+    return markdown_table(["model", *keys.values()], rows) if rows else "(the judge's results hold no per-order figures)"
+
+
 def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]],
-                 matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any],
-                 files: Mapping[str, Path],
+                 matches: Mapping[str, Mapping[str, bool]], answer_dirs: Mapping[str, Path], judged: Mapping[str, Any],
+                 mechanism: Mapping[str, Any], files: Mapping[str, Path],
                  pair_filter: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+    from ..judge.answers import read_answers
+    from .pipeline import BENCHMARK
+
     out = settings.out_dir
-    prompt_sets = {name: sorted(by_prompt) for name, by_prompt in matches.items()}
-    same_prompts = len({tuple(ids) for ids in prompt_sets.values()}) == 1
-    metrics = collect_metrics(matches, judged)
-    ratio = stage_ratio(seconds, len(settings.seeds))
+    answers = {name: read_answers(path, BENCHMARK) for name, path in answer_dirs.items()}
+    ev = Evidence(files["test"], matches, answers, judge_prompt_scores(out / "eval" / "judge", list(matches)))
+    head = headline_block(ev)
+    main, main_figs = main_rows(ev, MAIN)
+    teacher_tokens = teacher_token_counts(settings.model_dir, ev)
+    text_figs = text_figures(ev, teacher_tokens)
+    logp_figs = logp_figures(ev, mechanism)
+    move_figs = movement_figures(ev)
+    ablation, ablation_figs = (ablation_block(ev, settings.ablation_seeds) if settings.ablation else ("(not run)", {}))
+    ratio = stage_ratio(seconds, runtimes)
+    n_mech = len({r["prompt_id"] for rows in mechanism["models"].values() for r in rows}) // 2
     summary = {
-        "settings": settings.to_dict(), "stage_seconds": dict(seconds), "trainer_runtimes": dict(runtimes),
-        "ratio_snapshot_soda_over_seqkd": ratio, "metrics": metrics, "same_test_prompts_for_all_models": same_prompts,
-        "n_test_prompts": len(next(iter(prompt_sets.values()))), "judge_calls": judged.get("calls"),
-        "judge_protocol": judged.get("protocol"), "pair_filter": dict(pair_filter or {}),
+        "settings": settings.to_dict(), "stage_seconds": dict(seconds), "total_seconds": sum(seconds.values()),
+        "trainer_runtimes": dict(runtimes), "ratio_snapshot_soda_over_seqkd": ratio,
+        "headline": head, "main": main_figs, "text_metrics": text_figs, "mechanism": logp_figs,
+        "movement": move_figs, "ablation": ablation_figs, "test_prompt_ids": ev.prompt_ids,
+        "n_test_prompts": len(ev.prompt_ids), "mechanism_prompts": n_mech,
+        "judge_calls": judged.get("calls"), "judge_protocol": judged.get("protocol"),
+        "pair_filter": dict(pair_filter or {}),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    main = metric_table(metrics, MAIN)
-    judge_figures = judge_figures_table(metrics, MAIN)
-    ablation = (metric_table(only_seeds(metrics, settings.ablation_seeds), ABLATION) if "soda-sibling" in metrics
-                else "(not run)")
-    ratio_line = (f"(q0 snapshot + SODA warmup + DPO) / SeqKD wall time per seed: **{ratio:.2f}** "
-                  f"(goal <= {GOAL_RATIO})" if ratio is not None else "")
+    main_table = markdown_table(["model", "runs", "exact match % (95 % CI)", "judge score (95 % CI)"], main)
+    ratio_line = (f"(q0 snapshot + warmup + DPO) / (warmup + SeqKD's D steps), trainer time per seed: "
+                  f"**{ratio:.2f}** (goal <= {GOAL_RATIO})" if ratio is not None else
+                  "(q0 snapshot + warmup + DPO) / (warmup + SeqKD's D steps): not measured, SeqKD ran beside the "
+                  "ablation on every seed")
     text = f"""# SODA in miniature: SmolLM2-135M-Instruct distilled from a program teacher
 
-Mode: {"quick" if settings.quick else "full"}; seeds {list(settings.seeds)}; {settings.n_train} training,
-{settings.n_val} validation and {settings.n_test} held-out test prompts (disjoint, data seed {settings.data_seed}).
-Every model is evaluated on the same {summary["n_test_prompts"]} held-out prompts
-({"checked" if same_prompts else "NOT the same: a bug"}). Intervals are 95 % Student-t intervals over
-training seeds; Base is deterministic (greedy decoding of an untrained model), so it has one value.
-SODA's settings were chosen on the validation prompts only (`tools/tune_miniature.py`, docs/miniature.md).
+Budget: **{settings.budget}**; seeds {list(settings.seeds)}; {settings.n_train} training,
+{settings.n_val} validation and {len(ev.prompt_ids)} held-out test prompts (disjoint, data seed {settings.data_seed}).
+Every model answered the same {len(ev.prompt_ids)} test prompts (checked). Steps: warmup W = {settings.warmup_steps}, then
+D = {settings.dpo_steps} steps of DPO (SODA) or of SFT (SeqKD) from the same warmup model q_w: both total
+{settings.total_steps} optimizer steps, and per seed the two runs are identical up to step W.
 
-## Base / SeqKD / SODA
+## Headline: SODA - SeqKD (paired)
 
-{main}
+{headline_lines(head)}
+
+The interval resamples seeds and prompts with replacement, the same draw for both models
+(docs/miniature.md). A positive difference favours SODA.
+
+## Base / q_w / SeqKD / SODA
+
+{main_table}
 
 Exact match: the answer's final value (after its last `Answer:`, else its last line) equals the task's.
-Judge score: the paper's GPT-4o Score protocol (`tools/judge.py`, template and choices in docs/judge.md)
-with the local teacher as judge; 50 means "as good as the judge's own reference answer".
+Intervals: Wilson over prompts for a single run, else the seeds x prompts bootstrap; both stay in [0, 100].
+Judge score: the paper's GPT-4o Score protocol (`tools/judge.py`) with the local teacher as judge;
+50 means "as good as the judge's own reference answer".
 
-The judge on the same prompts: the score from each presentation order, how often the two orders
-disagree (% of prompts), and mean answer length in tokens beside the reference's (docs/judge.md).
+Exact match % by task family (mean over seeds):
 
-{judge_figures}
+{family_table(main_figs, MAIN)}
+
+## Mechanism: what DPO against q0's answers changes
+
+Log-probabilities on {n_mech} test prompts (the first of each family in turn), relative to the same
+seed's q_w, in nats per token; < 0 means the model finds the answer less likely than q_w does.
+q0's answer is Base's own greedy test answer.
+
+{logp_table(logp_figs, LABELS)}
+
+How the answers look (test prompts, mean over seeds; the teacher row is the program's own answers):
+
+{text_table(text_figs, LABELS)}
+
+## Moved from q_w
+
+{movement_table(move_figs, LABELS)}
+
+## The judge on the same prompts
+
+{judge_bias_table(judged, ev.groups, LABELS)}
 
 ## Pairs the judge filter kept
 
 {pair_filter_lines(pair_filter or {})}
 
-The local teacher judged every candidate pair in both orders (`soda pairs --judge-filter`, docs/pairs.md);
-a pair is dropped when the teacher's answer does not beat the rejected one (a tie included).
-
-## Rejection-source ablation
+## Rejection-source ablation (seeds {list(settings.ablation_seeds)})
 
 {ablation}
 
-Seeds {list(settings.ablation_seeds)} (the q0 row is SODA on the same seeds). The same warmup model q_w per seed; DPO
-differs only in the rejected answers: q0's own answers,
-a cross-student's (a sibling: SmolLM2 with seeded weight noise, std {settings.sibling_noise} x each
-tensor's std), or a careless teacher's (temperature {settings.hot_teacher_temperature}: wrong final values)
-cut to at most {int(settings.degrade_keep_fraction * 100)} % of their words.
+Every row starts DPO from the same q_w per seed and differs only in the rejected answers. No other
+small instruct model ships in a package on the index, so the "cross-student" is SmolLM2 with seeded
+weight noise (std {settings.sibling_noise} x each tensor's std): a perturbed copy of q0, not another
+model. The careless teacher answers at temperature {settings.hot_teacher_temperature} with a wrong final value.
 
 ## Representations (seed {settings.seeds[0]}, {settings.analysis_prompts} held-out prompts)
 
@@ -151,7 +414,7 @@ cut to at most {int(settings.degrade_keep_fraction * 100)} % of their words.
 {ratio_line}
 
 Trainer-internal runtimes (s, per seed): warmup {list(runtimes.get("warmup", []))}, DPO {list(runtimes.get("dpo", []))},
-SeqKD {list(runtimes.get("seqkd", []))}.
+SeqKD's D steps {list(runtimes.get("seqkd", []))}.
 
 ## Settings
 
@@ -161,5 +424,7 @@ SeqKD {list(runtimes.get("seqkd", []))}.
 """
     atomic_write_text(out / "report.md", text)
     summary["report"] = str(out / "report.md")
-    summary["screen"] = "\n\n".join([main, judge_figures, ablation, timing_table(seconds), ratio_line])
+    summary["screen"] = "\n\n".join(["Headline: SODA - SeqKD (paired)\n" + headline_lines(head), main_table,
+                                     logp_table(logp_figs, LABELS), text_table(text_figs, LABELS), ablation,
+                                     timing_table(seconds), ratio_line])
     return summary

@@ -29,7 +29,8 @@ from typing import Callable, Iterator
 from . import tasks
 
 NOISY_TEMPERATURE = 1.2
-UNKNOWN_REPLY = "I can only answer arithmetic, unit conversion, date, sorting and word-reversal questions."
+UNKNOWN_REPLY = ("I can only answer arithmetic, next or previous number, comparison, unit conversion, "
+                 "first or last word, and plural questions.")
 # Judge replies are produced by a function that reads the rendered judge prompt (set by
 # `judge_responder.py`, which knows the judge template); None means "not a judge request".
 JudgeFn = Callable[[list[dict]], str | None]

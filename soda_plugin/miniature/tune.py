@@ -23,7 +23,7 @@ from ..log import get_logger
 from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher,
                        exact_match_by_prompt, judge_models, q0_name, seqkd_config, snapshot, soda_config, train_once,
                        write_task_files)
-from .report import markdown_table, over_seeds
+from .report import markdown_table
 from .settings import MiniatureSettings
 
 LOG = get_logger(__name__)
@@ -46,17 +46,17 @@ class Variant:
         return replace(settings, **knobs)
 
 
-# Each point changes one or two things against the full mode's recipe values, in the
-# directions the default run suggested (DPO barely moved the warmup model).
+# Each point changes one knob against the full budget's recipe values. SODA and its SeqKD
+# always start from the same warmup and spend the same D steps.
 GRID = (
     Variant("recipe"),
-    Variant("dpo-lr-5e-5", dpo_learning_rate=5e-5),
-    Variant("dpo-lr-5e-5-beta-0.5", dpo_learning_rate=5e-5, beta=0.5),
-    Variant("dpo-lr-1e-4", dpo_learning_rate=1e-4),
-    Variant("dpo-lr-5e-5-2neg", dpo_learning_rate=5e-5, negatives=2),
-    Variant("warmup-6-dpo-12", warmup_steps=6, dpo_steps=12, dpo_learning_rate=5e-5),
-    Variant("warmup-15-dpo-3", warmup_steps=15, dpo_steps=3, dpo_learning_rate=5e-5),
-    Variant("sft-lr-1e-4", warmup_learning_rate=1e-4),
+    Variant("dpo-lr-5e-6", dpo_learning_rate=5e-6),
+    Variant("dpo-lr-2e-5", dpo_learning_rate=2e-5),
+    Variant("beta-0.3", beta=0.3),
+    Variant("warmup-20-dpo-4", warmup_steps=20, dpo_steps=4),
+    Variant("warmup-12-dpo-12", warmup_steps=12, dpo_steps=12),
+    Variant("sft-lr-5e-5", warmup_learning_rate=5e-5),
+    Variant("sft-lr-2e-4", warmup_learning_rate=2e-4),
 )
 
 
@@ -69,7 +69,8 @@ def warmup_key(s: MiniatureSettings) -> str:
 
 
 def seqkd_key(s: MiniatureSettings) -> str:
-    return f"seqkd-{s.sft_steps}-lr{_tag(s.warmup_learning_rate or _recipe_warmup_lr())}"
+    """SeqKD continues the warmup for D SFT steps: one per (warmup, D)."""
+    return f"seqkd-{warmup_key(s)}-plus{s.dpo_steps}"
 
 
 def _recipe_warmup_lr() -> float:
@@ -79,12 +80,6 @@ def _recipe_warmup_lr() -> float:
 def _exact_match(answers_dir: Path, prompts: Path) -> float:
     by_prompt = exact_match_by_prompt(answers_dir, prompts)
     return round(100.0 * sum(by_prompt.values()) / len(by_prompt), 1)
-
-
-def _metric(values: Sequence[float]) -> dict[str, Any]:
-    summary = over_seeds(values)
-    return {"mean": summary.mean, "low": summary.low, "high": summary.high, "per_seed": list(values),
-            "text": summary.format()}
 
 
 def run_sweep(settings: MiniatureSettings, variants: Sequence[Variant]) -> dict[str, Any]:
@@ -129,7 +124,8 @@ def run_sweep(settings: MiniatureSettings, variants: Sequence[Variant]) -> dict[
                         out / "runs" / warmup_key(s) / f"seed{seed}"), s)
                 with clock.stage("SeqKD train"):
                     models[seqkd_name] = train_once(f"{seqkd_key(s)}_s{seed}", seqkd_config(
-                        s, seed, teacher, out / "runs" / seqkd_key(s) / f"seed{seed}"), s)
+                        s, seed, teacher, out / "runs" / seqkd_key(s) / f"seed{seed}",
+                        out / "runs" / warmup_key(s) / f"seed{seed}"), s)
                 rows[variant.name]["soda"].append(soda_name)
                 rows[variant.name]["seqkd"].append(seqkd_name)
             with clock.stage("validation answers"):  # per variant, so a partial sweep can be read
@@ -146,33 +142,43 @@ def run_sweep(settings: MiniatureSettings, variants: Sequence[Variant]) -> dict[
 def write_sweep_report(settings: MiniatureSettings, variants: Sequence[Variant], rows: Mapping[str, Mapping[str, list[str]]],
                        matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any],
                        seconds: Mapping[str, float]) -> dict[str, Any]:
+    """sweep.md / sweep.json: per variant, SODA and its SeqKD on validation, and SODA - SeqKD paired."""
+    from . import stats
+
     judge = {r["model"]: headline(r)["score"] for r in judged["results"]}
+    prompt_ids = list(matches["base"])
 
-    def em(name: str) -> float:
-        return 100.0 * sum(matches[name].values()) / len(matches[name])
+    def exact(names: Sequence[str]):
+        import numpy as np
 
-    def measure(names: Sequence[str]) -> dict[str, Any]:
-        return {"exact_match": _metric([em(n) for n in names]),
-                "judge": _metric([judge[n.replace("/", "_")] for n in names])}
+        return np.array([[float(matches[n][pid]) for pid in prompt_ids] for n in names])
 
-    results: dict[str, Any] = {"base": measure(["base"])}
+    def rate(names: Sequence[str]) -> stats.Interval:
+        values = exact(names)
+        return stats.percent_interval(values[0]) if len(names) == 1 else stats.bootstrap_mean(values)
+
+    base = rate(["base"])
+    results: dict[str, Any] = {"base": {"exact_match": base.to_dict(), "judge": judge["base"]}}
     table = []
     for variant in variants:
-        soda, seqkd = measure(rows[variant.name]["soda"]), measure(rows[variant.name]["seqkd"])
-        results[variant.name] = {"variant": vars(variant), "soda": soda, "seqkd": seqkd}
+        soda, seqkd = rows[variant.name]["soda"], rows[variant.name]["seqkd"]
+        delta = stats.paired_difference(exact(soda), exact(seqkd))
+        figures = {"soda": rate(soda), "seqkd": rate(seqkd)}
+        results[variant.name] = {"variant": vars(variant), "soda_minus_seqkd": delta.to_dict(),
+                                 **{k: {"exact_match": v.to_dict(),
+                                        "judge_per_seed": [judge[n.replace("/", "_")] for n in rows[variant.name][k]]}
+                                    for k, v in figures.items()}}
         changes = ", ".join(f"{k}={_tag(v)}" for k, v in vars(variant).items() if k != "name" and v is not None)
-        table.append([variant.name, changes or "recipe values", soda["exact_match"]["text"],
-                      seqkd["exact_match"]["text"], soda["judge"]["text"], seqkd["judge"]["text"]])
-    base = results["base"]
-    text = (f"# Validation sweep ({settings.n_val} validation prompts; seeds {list(settings.seeds)})\n\n"
-            f"Base: exact match {base['exact_match']['text']} %, judge {base['judge']['text']}.\n\n"
-            + markdown_table(["variant", "changes", "SODA exact match %", "SeqKD (same steps, same SFT lr) exact match %",
-                              "SODA judge", "SeqKD judge"], table)
-            + "\n\nPer-seed values and settings: sweep.json. The test prompts were not used.\n")
+        table.append([variant.name, changes or "recipe values", figures["soda"].format(), figures["seqkd"].format(),
+                      f"{delta.mean:+.1f} [{delta.low:+.1f}, {delta.high:+.1f}]"])
+    text = (f"# Validation sweep ({len(prompt_ids)} validation prompts; seeds {list(settings.seeds)})\n\n"
+            f"Base: exact match {base.format()} %, judge {judge['base']:.1f}.\n\n"
+            + markdown_table(["variant", "changes", "SODA exact match %", "SeqKD (same warmup, same steps) exact match %",
+                              "SODA - SeqKD (paired)"], table)
+            + "\n\nJudge scores and per-seed values: sweep.json. The test prompts were not used.\n")
     out = settings.out_dir
     summary = {"settings": settings.to_dict(), "results": results, "stage_seconds": dict(seconds),
-               "split": "val", "n_prompts": settings.n_val}
+               "split": "val", "n_prompts": len(prompt_ids)}
     atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "sweep.md", text)
     return {"table": text, "report": str(out / "sweep.md"), **summary}
-

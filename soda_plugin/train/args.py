@@ -137,6 +137,11 @@ class WarmupConfig(_StrictBlock):
     lr_scheduler: str | None = Field(default=None, json_schema_extra={"description": "Warmup LR scheduler."})
     warmup_ratio: float | None = Field(default=None, json_schema_extra={"description": "LR warmup ratio of the warmup stage."})
     micro_batch_size: int | None = Field(default=None, json_schema_extra={"description": "Warmup micro batch size."})
+    pad_to_multiple_of: int | None = Field(
+        default=None,
+        json_schema_extra={"description": "Pad warmup batches to a multiple of this (Axolotl's default is 64). "
+                           "Warmup only: the DPO stage cannot take it (see `check_dpo_padding`)."},
+    )
     gradient_accumulation_steps: int | None = Field(
         default=None, json_schema_extra={"description": "Warmup gradient accumulation steps."}
     )
@@ -350,6 +355,25 @@ class SODAArgs(BaseModel):
             )
         if stage == Stage.WARMUP.value and soda.get("warmup") is None:
             raise ValueError("`soda.stage: warmup` needs a `soda.warmup` block describing the warmup.")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_dpo_padding(cls, data: Any) -> Any:
+        # With `pad_to_multiple_of`, Axolotl's RL builder swaps TRL's preference collator for
+        # its own (axolotl/core/builders/rl.py `build_collator`), which emits
+        # `prompt_input_ids`/`chosen_input_ids`; TRL's DPO trainer reads `inputs["input_ids"]`
+        # (trl/trainer/dpo_trainer.py `_compute_ref_log_probs`, `_compute_loss`): a KeyError
+        # at the first batch, after the warmup has already trained.
+        if not isinstance(data, dict) or not isinstance(data.get("soda"), dict):
+            return data
+        rl = getattr(data.get("rl"), "value", data.get("rl"))
+        if rl == "dpo" and data.get("pad_to_multiple_of"):
+            raise ValueError(
+                f"`pad_to_multiple_of: {data['pad_to_multiple_of']}` with `rl: dpo` makes Axolotl use its own DPO "
+                "collator, whose batches TRL's DPO trainer cannot read (KeyError 'input_ids'). TRL's collator "
+                "already pads each batch to its longest row. Move it to `soda.warmup.pad_to_multiple_of` to pad "
+                "the warmup's SFT batches only.")
         return data
 
     @model_validator(mode="before")

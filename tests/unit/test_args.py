@@ -29,12 +29,20 @@ from soda_plugin.format.rows import SodaFields
          "`precompute_ref_log_probs` is False"),
         ({"soda": {"reference_logps": "always"}}, "Input should be 'reuse', 'require' or 'off'"),
         ({"soda": {"warmup": {"save_strategy": "never"}}, "rl": "dpo"}, "'no', 'steps', 'epoch' or 'best'"),
+        # Axolotl's own DPO collator (used with pad_to_multiple_of) failed the miniature with KeyError 'input_ids'.
+        ({"soda": {"warmup": {}}, "rl": "dpo", "pad_to_multiple_of": 8},
+         "Move it to `soda.warmup.pad_to_multiple_of`"),
     ],
 )
 def test_bad_soda_config_names_the_key(data, message):
     with pytest.raises(ValidationError) as info:
         SODAArgs(**data)
     assert message in str(info.value)
+
+
+def test_the_warmup_alone_may_pad_to_a_multiple():
+    args = SODAArgs(soda={"warmup": {"pad_to_multiple_of": 8}}, rl="dpo")
+    assert args.soda.warmup.overrides()["pad_to_multiple_of"] == 8
 
 
 def test_defaults():

@@ -15,10 +15,20 @@ def full(tmp_path):
     return mode_settings(False, tmp_path / "tune", seeds=(0, 1), ablation=False)
 
 
-def test_full_mode_ablates_on_every_seed_and_validates_on_40_prompts(tmp_path):
-    settings = mode_settings(False, tmp_path)
-    assert settings.ablation_seeds == settings.seeds == (0, 1, 2) and settings.n_val == 40
+def test_budgets_have_enough_test_prompts_and_ablate_where_they_say(tmp_path):
+    from soda_plugin.miniature.settings import budget_settings
+
+    full = mode_settings(False, tmp_path)
+    assert full.budget == "full" and full.seeds == (0, 1) and full.ablation_seeds == (0,)
+    assert full.n_test >= 200 and full.n_val >= 200 and full.total_steps == full.warmup_steps + full.dpo_steps
     assert mode_settings(False, tmp_path, ablation_seeds=(1,)).ablation_seeds == (1,)
+    with pytest.raises(ValueError, match="not training seeds"):
+        mode_settings(False, tmp_path, ablation_seeds=(7,))
+    long = budget_settings("long", tmp_path)
+    assert long.ablation_seeds == long.seeds and len(long.seeds) > len(full.seeds) and long.total_steps > full.total_steps
+    assert mode_settings(True, tmp_path).quick and budget_settings("quick", tmp_path).n_test < full.n_test
+    with pytest.raises(ValueError, match="unknown budget"):
+        budget_settings("huge", tmp_path)
 
 
 def test_variant_knobs_reach_the_soda_and_seqkd_configs(full, tmp_path):
@@ -27,8 +37,10 @@ def test_variant_knobs_reach_the_soda_and_seqkd_configs(full, tmp_path):
     soda = soda_config(settings, 1, tmp_path / "pairs", tmp_path / "pairs", tmp_path / "soda", tmp_path / "warmup")
     assert soda["trl"]["beta"] == 0.5 and soda["learning_rate"] == 5e-5 and soda["max_steps"] == 12
     assert soda["soda"]["warmup"]["learning_rate"] == 1e-4 and soda["soda"]["warmup"]["max_steps"] == 6
-    seqkd = seqkd_config(settings, 1, tmp_path / "teacher.jsonl", tmp_path / "seqkd")
-    assert seqkd["learning_rate"] == 1e-4 and seqkd["max_steps"] == 18 and seqkd["seed"] == 1
+    seqkd = seqkd_config(settings, 1, tmp_path / "teacher.jsonl", tmp_path / "seqkd", tmp_path / "warmup")
+    # SeqKD continues SODA's warmup for SODA's D DPO steps: the same W + D steps in all.
+    assert seqkd["base_model"] == str(tmp_path / "warmup") == soda["soda"]["warmup"]["output_dir"]
+    assert seqkd["learning_rate"] == 1e-4 and seqkd["max_steps"] == soda["max_steps"] == 12 and seqkd["seed"] == 1
     recipe = soda_config(full, 1, tmp_path / "p", tmp_path / "p", tmp_path / "s", tmp_path / "w")
     assert recipe["trl"]["beta"] == 0.1 and recipe["learning_rate"] == 1e-5  # None keeps the recipe's values
 
@@ -36,24 +48,29 @@ def test_variant_knobs_reach_the_soda_and_seqkd_configs(full, tmp_path):
 def test_shared_runs_are_keyed_by_what_makes_them(full):
     recipe, dpo_only, longer = (v.apply(full) for v in (
         Variant("a"), Variant("b", beta=0.5, dpo_learning_rate=1e-4), Variant("c", warmup_steps=18)))
-    assert warmup_key(recipe) == warmup_key(dpo_only) == "warmup-12-lr5e-05" != warmup_key(longer)
-    assert seqkd_key(recipe) == seqkd_key(dpo_only) == "seqkd-18-lr5e-05" and seqkd_key(longer) == "seqkd-24-lr5e-05"
+    assert warmup_key(recipe) == warmup_key(dpo_only) == "warmup-16-lr0.0001" != warmup_key(longer)
+    assert seqkd_key(recipe) == seqkd_key(dpo_only) == "seqkd-warmup-16-lr0.0001-plus8"
+    assert seqkd_key(longer) == "seqkd-warmup-18-lr0.0001-plus8"
+    for variant in GRID:  # every sweep point compares SODA with a SeqKD of the same total steps
+        s = variant.apply(full)
+        assert seqkd_key(s).startswith(f"seqkd-{warmup_key(s)}-plus{s.dpo_steps}")
     assert q0_name(recipe) == "q0" and q0_name(Variant("n", negatives=2).apply(full)) == "q0x2"
     assert len({v.name for v in GRID}) == len(GRID) and GRID[0].apply(full) == full
 
 
 def test_sweep_report_puts_each_variant_beside_its_seqkd(full):
-    rows = {"recipe": {"soda": ["recipe/s0", "recipe/s1"], "seqkd": ["seqkd-18/s0", "seqkd-18/s1"]}}
+    rows = {"recipe": {"soda": ["recipe/s0", "recipe/s1"], "seqkd": ["seqkd-a/s0", "seqkd-a/s1"]}}
     matches = {"base": {"a": False, "b": False}, "recipe/s0": {"a": True, "b": False},
-               "recipe/s1": {"a": True, "b": True}, "seqkd-18/s0": {"a": False, "b": False},
-               "seqkd-18/s1": {"a": True, "b": False}}
+               "recipe/s1": {"a": True, "b": True}, "seqkd-a/s0": {"a": False, "b": False},
+               "seqkd-a/s1": {"a": True, "b": False}}
     judged = {"results": [{"model": n.replace("/", "_"), "score": s} for n, s in
-                          (("base", 10.0), ("recipe/s0", 30.0), ("recipe/s1", 40.0), ("seqkd-18/s0", 20.0),
-                           ("seqkd-18/s1", 20.0))]}
+                          (("base", 10.0), ("recipe/s0", 30.0), ("recipe/s1", 40.0), ("seqkd-a/s0", 20.0),
+                           ("seqkd-a/s1", 20.0))]}
     summary = write_sweep_report(full, [GRID[0]], rows, matches, judged, {"SODA train": 1.0})
     result = summary["results"]["recipe"]
-    assert result["soda"]["exact_match"]["per_seed"] == [50.0, 100.0] and result["soda"]["exact_match"]["mean"] == 75.0
-    assert result["seqkd"]["judge"]["mean"] == 20.0 and summary["results"]["base"]["exact_match"]["mean"] == 0.0
+    assert result["soda"]["exact_match"]["mean"] == 75.0 and result["seqkd"]["exact_match"]["mean"] == 25.0
+    assert result["soda_minus_seqkd"]["mean"] == 50.0
+    assert result["seqkd"]["judge_per_seed"] == [20.0, 20.0] and summary["results"]["base"]["exact_match"]["mean"] == 0.0
     text = Path(summary["report"]).read_text()
-    assert "| recipe | recipe values | 75.0 [" in text and "40 validation prompts" in text
+    assert "| recipe | recipe values | 75.0 [" in text and "2 validation prompts" in text and "| +50.0 [" in text
     assert (full.out_dir / "sweep.json").is_file()
