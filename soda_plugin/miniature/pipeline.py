@@ -448,7 +448,9 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                                 "--base", f"base={settings.model_dir}", "--model", f"seqkd={models[f'seqkd/s{first}']}",
                                 "--model", f"soda={models[f'soda/s{first}']}", "--out", out / "analysis"],
                  logs / "analyze.log")
+    from ..judge.answers import read_answers
     from .summary import write_report
 
-    return write_report(settings, clock.seconds, runtimes, matches, answers, judged, mechanism, files,
+    answer_rows = {name: read_answers(path, BENCHMARK) for name, path in answers.items()}
+    return write_report(settings, clock.seconds, runtimes, matches, answer_rows, judged, mechanism, files,
                         pair_filter_counts(pairs))

@@ -307,14 +307,12 @@ def judge_bias_table(judged: Mapping[str, Any], groups: Mapping[str, Sequence[st
 
 
 def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]],
-                 matches: Mapping[str, Mapping[str, bool]], answer_dirs: Mapping[str, Path], judged: Mapping[str, Any],
+                 matches: Mapping[str, Mapping[str, bool]], answers: Mapping[str, Mapping[str, dict]],
+                 judged: Mapping[str, Any],
                  mechanism: Mapping[str, Any], files: Mapping[str, Path],
                  pair_filter: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
-    from ..judge.answers import read_answers
-    from .pipeline import BENCHMARK
-
+    """`answers`: model -> prompt_id -> its answer row (the test prompts' snapshot rows)."""
     out = settings.out_dir
-    answers = {name: read_answers(path, BENCHMARK) for name, path in answer_dirs.items()}
     ev = Evidence(files["test"], matches, answers, judge_prompt_scores(out / "eval" / "judge", list(matches)))
     head = headline_block(ev)
     main, main_figs = main_rows(ev, MAIN)

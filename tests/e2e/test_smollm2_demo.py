@@ -4,6 +4,7 @@ Asserts the pipeline's invariants, not which method wins."""
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,17 +43,17 @@ def test_every_stage_produced_what_the_next_needs(quick_run):
     # SeqKD is a branch of SODA's warmup: it starts from q_w and trains as many steps as SODA's DPO.
     seqkd_cfg = yaml.safe_load((out / "configs" / "seqkd_s0.yml").read_text())
     assert seqkd_cfg["base_model"] == str(runs / "warmup")
-    steps = {run: _global_step(runs / run) for run in ("warmup", "soda", "seqkd")}
     settings = summary["settings"]
-    assert steps == {"warmup": settings["warmup_steps"], "soda": settings["dpo_steps"], "seqkd": settings["dpo_steps"]}
+    # Equal optimizer steps: the chain's log holds the warmup's and the DPO stage's, SeqKD's its own.
+    assert _logged_steps(out / "logs" / "train_soda_s0.log") == settings["warmup_steps"] + settings["dpo_steps"]
+    assert _logged_steps(out / "logs" / "train_seqkd_s0.log") == settings["dpo_steps"]
 
 
-def _global_step(run_dir: Path) -> int:
-    """The optimizer steps a finished run took, from the trainer state Axolotl saves beside it."""
-    states = sorted(run_dir.rglob("trainer_state.json"))
-    if states:
-        return json.loads(states[-1].read_text())["global_step"]
-    raise AssertionError(f"{run_dir} has no trainer_state.json")
+def _logged_steps(log: Path) -> int:
+    """Optimizer steps in an `axolotl train` log: the recipes log every step (`logging_steps: 1`),
+    and each step's metrics dict starts with its loss. No checkpoint is saved (`save_strategy: no`),
+    so no trainer_state.json is left to read."""
+    return len(re.findall(r"\{'loss': '[0-9.e+-]+'", log.read_text(errors="replace")))
 
 
 def _assert_pair_counts_add_up(out: Path, n_train: int) -> None:
@@ -111,7 +112,7 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
                     "## Moved from q_w", "## The judge on the same prompts", "## Pairs the judge filter kept",
                     "## Rejection-source ablation", "## Representations", "## Wall time per stage"):
         assert heading in report
-    assert "(not run)" not in report and "perturbed copy of q0, not another model" in report
+    assert "(not run)" not in report and "a perturbed copy of q0" in report
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
     assert [m["name"] for m in analysis["models"]] == ["base", "seqkd", "soda"]
     assert all(0 <= c <= 1.0001 for m in analysis["models"] for c in m["cka_by_layer"])

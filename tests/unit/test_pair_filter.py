@@ -187,7 +187,8 @@ def test_the_miniature_teacher_judges_teacher_against_q0(tmp_path):
     drawn = tasks.generate_tasks(4, seed=0)
     teacher = write_jsonl([{"content": t.messages(), "teacher_response": tasks.teacher_answer(t.question)}
                            for t in drawn], tmp_path / "teacher.jsonl")
-    q0 = [f"Answer: {t.answer}" if i == 0 else f"I am not sure.\nAnswer: {t.answer}x" for i, t in enumerate(drawn)]
+    # q0 right and as concise (not the very same text, which the builder drops before judging).
+    q0 = [f"Answer: {t.answer}." if i == 0 else f"I am not sure.\nAnswer: {t.answer}x" for i, t in enumerate(drawn)]
     snapshot = write_jsonl([{"prompt_id": prompt_id(t.messages()), "sample_index": 0, "prompt": t.messages(),
                              "response": r, "finish_reason": "stop", "source": "q0:smol"} for t, r in zip(drawn, q0)],
                            tmp_path / "q0.jsonl")
