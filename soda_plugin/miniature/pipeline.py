@@ -336,19 +336,17 @@ def _train_runtimes(log: Path) -> list[float]:
     return [float(m) for m in re.findall(r"'train_runtime': '?([0-9.]+)", log.read_text(errors="replace"))]
 
 
-def mechanism_rows(base_answers: Path, test_file: Path, n_prompts: int) -> list[dict[str, Any]]:
+def mechanism_rows(answers: Mapping[str, dict], test_file: Path, n_prompts: int) -> list[dict[str, Any]]:
     """The answers every model's log-probability is measured on: for the first `n_prompts`
     test prompts (the families rotate, so any prefix is stratified), q0's own greedy answer
-    (`q0:<id>`) and the teacher's (`teacher:<id>`)."""
+    (`q0:<id>`, from Base's answer rows `answers`) and the teacher's (`teacher:<id>`)."""
     from ..format.prompt_id import prompt_id
-    from ..judge.answers import read_answers
 
-    answers = read_answers(base_answers, BENCHMARK)
     rows = []
     for row in list(iter_jsonl(test_file))[:n_prompts]:
         pid = prompt_id(row["content"])
         if pid not in answers:
-            raise StageError(f"{base_answers} has no answer for test prompt {pid}; re-run to finish it")
+            raise StageError(f"Base has no answer for test prompt {pid}; re-run to finish it")
         q0 = answers[pid]
         rows.append({"prompt_id": f"q0:{pid}", "messages": row["content"], "response": q0["response"],
                      "stopped": q0["finish_reason"] == "stop"})
@@ -438,9 +436,12 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
             answers = answer_prompts(models, files["test"], settings)
         with clock.stage("judge"):
             judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url, settings)
+    from ..judge.answers import read_answers
+
     matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}
+    answer_rows = {name: read_answers(path, BENCHMARK) for name, path in answers.items()}
     with clock.stage("mechanism log-probs"):
-        mechanism = score_mechanism(models, mechanism_rows(answers["base"], files["test"], settings.mechanism_prompts),
+        mechanism = score_mechanism(models, mechanism_rows(answer_rows["base"], files["test"], settings.mechanism_prompts),
                                     settings)
     with clock.stage("representation analysis"):
         first = settings.seeds[0]
@@ -448,9 +449,7 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                                 "--base", f"base={settings.model_dir}", "--model", f"seqkd={models[f'seqkd/s{first}']}",
                                 "--model", f"soda={models[f'soda/s{first}']}", "--out", out / "analysis"],
                  logs / "analyze.log")
-    from ..judge.answers import read_answers
     from .summary import write_report
 
-    answer_rows = {name: read_answers(path, BENCHMARK) for name, path in answers.items()}
     return write_report(settings, clock.seconds, runtimes, matches, answer_rows, judged, mechanism, files,
                         pair_filter_counts(pairs))

@@ -133,10 +133,10 @@ def main_rows(ev: Evidence, labels: Mapping[str, str], seeds: Sequence[int] | No
         runs = ev.groups.get(group, []) if seeds is None or group == "base" else ev.on_seeds(group, seeds)
         if not runs:
             continue
-        em = rate_interval(ev.exact(runs))
+        exact = ev.exact(runs)
+        em = rate_interval(exact)
         judge = stats.bootstrap_mean(ev.judge(runs), resamples=RESAMPLES)
         by_family = {}
-        exact = ev.exact(runs)
         for family in dict.fromkeys(ev.families.values()):
             cols = [i for i, pid in enumerate(ev.prompt_ids) if ev.families[pid] == family]
             by_family[family] = 100.0 * float(exact[:, cols].mean())

@@ -144,6 +144,7 @@ def write_sweep_report(settings: MiniatureSettings, variants: Sequence[Variant],
                        seconds: Mapping[str, float]) -> dict[str, Any]:
     """sweep.md / sweep.json: per variant, SODA and its SeqKD on validation, and SODA - SeqKD paired."""
     from . import stats
+    from .summary import rate_interval
 
     judge = {r["model"]: headline(r)["score"] for r in judged["results"]}
     prompt_ids = list(matches["base"])
@@ -154,8 +155,7 @@ def write_sweep_report(settings: MiniatureSettings, variants: Sequence[Variant],
         return np.array([[float(matches[n][pid]) for pid in prompt_ids] for n in names])
 
     def rate(names: Sequence[str]) -> stats.Interval:
-        values = exact(names)
-        return stats.percent_interval(values[0]) if len(names) == 1 else stats.bootstrap_mean(values)
+        return rate_interval(exact(names))
 
     base = rate(["base"])
     results: dict[str, Any] = {"base": {"exact_match": base.to_dict(), "judge": judge["base"]}}
