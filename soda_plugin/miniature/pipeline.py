@@ -230,7 +230,7 @@ def train_concurrently(runs: Mapping[str, dict[str, Any]], settings: MiniatureSe
 # Evaluation ---------------------------------------------------------------------------
 
 BENCHMARK = "miniature"  # the held-out test prompts, as a local evaluation set
-GENERATION_BATCH = 24  # 2 cores: 21 ms per sequence-token at 24, 34 at 8, 19 at 48 (which waits longer for stragglers)
+GENERATION_BATCH = 64  # 2 cores, SmolLM2 Base on 240 test prompts x 40 tokens: 83 s at 24, 74 s at 64 (finished rows leave the batch)
 
 
 def answer_prompts(models: Mapping[str, Path], prompts_file: Path, settings: MiniatureSettings) -> dict[str, Path]:

@@ -1,5 +1,6 @@
-"""`transformers` snapshot backend: batched `generate` on CPU (or one GPU), left padding,
-prompts sorted by length so that a batch pads little.
+"""`transformers` snapshot backend: batched decoding on CPU (or one GPU), prompts sorted by
+length so that a batch pads little; the shared prompt prefix runs once and finished rows leave
+the batch (`decode.py`).
 
 Sampling draws each row's token with its own seeded generator (Gumbel-max over the
 temperature- and top-p-processed log-probs, exactly a sample from that distribution), so
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..format.chat_format import render_prompt
+from .decode import decode
 from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine, seeds_for
 
 
@@ -74,26 +76,15 @@ class TransformersEngine(SnapshotEngine):
 
     def _generate_batch(self, batch_ids: list[list[int]], settings: SamplingSettings,
                         seeds: list[list[int]]) -> list[list[Completion]]:
-        import torch
-        from transformers import LogitsProcessorList
-
         # One row per (prompt, sample), prompt-major: row // n is the prompt, row % n the sample.
         rows = [ids for ids in batch_ids for _ in range(settings.n)]
-        padded = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.model.device)
-        # do_sample=False: generate takes the argmax of what the processor returns, which for
-        # sampled settings is log-prob + Gumbel noise from the row's own generator.
-        extra: dict[str, Any] = {}
+        score_fn = None
         if not settings.greedy:
+            # The argmax of log-prob + Gumbel noise from the row's own generator is a sample.
             row_seeds = [seed for prompt_seeds in seeds for seed in prompt_seeds]
-            extra["logits_processor"] = LogitsProcessorList(
-                [PerRowGumbelSampler(row_seeds, settings.temperature, settings.top_p, self.model.device)])
-        with torch.no_grad():
-            output = self.model.generate(
-                **padded, max_new_tokens=settings.max_tokens, do_sample=False, num_beams=1,
-                temperature=None, top_p=None, top_k=None,
-                pad_token_id=self.tokenizer.pad_token_id, **extra,
-            )
-        new_tokens = output[:, padded["input_ids"].shape[1]:].tolist()
+            score_fn = PerRowGumbelSampler(row_seeds, settings.temperature, settings.top_p, self.model.device).for_rows
+        new_tokens = decode(self.model, rows, max_new_tokens=settings.max_tokens, stop_ids=self.stop_ids,
+                            score_fn=score_fn)
         answers = [self._completion(tokens, len(batch_ids[row // settings.n])) for row, tokens in enumerate(new_tokens)]
         return [answers[i * settings.n : (i + 1) * settings.n] for i in range(len(batch_ids))]
 
@@ -127,13 +118,18 @@ class PerRowGumbelSampler:
         self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        """The `LogitsProcessor` form: `scores` holds every row."""
+        return self.for_rows(scores, list(range(len(self.generators))))
+
+    def for_rows(self, scores: Any, rows: list[int]) -> Any:
+        """Scores of the batch rows `rows` (in that order), drawing only from their generators."""
         import torch
 
         logprobs = torch.log_softmax(scores.float() / self.temperature, dim=-1)
         if self.top_p < 1.0:
             logprobs = _top_p_mask(logprobs, self.top_p)
         uniform = torch.stack([
-            torch.rand(logprobs.shape[-1], generator=generator, device=logprobs.device) for generator in self.generators
+            torch.rand(logprobs.shape[-1], generator=self.generators[row], device=logprobs.device) for row in rows
         ])
         gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20, max=1.0 - 1e-7)))
         return logprobs + gumbel
