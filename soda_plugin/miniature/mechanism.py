@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..format.chat_format import assistant_turn_suffix, plain_tokenizer_adds_bos, render_final_turn, strip_template_bos
 from ..format.fileio import atomic_write_text, iter_json_lines
 from ..format.rows import BadRowError, parse_messages
+from ..snapshot.decode import shared_prefix_length
 
 ROW_FIELDS = ("prompt_id", "messages", "response", "stopped")
 
@@ -142,23 +143,34 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _batch_logps(model: Any, encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> list[list[float]]:
-    """Per-token log-probs of each completion after its prompt, one right-padded forward."""
+    """Per-token log-probs of each completion after its prompt: the prompts' shared opening
+    (the chat template's system turn) runs once, then one right-padded forward of the rest."""
     import torch
+    from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    sequences = [prompt + completion for prompt, completion in encoded]
-    width = max(len(seq) for seq in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention_mask[i, : len(seq)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+    prefix = shared_prefix_length([prompt for prompt, _ in encoded])
+    cache = DynamicCache(config=model.config)
+    if prefix:
+        model(input_ids=torch.tensor([encoded[0][0][:prefix]], device=device), past_key_values=cache, use_cache=True,
+              logits_to_keep=1)
+        cache.batch_repeat_interleave(len(encoded))
+    rests = [(prompt + completion)[prefix:] for prompt, completion in encoded]
+    width = max(len(rest) for rest in rests)
+    input_ids = torch.full((len(rests), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rests), prefix + width), dtype=torch.long)
+    attention_mask[:, :prefix] = 1
+    for i, rest in enumerate(rests):
+        input_ids[i, : len(rest)] = torch.tensor(rest)
+        attention_mask[i, prefix : prefix + len(rest)] = 1
+    positions = torch.arange(prefix, prefix + width)[None, :].expand(len(rests), -1)
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                   position_ids=positions.to(device), past_key_values=cache, use_cache=True).logits
     result = []
     for i, (prompt, completion) in enumerate(encoded):
         # Position t predicts token t+1; slicing before log_softmax keeps float32 memory to
         # the completion rows, not batch x width x vocab.
-        start = len(prompt) - 1
+        start = len(prompt) - 1 - prefix
         rows = torch.log_softmax(logits[i, start : start + len(completion)].float(), dim=-1)
         targets = torch.tensor(completion, device=rows.device)[:, None]
         result.append(rows.gather(1, targets)[:, 0].tolist())

@@ -187,3 +187,22 @@ def test_cli_fails_naming_a_missing_model_dir_or_bad_row(tiny_model_dirs, tmp_pa
     done = _cli("--model", f"llama={tiny_model_dirs['llama']}", "--rows", str(rows),
                 "--out", str(tmp_path / "out.json"))
     assert done.returncode != 0 and f"{rows}:2" in done.stderr and "missing field" in done.stderr
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rows_sharing_an_opening_score_as_a_manual_forward(tiny_model_dirs, family):
+    """The shared system turn runs once for the batch: positions and masks must still be each row's own.
+    Seeded weight noise makes the tiny model's log-probs depend on position and context."""
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dirs[family]), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dirs[family]))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    rows = [{**row, "messages": [SYSTEM, *[m for m in row["messages"] if m["role"] != "system"]]} for row in ROWS]
+    scored = score_answers(model, tokenizer, rows, head=2, batch_size=4)
+    for row, answer in zip(rows, scored, strict=True):
+        prompt_ids, completion_ids = answer_token_ids(tokenizer, row["messages"], row["response"], row["stopped"])
+        assert answer.logp == pytest.approx(_manual_logp(model, prompt_ids, completion_ids), abs=1e-4)
+        assert answer.logp_head == pytest.approx(_manual_logp(model, prompt_ids, completion_ids[:2]), abs=1e-4)
+    assert len({round(a.logp / a.n_tokens, 3) for a in scored}) == len(rows)  # the noise made them differ
