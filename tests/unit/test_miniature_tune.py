@@ -1,6 +1,7 @@
 """The validation sweep: its knobs reach the training configs, shared work is keyed by the
 settings that make it, and its report reads validation answers only."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,52 @@ def test_sweep_report_puts_each_variant_beside_its_seqkd(full):
     text = Path(summary["report"]).read_text()
     assert "| recipe | recipe values | 75.0 [" in text and "2 validation prompts" in text and "| +50.0 [" in text
     assert (full.out_dir / "sweep.json").is_file()
+
+
+def test_the_sweep_answers_and_judges_validation_prompts_only(full, monkeypatch):
+    """run_sweep with its stages replaced by recorders: the real task files are written, and
+    the test file reaches no stage but the teacher's exclusion list."""
+    from contextlib import contextmanager
+
+    import soda_plugin.miniature.teacher_server as teacher_server
+    import soda_plugin.miniature.tune as tune
+    import soda_plugin.smollm2 as smollm2
+
+    calls = []
+
+    def record(name, result):
+        def stage(*args, **kwargs):
+            calls.append((name, [a for a in (*args, *kwargs.values()) if isinstance(a, Path)], repr((args, kwargs))))
+            return result(*args) if callable(result) else result
+        return stage
+
+    @contextmanager
+    def teacher(log):
+        yield "http://127.0.0.1:1/v1"
+
+    monkeypatch.setattr(smollm2, "convert_smollm2", lambda path: path)
+    monkeypatch.setattr(teacher_server, "running_teacher", teacher)
+    monkeypatch.setattr(tune, "collect_teacher", record("teacher", lambda url, prompts, out, *rest: out))
+    monkeypatch.setattr(tune, "snapshot", record("snapshot", lambda model, prompts, out, *rest: out))
+    monkeypatch.setattr(tune, "build_pairs", record("pairs", lambda teacher_file, snap, out, *rest: out))
+    monkeypatch.setattr(tune, "train_once", record("train", lambda name, cfg, s: Path(cfg["output_dir"])))
+    monkeypatch.setattr(tune, "answer_prompts", record(
+        "answer", lambda models, prompts, s: {n: s.out_dir / "eval" / "answers" / n.replace("/", "_") for n in models}))
+    monkeypatch.setattr(tune, "judge_models", record("judge", {}))
+    monkeypatch.setattr(tune, "exact_match_by_prompt", record("match", {}))
+    monkeypatch.setattr(tune, "_exact_match", lambda answers, prompts: 0.0)
+    monkeypatch.setattr(tune, "write_sweep_report", lambda *args: {"table": "", "report": None})
+
+    tune.run_sweep(replace(full, seeds=(0,)), [GRID[0], GRID[1]])
+    data = full.out_dir / "data"
+    test_file, val_file = data / "test.jsonl", data / "val.jsonl"
+    assert test_file.is_file() and val_file.is_file()
+    stages = {name for name, _, _ in calls}
+    assert {"teacher", "snapshot", "pairs", "train", "answer", "judge", "match"} <= stages
+    for name, paths, text in calls:
+        if name == "teacher":
+            assert paths[-2:] == [test_file, paths[-1]]  # only as the prompts the teacher must never see
+        else:  # configs included: no stage reads the test prompts
+            assert str(test_file) not in text, f"{name} got the test prompts: {paths}"
+        if name in ("answer", "judge", "match"):
+            assert val_file in paths
