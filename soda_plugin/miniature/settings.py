@@ -61,9 +61,9 @@ def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
                                  warmup_steps=2, dpo_steps=2, ablation=True, ablation_seeds=(0,),
                                  analysis_prompts=6, mechanism_prompts=6)
     if budget == "full":
-        # 33 min measured on 2 cores (goal 30; docs/miniature.md has the stage times): an SFT
+        # 27.5 min measured on 2 cores (goal 30; docs/miniature.md has the stage times): an SFT
         # step of 8 rows takes ~6.5 s, a DPO step of 4 pairs about the same, and greedy
-        # answers to 240 prompts ~70 s per trained model (Base, which rambles, ~200 s). Two
+        # answers to 240 prompts 30-60 s per trained model (Base, which rambles, ~90 s). Two
         # seeds fit, three do not. 240 test prompts: one prompt is 0.42 points.
         # W = 16 steps x 8 rows = one epoch of the 128 training prompts; D = 8. The ablation
         # runs on seed 0, beside that seed's SeqKD.
