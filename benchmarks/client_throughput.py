@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_stats import spread
+
 FAULT_KINDS = ("429", "429-retry-after", "500", "503", "drop", "malformed", "empty_choices")
 TINY = {"requests": 32, "latency": 0.01, "concurrency": 8, "fault_rate": 0.3, "repeats": 2}
 
@@ -88,10 +90,6 @@ def _run(prompts, server_options, concurrency, workdir):
             "http_requests": counts["requests"], "faults_injected": counts["faulted"],
             "retries": dict(summary.usage.retries), "failed": dict(summary.failed), "rows_written": len(ids),
             "duplicate_rows": len(ids) - len(set(ids)), "rows_lost": len(prompts) - len(set(ids))}
-
-
-def spread(values: list[float], fmt: str = ".2f") -> str:
-    return f"median {statistics.median(values):{fmt}} (min {min(values):{fmt}}, max {max(values):{fmt}})"
 
 
 def summarize(runs: list[dict]) -> dict:

