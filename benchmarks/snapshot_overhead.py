@@ -33,7 +33,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def measure(engine, prompts, settings, shard_size: int, repeats: int) -> tuple[list[float], list[float]]:
     """`repeats` pairs of (bare engine.generate, snapshot runner) seconds."""
     from soda_plugin.snapshot.runner import run_snapshot

@@ -32,7 +32,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def with_generate(model, tokenizer, batches, max_tokens, stop_ids):
     import torch
 
