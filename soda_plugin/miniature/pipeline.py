@@ -17,10 +17,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 import yaml
 
@@ -42,10 +43,14 @@ class StageError(RuntimeError):
 
 
 class StageClock:
-    """Wall time per stage, in the order the stages ran."""
+    """Wall time per stage, in the order the stages ran, and since the clock was made."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.started
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -56,6 +61,103 @@ class StageClock:
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
             LOG.info("miniature: %s done in %.0f s", name, self.seconds[name])
+
+
+# Set when a stage running beside others fails (or the run is interrupted): every command
+# still running, on either side, is stopped instead of finishing for nothing.
+_ABORT = threading.Event()
+# While a stage runs beside others, every command started on either side gets half the cores'
+# torch threads: two processes of two threads each on two cores spin against each other (a 28 s
+# snapshot took 67 s). A command started after the stage beside it finished gets them all.
+_running_beside: list["StageBeside"] = []
+BESIDE_TIMEOUT_S = 3600.0  # a stage beside others waits at most this long for the other side: never forever
+T = TypeVar("T")
+
+
+class StageBeside(Generic[T]):
+    """One stage run in a thread while the caller runs the stages that do not need its output."""
+
+    def __init__(self, name: str, clock: StageClock, stage: Callable[[], T]) -> None:
+        self.name = name
+        self.error: BaseException | None = None
+        self.failed_first = False  # it failed before anything else had
+        self._result: T | None = None
+        self._thread = threading.Thread(target=self._run, args=(clock, stage), name=f"miniature: {name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, clock: StageClock, stage: Callable[[], T]) -> None:
+        try:
+            with clock.stage(self.name):
+                self._result = stage()
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting side, which raises it
+            self.error, self.failed_first = error, not _ABORT.is_set()
+            _ABORT.set()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s`; whether it finished."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def result(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self._result  # type: ignore[return-value]
+
+
+class StageDone(Generic[T]):
+    """A stage that already ran in the calling thread (or had nothing to run)."""
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def result(self) -> T:
+        return self._value
+
+
+@contextmanager
+def stage_beside(name: str, clock: StageClock, stage: Callable[[], T] | None, in_thread: bool = True,
+                 timeout_s: float = BESIDE_TIMEOUT_S) -> Iterator[StageBeside[T] | StageDone[T | None]]:
+    """Run `stage` in a thread while the with-block runs; at the block's end wait for it and raise
+    its error, if any. If either side fails, the other's commands are stopped and the first
+    failure is raised. `in_thread=False`: run it here, before the block. `stage=None`: nothing
+    to run (its result is None)."""
+    if stage is None or not in_thread:
+        if stage is None:
+            yield StageDone(None)
+            return
+        with clock.stage(name):
+            value = stage()
+        yield StageDone(value)
+        return
+    _ABORT.clear()
+    beside = StageBeside(name, clock, stage)
+    _running_beside.append(beside)
+    try:
+        yield beside
+    except BaseException as error:
+        _ABORT.set()
+        beside.join(60)
+        if beside.error is not None and beside.failed_first:
+            raise beside.error from error  # the block stopped because the stage beside it failed
+        raise
+    else:
+        if not beside.join(timeout_s):
+            _ABORT.set()
+            beside.join(60)
+            raise StageError(f"`{name}` did not finish within {timeout_s:.0f} s of the stages beside it; "
+                             f"its commands were stopped")
+        beside.result()
+    finally:
+        _ABORT.clear()
+        _running_beside.remove(beside)
+
+
+def threads_beside_others() -> int | None:
+    """The torch threads a command started now gets while a stage runs beside others; None otherwise."""
+    return max(1, (os.cpu_count() or 1) // 2) if any(b.running() for b in _running_beside) else None
 
 
 def offline_env() -> dict[str, str]:
@@ -74,6 +176,9 @@ def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_ea
     concurrent trainings share the cores instead of oversubscribing them. A failure or an
     interrupt stops the processes still running: nothing is left training in the background."""
     env = offline_env()
+    beside = threads_beside_others()
+    if beside is not None:
+        threads_each = min(threads_each or beside, beside)
     if threads_each is not None:
         env["OMP_NUM_THREADS"] = str(threads_each)
     running: list[tuple[subprocess.Popen, list[str], Path]] = []
@@ -90,6 +195,8 @@ def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_ea
             codes = [proc.poll() for proc, *_ in running]
             if None not in codes or any(code not in (None, 0) for code in codes):
                 break
+            if _ABORT.is_set():
+                raise StageError("stopped: a stage running beside this one failed")
             time.sleep(0.2)
         failed = [_failure_message(command, code, log_path)
                   for code, (_, command, log_path) in zip(codes, running) if code not in (None, 0)]
@@ -137,12 +244,17 @@ def make_sibling_model(model_dir: Path, out_dir: Path, noise: float, seed: int) 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.numel() > 1:
-                param.add_(torch.randn(param.shape, generator=generator) * noise * param.std())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_beside_others() or threads)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.numel() > 1:
+                    param.add_(torch.randn(param.shape, generator=generator) * noise * param.std())
+    finally:
+        torch.set_num_threads(threads)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp)
@@ -184,6 +296,10 @@ def soda_config(settings: MiniatureSettings, seed: int, pairs_dir: Path, warmup_
                                  datasets=[{"path": str(warmup_pairs / "data"), "ds_type": "parquet", "type": "soda"}])
     if settings.warmup_learning_rate is not None:
         cfg["soda"]["warmup"]["learning_rate"] = settings.warmup_learning_rate
+    if settings.dpo_pairs_per_step is not None:
+        cfg["micro_batch_size"] = settings.dpo_pairs_per_step
+    if settings.sft_rows_per_step is not None:
+        cfg["soda"]["warmup"]["micro_batch_size"] = settings.sft_rows_per_step
     return cfg
 
 
@@ -198,6 +314,8 @@ def seqkd_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out
                dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
     if settings.warmup_learning_rate is not None:
         cfg["learning_rate"] = settings.warmup_learning_rate
+    if settings.sft_rows_per_step is not None:
+        cfg["micro_batch_size"] = settings.sft_rows_per_step
     return cfg
 
 
@@ -367,6 +485,34 @@ def score_mechanism(models: Mapping[str, Path], rows: list[dict[str, Any]], sett
     return json.loads(out.read_text())
 
 
+def ablation_negatives(url: str, teacher: Path, files: Mapping[str, Path], settings: MiniatureSettings,
+                       snapshot_cfg: dict) -> dict[str, Path]:
+    """The ablation's two other rejection sources, as pairs sets: a careless teacher's answers
+    and a perturbed sibling's greedy answers. Source name -> its pairs folder."""
+    out, data, logs = settings.out_dir, settings.out_dir / "data", settings.out_dir / "logs"
+    hot = collect_teacher(url, files["train"], data / "teacher_hot.jsonl", settings.hot_teacher_temperature,
+                          files["test"], logs / "teacher_hot.log")
+    careless = teacher_rows_as_careless_snapshot(hot, data / "careless.jsonl")
+    sibling = make_sibling_model(settings.model_dir, out / "models" / "sibling", settings.sibling_noise,
+                                 settings.data_seed)
+    sibling_snapshot = snapshot(sibling, files["train"], out / "snapshots" / "sibling", snapshot_cfg, settings,
+                                logs / "snapshot_sibling.log")
+    return {"sibling": build_pairs(teacher, f"{sibling_snapshot}=cross-student:perturbed-sibling",
+                                   out / "pairs" / "sibling", logs / "pairs_sibling.log", judge_url=url),
+            "degraded": build_pairs(teacher, f"{careless}=degraded:careless-teacher",
+                                    out / "pairs" / "degraded", logs / "pairs_degraded.log", judge_url=url)}
+
+
+def representation_analysis(settings: MiniatureSettings, test_file: Path, models: Mapping[str, Path]) -> Path:
+    """tools/analyze.py on Base, SeqKD and SODA of the first seed; its output folder."""
+    first = settings.seeds[0]
+    run_tool("analyze.py", ["--prompts", test_file, "--limit", settings.analysis_prompts,
+                            "--base", f"base={settings.model_dir}", "--model", f"seqkd={models[f'seqkd/s{first}']}",
+                            "--model", f"soda={models[f'soda/s{first}']}", "--out", settings.out_dir / "analysis"],
+             settings.out_dir / "logs" / "analyze.log")
+    return settings.out_dir / "analysis"
+
+
 def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
     """Run every stage (reusing finished ones); write `report.md`; return the summary."""
     from ..smollm2 import convert_smollm2
@@ -383,48 +529,36 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
     files = write_task_files(settings, data)
     models: dict[str, Path] = {"base": settings.model_dir}
     runtimes: dict[str, list[float]] = {"warmup": [], "dpo": [], "seqkd": []}
+    beside = "beside the q0 snapshot and SODA's first training" if settings.overlap_stages else ""
     with running_teacher(logs / "teacher_server.log") as url:
         with clock.stage("teacher answers"):
             teacher = collect_teacher(url, files["train"], data / "teacher.jsonl", 0.0, files["test"], logs / "teacher.log")
-        with clock.stage("q0 snapshot"):
-            q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
-                          recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log", samples=settings.negatives)
-        with clock.stage("pairs"):
-            pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log",
-                                       judge_url=url)}
-        if settings.ablation:
-            with clock.stage("ablation negatives"):
-                hot = collect_teacher(url, files["train"], data / "teacher_hot.jsonl", settings.hot_teacher_temperature,
-                                      files["test"], logs / "teacher_hot.log")
-                careless = teacher_rows_as_careless_snapshot(hot, data / "careless.jsonl")
-                sibling = make_sibling_model(settings.model_dir, out / "models" / "sibling", settings.sibling_noise,
-                                             settings.data_seed)
-                sibling_snapshot = snapshot(sibling, files["train"], out / "snapshots" / "sibling",
-                                            recipe["soda"]["snapshot"], settings, logs / "snapshot_sibling.log")
-                pairs["sibling"] = build_pairs(teacher, f"{sibling_snapshot}=cross-student:perturbed-sibling",
-                                               out / "pairs" / "sibling", logs / "pairs.log", judge_url=url)
-                pairs["degraded"] = build_pairs(teacher, f"{careless}=degraded:careless-teacher",
-                                                out / "pairs" / "degraded", logs / "pairs.log", judge_url=url)
+        ablation_stage = ((lambda: ablation_negatives(url, teacher, files, settings, recipe["soda"]["snapshot"]))
+                          if settings.ablation else None)
+        with stage_beside(f"ablation negatives {beside}".strip(), clock, ablation_stage,
+                          in_thread=settings.overlap_stages) as ablation:
+            with clock.stage("q0 snapshot"):
+                q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
+                              recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log",
+                              samples=settings.negatives)
+            with clock.stage("pairs"):
+                pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log",
+                                           judge_url=url)}
+            train_soda(settings, settings.seeds[0], pairs, models, runtimes, clock)
+        pairs.update(ablation.result() or {})
         for seed in settings.seeds:
-            runs = out / "runs" / f"seed{seed}"
-            warmup_dir = runs / "warmup"
-            with clock.stage("SODA train (warmup + DPO)"):
-                models[f"soda/s{seed}"] = train_once(f"soda_s{seed}", soda_config(
-                    settings, seed, pairs["q0"], pairs["q0"], runs / "soda", warmup_dir), settings)
-            models[f"qw/s{seed}"] = warmup_dir
-            soda_times = _train_runtimes(logs / f"train_soda_s{seed}.log")
-            if len(soda_times) == 2:
-                runtimes["warmup"].append(soda_times[0])
-                runtimes["dpo"].append(soda_times[1])
-            seqkd_cfg = seqkd_config(settings, seed, teacher, runs / "seqkd", warmup_dir)
+            if seed != settings.seeds[0]:
+                train_soda(settings, seed, pairs, models, runtimes, clock)
+            warmup_dir = out / "runs" / f"seed{seed}" / "warmup"
+            seqkd_cfg = seqkd_config(settings, seed, teacher, out / "runs" / f"seed{seed}" / "seqkd", warmup_dir)
             if settings.ablation and seed in settings.ablation_seeds:
                 # SeqKD and the ablation's two DPO runs all start from q_w: run them at once, on a
                 # core share each, to overlap three start-ups. SeqKD's trainer time is then not its
                 # time alone, so the cost ratio reads only the seeds where it ran alone.
                 with clock.stage("SeqKD + ablation DPO (concurrent)"):
                     trained = train_concurrently({f"seqkd_s{seed}": seqkd_cfg, **{f"soda_{source}_s{seed}": soda_config(
-                        settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir, stage="dpo")
-                        for source in ("sibling", "degraded")}}, settings)
+                        settings, seed, pairs[source], pairs["q0"], out / "runs" / f"seed{seed}" / f"soda_{source}",
+                        warmup_dir, stage="dpo") for source in ("sibling", "degraded")}}, settings)
                 models[f"seqkd/s{seed}"] = trained[f"seqkd_s{seed}"]
                 for source in ("sibling", "degraded"):
                     models[f"soda-{source}/s{seed}"] = trained[f"soda_{source}_s{seed}"]
@@ -434,22 +568,36 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                 runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
         with clock.stage("student answers"):
             answers = answer_prompts(models, files["test"], settings)
-        with clock.stage("judge"):
-            judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url, settings)
-    from ..judge.answers import read_answers
+        from ..judge.answers import read_answers
 
-    matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}
-    answer_rows = {name: read_answers(path, BENCHMARK) for name, path in answers.items()}
-    with clock.stage("mechanism log-probs"):
-        mechanism = score_mechanism(models, mechanism_rows(answer_rows["base"], files["test"], settings.mechanism_prompts),
-                                    settings)
-    with clock.stage("representation analysis"):
-        first = settings.seeds[0]
-        run_tool("analyze.py", ["--prompts", files["test"], "--limit", settings.analysis_prompts,
-                                "--base", f"base={settings.model_dir}", "--model", f"seqkd={models[f'seqkd/s{first}']}",
-                                "--model", f"soda={models[f'soda/s{first}']}", "--out", out / "analysis"],
-                 logs / "analyze.log")
+        matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}
+        answer_rows = {name: read_answers(path, BENCHMARK) for name, path in answers.items()}
+        analysis_name = "representation analysis" + (" (beside the judge and the log-probs)"
+                                                     if settings.overlap_stages else "")
+        with stage_beside(analysis_name, clock, lambda: representation_analysis(settings, files["test"], models),
+                          in_thread=settings.overlap_stages):
+            with clock.stage("judge"):
+                judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url,
+                                      settings)
+            with clock.stage("mechanism log-probs"):
+                mechanism = score_mechanism(models, mechanism_rows(answer_rows["base"], files["test"],
+                                                                   settings.mechanism_prompts), settings)
     from .summary import write_report
 
     return write_report(settings, clock.seconds, runtimes, matches, answer_rows, judged, mechanism, files,
-                        pair_filter_counts(pairs))
+                        pair_filter_counts(pairs), wall_seconds=clock.wall_seconds())
+
+
+def train_soda(settings: MiniatureSettings, seed: int, pairs: Mapping[str, Path], models: dict[str, Path],
+               runtimes: dict[str, list[float]], clock: StageClock) -> None:
+    """SODA (warmup -> DPO on the q0 pairs) for `seed`; records q_w and SODA in `models` and,
+    when it trained here, its trainers' runtimes."""
+    runs = settings.out_dir / "runs" / f"seed{seed}"
+    with clock.stage("SODA train (warmup + DPO)"):
+        models[f"soda/s{seed}"] = train_once(f"soda_s{seed}", soda_config(
+            settings, seed, pairs["q0"], pairs["q0"], runs / "soda", runs / "warmup"), settings)
+    models[f"qw/s{seed}"] = runs / "warmup"
+    soda_times = _train_runtimes(settings.out_dir / "logs" / f"train_soda_s{seed}.log")
+    if len(soda_times) == 2:
+        runtimes["warmup"].append(soda_times[0])
+        runtimes["dpo"].append(soda_times[1])

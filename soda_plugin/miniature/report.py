@@ -21,6 +21,10 @@ def spread(values: Sequence[float], digits: int = 1) -> str:
     return f"{mean:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def timing_table(seconds: Mapping[str, float]) -> str:
-    return markdown_table(["stage", "wall time (s)"], [[name, f"{value:.0f}"] for name, value in seconds.items()]
-                          + [["**total**", f"{sum(seconds.values()):.0f}"]])
+def timing_table(seconds: Mapping[str, float], wall_seconds: float | None = None) -> str:
+    """Stage times, their sum, and the run's wall time when given (less than the sum where
+    stages ran beside each other)."""
+    rows = [[name, f"{value:.0f}"] for name, value in seconds.items()] + [["**total**", f"{sum(seconds.values()):.0f}"]]
+    if wall_seconds is not None:
+        rows.append(["**wall time, first stage to report**", f"{wall_seconds:.0f}"])
+    return markdown_table(["stage", "wall time (s)"], rows)

@@ -38,6 +38,16 @@ class MiniatureSettings:
     beta: float | None = None  # DPO beta (recipes/smollm2_cpu_soda.yml: trl.beta)
     dpo_learning_rate: float | None = None  # DPO stage learning rate
     warmup_learning_rate: float | None = None  # warmup lr, and SeqKD's too: SeqKD continues the warmup
+    # Rows per optimizer step; None = the recipes' (8 SFT rows, 4 DPO pairs). Quick mode checks
+    # the pipeline, not its figures: its steps only have to run.
+    sft_rows_per_step: int | None = None
+    dpo_pairs_per_step: int | None = None
+    # Run the stages that do not need each other's output side by side (the ablation's
+    # negatives beside SODA's first training, the representation analysis beside the answers).
+    # Quick mode: its stages are mostly process start-up, one core each, so two at once take
+    # about the time of one. Full mode: training and decoding keep both cores busy, and the
+    # cost ratio reads the trainers' own runtimes, which sharing the cores would inflate.
+    overlap_stages: bool = False
     negatives: int = 1  # q0 answers per training prompt; more than one are sampled, not greedy
     negative_temperature: float = 1.0  # sampling temperature when negatives > 1 (the GPU recipes' setting)
 
@@ -60,7 +70,8 @@ def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
         # mostly process start-up: docs/miniature.md).
         return MiniatureSettings(out_dir=out_dir, budget="quick", seeds=(0,), n_train=24, n_val=12, n_test=24,
                                  warmup_steps=2, dpo_steps=2, ablation=True, ablation_seeds=(0,),
-                                 analysis_prompts=6, mechanism_prompts=6)
+                                 analysis_prompts=6, mechanism_prompts=6, sft_rows_per_step=2, dpo_pairs_per_step=1,
+                                 overlap_stages=True)
     if budget == "full":
         # 27.5 min measured on 2 cores (goal 30; docs/miniature.md has the stage times): an SFT
         # step of 8 rows takes ~6.5 s, a DPO step of 4 pairs about the same, and greedy

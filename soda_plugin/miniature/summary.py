@@ -310,8 +310,10 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
                  matches: Mapping[str, Mapping[str, bool]], answers: Mapping[str, Mapping[str, dict]],
                  judged: Mapping[str, Any],
                  mechanism: Mapping[str, Any], files: Mapping[str, Path],
-                 pair_filter: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
-    """`answers`: model -> prompt_id -> its answer row (the test prompts' snapshot rows)."""
+                 pair_filter: Mapping[str, Mapping[str, int]] | None = None,
+                 wall_seconds: float | None = None) -> dict[str, Any]:
+    """`answers`: model -> prompt_id -> its answer row (the test prompts' snapshot rows);
+    `wall_seconds`: the run's own wall time (stages may overlap)."""
     out = settings.out_dir
     ev = Evidence(files["test"], matches, answers, judge_prompt_scores(out / "eval" / "judge", list(matches)))
     head = headline_block(ev)
@@ -325,6 +327,7 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
     n_mech = len({r["prompt_id"] for rows in mechanism["models"].values() for r in rows}) // 2
     summary = {
         "settings": settings.to_dict(), "stage_seconds": dict(seconds), "total_seconds": sum(seconds.values()),
+        "wall_seconds": wall_seconds,
         "trainer_runtimes": dict(runtimes), "ratio_snapshot_soda_over_seqkd": ratio,
         "headline": head, "main": main_figs, "text_metrics": text_figs, "mechanism": logp_figs,
         "movement": move_figs, "ablation": ablation_figs, "test_prompt_ids": ev.prompt_ids,
@@ -407,7 +410,7 @@ model. The careless teacher answers at temperature {settings.hot_teacher_tempera
 
 ## Wall time per stage
 
-{timing_table(seconds)}
+{timing_table(seconds, wall_seconds)}
 
 {ratio_line}
 
@@ -424,5 +427,5 @@ SeqKD's D steps {list(runtimes.get("seqkd", []))}.
     summary["report"] = str(out / "report.md")
     summary["screen"] = "\n\n".join(["Headline: SODA - SeqKD (paired)\n" + headline_lines(head), main_table,
                                      logp_table(logp_figs, LABELS), text_table(text_figs, LABELS), ablation,
-                                     timing_table(seconds), ratio_line])
+                                     timing_table(seconds, wall_seconds), ratio_line])
     return summary

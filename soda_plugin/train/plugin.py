@@ -19,6 +19,7 @@ class SODAPlugin(BasePlugin):
     def register(self, cfg) -> None:
         from .args import record_dataset_fields
         from .chain import remember_raw_config
+        from .dataset_save import install_in_process_single_save
         from .deepspeed_path import resolve_deepspeed_path
         from .distributed import start_cpu_data_parallel_if_launched
         from .reference import install_reference_model_skip
@@ -30,6 +31,7 @@ class SODAPlugin(BasePlugin):
         remember_raw_config(cfg)
         install_reference_model_skip()
         install_reference_pass()
+        install_in_process_single_save()
 
     def load_datasets(self, cfg, preprocess: bool = False):
         from .dataset_type import bad_row_policy

@@ -1,6 +1,7 @@
 """The miniature's concurrent stage runner: processes really overlap, share the cores, and a
 failure names its log without leaving the others running."""
 
+import os
 import sys
 import time
 
@@ -38,3 +39,77 @@ def test_a_failure_names_its_log_and_stops_the_rest(tmp_path):
                                    (slow, tmp_path / "slow.log")])
     assert "exited with code 3" in str(failure.value) and "broken input" in str(failure.value)
     assert time.perf_counter() - start < 20 and not marker.exists()
+
+
+def _touch_after(path, seconds: float) -> list[str]:
+    return _python(f"import pathlib, time\ntime.sleep({seconds})\npathlib.Path(r'{path}').touch()")
+
+
+def test_a_stage_beside_runs_at_the_same_time_and_its_result_comes_back(tmp_path):
+    from soda_plugin.miniature.pipeline import StageClock, run_command, stage_beside
+
+    clock, mine, theirs = StageClock(), tmp_path / "mine", tmp_path / "theirs"
+    wait_for_mine = _python(f"import pathlib, time\ndeadline = time.time() + 20\n"
+                            f"while not pathlib.Path(r'{mine}').exists():\n"
+                            f"    assert time.time() < deadline, 'the block never ran beside it'\n"
+                            f"    time.sleep(0.05)\n"
+                            f"pathlib.Path(r'{theirs}').touch()")
+    threads = _python("import os\nprint('threads', os.environ.get('OMP_NUM_THREADS', 'unset'))")
+    with stage_beside("side", clock, lambda: run_command(wait_for_mine, tmp_path / "side.log") or "side done") as side:
+        run_command(threads, tmp_path / "beside.log")  # started while the side runs: half the cores
+        run_command(_touch_after(mine, 0), tmp_path / "block.log")
+        assert side.join(20)
+        run_command(threads, tmp_path / "after.log")  # the side has finished: no cap
+    assert side.result() == "side done" and theirs.exists() and "side" in clock.seconds
+    assert f"threads {max(1, (os.cpu_count() or 1) // 2)}" in (tmp_path / "beside.log").read_text()
+    assert f"threads {os.environ.get('OMP_NUM_THREADS', 'unset')}" in (tmp_path / "after.log").read_text()
+
+
+def test_a_failing_stage_beside_stops_the_block_and_is_the_error_raised(tmp_path):
+    from soda_plugin.miniature.pipeline import StageClock, run_command, stage_beside
+
+    marker = tmp_path / "block-finished"
+    start = time.perf_counter()
+    with pytest.raises(StageError, match="side.log") as failure:
+        with stage_beside("side", StageClock(), lambda: run_command(_python("import sys\nsys.exit(4)"),
+                                                                    tmp_path / "side.log")):
+            run_command(_touch_after(marker, 30), tmp_path / "block.log")
+    assert "exited with code 4" in str(failure.value)
+    assert time.perf_counter() - start < 20 and not marker.exists()
+
+
+def test_a_failing_block_stops_the_stage_beside_it(tmp_path):
+    from soda_plugin.miniature.pipeline import StageClock, run_command, stage_beside
+
+    marker = tmp_path / "side-finished"
+    start = time.perf_counter()
+    with pytest.raises(StageError, match="block.log"):
+        with stage_beside("side", StageClock(), lambda: run_command(_touch_after(marker, 30), tmp_path / "side.log")):
+            time.sleep(0.5)  # the side's command is running
+            run_command(_python("import sys\nsys.exit(5)"), tmp_path / "block.log")
+    # The block's error waits for the side's thread: had its process not been stopped, that took 30 s.
+    assert time.perf_counter() - start < 20 and not marker.exists()
+
+
+def test_a_stage_beside_that_never_finishes_is_stopped_at_its_bound(tmp_path):
+    from soda_plugin.miniature.pipeline import StageClock, run_command, stage_beside
+
+    marker = tmp_path / "side-finished"
+    start = time.perf_counter()
+    with pytest.raises(StageError, match="did not finish within 1 s"):
+        with stage_beside("side", StageClock(), lambda: run_command(_touch_after(marker, 30), tmp_path / "side.log"),
+                          timeout_s=1):
+            pass
+    assert time.perf_counter() - start < 20 and not marker.exists()
+
+
+def test_not_in_a_thread_the_stage_runs_first_and_none_runs_nothing(tmp_path):
+    from soda_plugin.miniature.pipeline import StageClock, stage_beside
+
+    order, clock = [], StageClock()
+    with stage_beside("side", clock, lambda: order.append("side") or 7, in_thread=False) as side:
+        order.append("block")
+    assert order == ["side", "block"] and side.result() == 7 and "side" in clock.seconds
+    with stage_beside("nothing", clock, None) as nothing:
+        pass
+    assert nothing.result() is None and "nothing" not in clock.seconds
