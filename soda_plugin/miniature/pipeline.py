@@ -119,11 +119,12 @@ class StageDone(Generic[T]):
 
 @contextmanager
 def stage_beside(name: str, clock: StageClock, stage: Callable[[], T] | None, in_thread: bool = True,
-                 timeout_s: float = BESIDE_TIMEOUT_S) -> Iterator[StageBeside[T] | StageDone[T | None]]:
-    """Run `stage` in a thread while the with-block runs; at the block's end wait for it and raise
-    its error, if any. If either side fails, the other's commands are stopped and the first
-    failure is raised. `in_thread=False`: run it here, before the block. `stage=None`: nothing
-    to run (its result is None)."""
+                 timeout_s: float = BESIDE_TIMEOUT_S, beside_what: str = "the next stages"
+                 ) -> Iterator[StageBeside[T] | StageDone[T | None]]:
+    """Run `stage` in a thread while the with-block runs (timed as `<name> (beside <beside_what>)`);
+    at the block's end wait for it and raise its error, if any. If either side fails, the other's
+    commands are stopped and the first failure is raised. `in_thread=False`: run it here, before
+    the block, timed as `name`. `stage=None`: nothing to run (its result is None)."""
     if stage is None or not in_thread:
         if stage is None:
             yield StageDone(None)
@@ -133,6 +134,7 @@ def stage_beside(name: str, clock: StageClock, stage: Callable[[], T] | None, in
         yield StageDone(value)
         return
     _ABORT.clear()
+    name = f"{name} (beside {beside_what})"
     beside = StageBeside(name, clock, stage)
     _running_beside.append(beside)
     try:
@@ -529,14 +531,13 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
     files = write_task_files(settings, data)
     models: dict[str, Path] = {"base": settings.model_dir}
     runtimes: dict[str, list[float]] = {"warmup": [], "dpo": [], "seqkd": []}
-    beside = "beside the q0 snapshot and SODA's first training" if settings.overlap_stages else ""
     with running_teacher(logs / "teacher_server.log") as url:
         with clock.stage("teacher answers"):
             teacher = collect_teacher(url, files["train"], data / "teacher.jsonl", 0.0, files["test"], logs / "teacher.log")
         ablation_stage = ((lambda: ablation_negatives(url, teacher, files, settings, recipe["soda"]["snapshot"]))
                           if settings.ablation else None)
-        with stage_beside(f"ablation negatives {beside}".strip(), clock, ablation_stage,
-                          in_thread=settings.overlap_stages) as ablation:
+        with stage_beside("ablation negatives", clock, ablation_stage, in_thread=settings.overlap_stages,
+                          beside_what="the q0 snapshot and SODA's first training") as ablation:
             with clock.stage("q0 snapshot"):
                 q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
                               recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log",
@@ -549,16 +550,17 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
         for seed in settings.seeds:
             if seed != settings.seeds[0]:
                 train_soda(settings, seed, pairs, models, runtimes, clock)
-            warmup_dir = out / "runs" / f"seed{seed}" / "warmup"
-            seqkd_cfg = seqkd_config(settings, seed, teacher, out / "runs" / f"seed{seed}" / "seqkd", warmup_dir)
+            runs = out / "runs" / f"seed{seed}"
+            warmup_dir = runs / "warmup"
+            seqkd_cfg = seqkd_config(settings, seed, teacher, runs / "seqkd", warmup_dir)
             if settings.ablation and seed in settings.ablation_seeds:
                 # SeqKD and the ablation's two DPO runs all start from q_w: run them at once, on a
                 # core share each, to overlap three start-ups. SeqKD's trainer time is then not its
                 # time alone, so the cost ratio reads only the seeds where it ran alone.
                 with clock.stage("SeqKD + ablation DPO (concurrent)"):
                     trained = train_concurrently({f"seqkd_s{seed}": seqkd_cfg, **{f"soda_{source}_s{seed}": soda_config(
-                        settings, seed, pairs[source], pairs["q0"], out / "runs" / f"seed{seed}" / f"soda_{source}",
-                        warmup_dir, stage="dpo") for source in ("sibling", "degraded")}}, settings)
+                        settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir, stage="dpo")
+                        for source in ("sibling", "degraded")}}, settings)
                 models[f"seqkd/s{seed}"] = trained[f"seqkd_s{seed}"]
                 for source in ("sibling", "degraded"):
                     models[f"soda-{source}/s{seed}"] = trained[f"soda_{source}_s{seed}"]
@@ -572,10 +574,9 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
 
         matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}
         answer_rows = {name: read_answers(path, BENCHMARK) for name, path in answers.items()}
-        analysis_name = "representation analysis" + (" (beside the judge and the log-probs)"
-                                                     if settings.overlap_stages else "")
-        with stage_beside(analysis_name, clock, lambda: representation_analysis(settings, files["test"], models),
-                          in_thread=settings.overlap_stages):
+        with stage_beside("representation analysis", clock,
+                          lambda: representation_analysis(settings, files["test"], models),
+                          in_thread=settings.overlap_stages, beside_what="the judge and the log-probs"):
             with clock.stage("judge"):
                 judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url,
                                       settings)

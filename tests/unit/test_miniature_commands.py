@@ -60,7 +60,7 @@ def test_a_stage_beside_runs_at_the_same_time_and_its_result_comes_back(tmp_path
         run_command(_touch_after(mine, 0), tmp_path / "block.log")
         assert side.join(20)
         run_command(threads, tmp_path / "after.log")  # the side has finished: no cap
-    assert side.result() == "side done" and theirs.exists() and "side" in clock.seconds
+    assert side.result() == "side done" and theirs.exists() and "side (beside the next stages)" in clock.seconds
     assert f"threads {max(1, (os.cpu_count() or 1) // 2)}" in (tmp_path / "beside.log").read_text()
     assert f"threads {os.environ.get('OMP_NUM_THREADS', 'unset')}" in (tmp_path / "after.log").read_text()
 
