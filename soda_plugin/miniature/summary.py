@@ -19,6 +19,7 @@ from ..format.prompt_id import prompt_id
 from ..judge.grid import headline
 from . import metrics as text_metrics
 from . import stats
+from .machine import machine_facts, machine_line
 from .report import markdown_table, spread, timing_table
 from .settings import MiniatureSettings
 
@@ -333,7 +334,7 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
         "movement": move_figs, "ablation": ablation_figs, "test_prompt_ids": ev.prompt_ids,
         "n_test_prompts": len(ev.prompt_ids), "mechanism_prompts": n_mech,
         "judge_calls": judged.get("calls"), "judge_protocol": judged.get("protocol"),
-        "pair_filter": dict(pair_filter or {}),
+        "pair_filter": dict(pair_filter or {}), "machine": machine_facts(),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     main_table = markdown_table(["model", "runs", "exact match % (95 % CI)", "judge score (95 % CI)"], main)
@@ -416,6 +417,10 @@ model. The careless teacher answers at temperature {settings.hot_teacher_tempera
 
 Trainer-internal runtimes (s, per seed): warmup {list(runtimes.get("warmup", []))}, DPO {list(runtimes.get("dpo", []))},
 SeqKD's D steps {list(runtimes.get("seqkd", []))}.
+
+## Machine
+
+{machine_line(summary["machine"])}
 
 ## Settings
 

@@ -14,6 +14,7 @@ import gc
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from ..log import get_logger
@@ -128,6 +129,7 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
 
     manager = PluginManager.get_instance()
     outer_cfg = manager.cfg
+    cfg = None
     try:
         with _restore_accelerate_env():
             with _second_deepspeed_setup(bool(warmup_cfg.get("deepspeed"))):
@@ -142,8 +144,23 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
             del trainer
     finally:
         manager.cfg = outer_cfg
+        if cfg is not None:
+            remove_axolotl_temp_config(cfg.get("axolotl_config_path"))
         gc.collect()
     log_memory_per_rank("before DPO, the warmup released")
+
+
+def remove_axolotl_temp_config(path: str | None) -> None:
+    """Delete the copy of the warmup config that Axolotl's `load_cfg` leaves in the temp
+    folder when given a dict (axolotl/cli/config.py:252-258 in 0.21, 259-264 in 0.19:
+    `NamedTemporaryFile(delete=False, prefix="axolotl_config_")`, never removed). Only
+    the trackers' callbacks read it, when training begins; without this every chained
+    run left one file in /tmp."""
+    if not path:
+        return
+    file = Path(path)
+    if file.parent == Path(tempfile.gettempdir()) and file.name.startswith("axolotl_config_"):
+        file.unlink(missing_ok=True)
 
 
 def point_at_warmup(cfg: Any, directory: str) -> None:

@@ -80,19 +80,23 @@ def chained(tiny_model_dirs, pairs, tmp_path_factory):
     cfg["soda"]["warmup"]["on_config_change"] = "rerun"
     config, events, warmup = write_config(cfg, root / "chain.yml"), root / "events.txt", root / "out" / "warmup"
     write_marker(warmup, "warmup", {"learning_rate": 9.0e-9})
-    runs, states, built, kill_points, forwards = {}, {}, {}, {}, {}
+    temp = root / "tmp"  # the runs' TMPDIR, to count the config copies Axolotl leaves there
+    temp.mkdir()
+    runs, states, built, kill_points, forwards, temp_configs = {}, {}, {}, {}, {}, {}
     for name, kill_at in [("mid_warmup", "warmup_step=2"), ("before_marker", "before_marker"),
                           ("mid_dpo", "dpo_step=2"), ("finish", "")]:
         before, counted = len(causal_lm_constructions(events)), len(reference_forwards(events))
-        runs[name] = axolotl_train(config, env={"SODA_TEST_EVENTS": str(events), "SODA_TEST_KILL_AT": kill_at})
+        runs[name] = axolotl_train(config, env={"SODA_TEST_EVENTS": str(events), "SODA_TEST_KILL_AT": kill_at,
+                                                "TMPDIR": str(temp)})
         states[name], built[name] = _state(root), len(causal_lm_constructions(events)) - before
+        temp_configs[name] = len(list(temp.glob("axolotl_config_*.yml")))
         forwards[name] = reference_forwards(events)[counted:]
         kill_points[name] = kills(events)[-1] if kill_at and kills(events) else None
         if name == "mid_dpo":
             shutil.copytree(warmup, root / "warmup_after_mid_dpo", ignore=shutil.ignore_patterns("checkpoint-*"))
     _assert_ok(runs["finish"], "chained warmup → DPO, run again after three kills")
     return {"root": root, "cfg": cfg, "config": config, "runs": runs, "states": states, "built": built,
-            "kills": kill_points, "warmup": warmup, "forwards": forwards}
+            "kills": kill_points, "warmup": warmup, "forwards": forwards, "temp_configs": temp_configs}
 
 
 def test_each_kill_is_recovered_by_running_the_same_command_again(chained):
@@ -112,6 +116,12 @@ def test_each_kill_is_recovered_by_running_the_same_command_again(chained):
     assert f"warmup in {chained['warmup']} is finished" in finish.output and "DPO trains from step 0" in finish.output
     assert not [log for log in finish.step_logs() if "rewards/margins" not in log], "the finished warmup was retrained"
     assert same_weights(chained["warmup"], chained["root"] / "warmup_after_mid_dpo")
+
+
+def test_warmup_config_copy_is_removed_from_the_temp_folder_unless_killed(chained):
+    # Axolotl's `load_cfg` writes the warmup's config there; a SIGKILL mid-warmup leaves
+    # it (the control: the copy is made in this TMPDIR), a warmup that ends removes it.
+    assert chained["temp_configs"] == {"mid_warmup": 1, "before_marker": 1, "mid_dpo": 1, "finish": 1}
 
 
 def test_chain_writes_warmup_marker_and_dpo_trains_from_it(chained):

@@ -110,8 +110,13 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
     report = (out / "report.md").read_text()
     for heading in ("## Headline: SODA - SeqKD (paired)", "## Base / q_w / SeqKD / SODA", "## Mechanism",
                     "## Moved from q_w", "## The judge on the same prompts", "## Pairs the judge filter kept",
-                    "## Rejection-source ablation", "## Representations", "## Wall time per stage"):
+                    "## Rejection-source ablation", "## Representations", "## Wall time per stage", "## Machine"):
         assert heading in report
+    # What it ran on, from this process's own view of the machine and the checkout.
+    machine = summary["machine"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert machine["soda_commit"].split("+")[0] == head and machine["cores"] > 0
+    assert machine["torch_threads"] >= 1 and machine["packages"]["axolotl"] and machine["cpu"] in report
     assert "(not run)" not in report and "a perturbed copy of q0" in report
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
     assert [m["name"] for m in analysis["models"]] == ["base", "seqkd", "soda"]
