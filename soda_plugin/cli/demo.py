@@ -1,6 +1,6 @@
 """The paper's pipeline in miniature on a CPU (the README's main job).
 
-    python tools/cpu_demo.py                  # full: 2 seeds, 240 test prompts, ablation (27.5 min measured on 2 cores)
+    python tools/cpu_demo.py                  # full: 2 seeds, 240 test prompts, ablation (21 min measured on 2 cores)
     python tools/cpu_demo.py --quick          # = --budget quick: one seed, few prompts and steps (CI; 5.35 min measured, goal 6)
     python tools/cpu_demo.py --budget long    # 5 seeds, twice the steps, ablation on every seed (~90 min)
 

@@ -73,7 +73,7 @@ def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
                                  analysis_prompts=6, mechanism_prompts=6, sft_rows_per_step=2, dpo_pairs_per_step=1,
                                  overlap_stages=True)
     if budget == "full":
-        # 27.5 min measured on 2 cores (goal 30; docs/miniature.md has the stage times): an SFT
+        # 20.8 min measured on 2 cores, 25.1 from a fresh clone (goal 30; docs/miniature.md has the stage times): an SFT
         # step of 8 rows takes ~6.5 s, a DPO step of 4 pairs about the same, and greedy
         # answers to 240 prompts 30-60 s per trained model (Base, which rambles, ~90 s). Two
         # seeds fit, three do not. 240 test prompts: one prompt is 0.42 points.
