@@ -62,7 +62,9 @@ def machine_facts() -> dict[str, Any]:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "packages": package_versions(),
+        # torch's own version string keeps the build tag (+cpu, +cu130) that its
+        # distribution metadata may drop: the CPU and CUDA wheels ship different kernels.
+        "packages": {**package_versions(), "torch": torch.__version__},
         "soda_commit": source_commit(Path(__file__).resolve().parent),
     }
 
