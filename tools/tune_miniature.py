@@ -1,11 +1,14 @@
-"""Tune the miniature on its validation split: SODA variants against SeqKD with the same steps.
+"""Tune the miniature on its validation split, the same number of runs for SeqKD and for SODA.
 
-    python tools/tune_miniature.py                       # every variant of the grid, seeds 0 1
-    python tools/tune_miniature.py --variants recipe dpo-lr-5e-5 --seeds 0
+    python tools/tune_miniature.py                 # both grids, seed 0
+    python tools/tune_miniature.py --seed 1
 
-Uses the full mode's prompts (the same train set as `tools/cpu_demo.py`), evaluates on the
-validation prompts only and writes `<out>/sweep.md` and `sweep.json`. The held-out test
-prompts are never answered here. Re-running continues a killed sweep.
+Phase 1 tries SeqKD's knobs (the SFT run's rate and schedule) and picks the best SeqKD on
+validation; phase 2 tries SODA's knobs (DPO rate, beta, W/D split) from that SFT run's step-W
+save. Uses the full budget's prompts (the same train set as `tools/cpu_demo.py`), evaluates
+on the validation prompts only and prints one table with both methods (also `<out>/sweep.md`
+and `sweep.json`). The held-out test prompts are never answered here. Re-running continues a
+killed sweep.
 """
 
 import argparse
@@ -13,24 +16,20 @@ from pathlib import Path
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from soda_plugin.miniature.tune import GRID
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/miniature-tune"))
     parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct as an HF folder (as tools/cpu_demo.py)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of every variant")
-    parser.add_argument("--variants", nargs="+", choices=[v.name for v in GRID], help="default: the whole grid")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every run")
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
     from soda_plugin.miniature.settings import mode_settings
-    from soda_plugin.miniature.tune import GRID, run_sweep
+    from soda_plugin.miniature.tune import run_sweep
 
-    settings = mode_settings(False, args.out, seeds=tuple(args.seeds), model_dir=args.model_dir, ablation=False)
-    variants = [v for v in GRID if args.variants is None or v.name in args.variants]
-    summary = run_sweep(settings, variants)
+    settings = mode_settings(False, args.out, seeds=(args.seed,), model_dir=args.model_dir, ablation=False)
+    summary = run_sweep(settings)
     print("\n" + summary["table"])
     print(f"Full results: {summary['report']}")
 

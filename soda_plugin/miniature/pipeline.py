@@ -21,7 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -188,7 +188,10 @@ def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_ea
         for command, log_path in commands:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "a") as log:
-                log.write(f"\n$ {' '.join(command)}\n")
+                # The thread cap is part of what the command computes (CPU reductions split by thread):
+                # it heads the line, so a rerun can match it.
+                threads = f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in env else ""
+                log.write(f"\n$ {threads}{' '.join(command)}\n")
                 log.flush()
                 # The child keeps its own copy of the descriptor; ours can close at once.
                 running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
@@ -280,44 +283,46 @@ def teacher_rows_as_careless_snapshot(teacher_file: Path, out_file: Path) -> Pat
 
 # Training configs ---------------------------------------------------------------------
 
-def soda_config(settings: MiniatureSettings, seed: int, pairs_dir: Path, warmup_pairs: Path, out: Path,
-                warmup_dir: Path, stage: str = "chain") -> dict[str, Any]:
+def sft_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out: Path,
+               save_every: int | None = None) -> dict[str, Any]:
+    """The seed's one SFT run on the teacher's answers, from q0, for W + D steps on one schedule
+    that does not restart (recipes/smollm2_cpu_seqkd.yml). Its final model is SeqKD; its
+    model-only checkpoint at step W (`save_every`, default W) is q_w, SODA's warmup. Up to step
+    W, SODA and SeqKD are this one run."""
+    cfg = yaml.safe_load((RECIPES / "smollm2_cpu_seqkd.yml").read_text())
+    cfg.update(base_model=str(settings.model_dir), output_dir=str(out), seed=seed, max_steps=settings.total_steps,
+               datasets=[{"path": str(teacher_file), "ds_type": "json", "type": "soda"}],
+               dataset_prepared_path=str(out.parent / f".prepared-{out.name}"),
+               save_strategy="steps", save_steps=save_every or settings.warmup_steps, save_only_model=True)
+    if settings.sft_learning_rate is not None:
+        cfg["learning_rate"] = settings.sft_learning_rate
+    if settings.sft_scheduler is not None:
+        cfg["lr_scheduler"] = settings.sft_scheduler
+    if settings.sft_rows_per_step is not None:
+        cfg["micro_batch_size"] = settings.sft_rows_per_step
+    return cfg
+
+
+def warmup_checkpoint(sft_dir: Path, warmup_steps: int) -> Path:
+    """q_w: the SFT run's model-only save at step W."""
+    return sft_dir / f"checkpoint-{warmup_steps}"
+
+
+def dpo_config(settings: MiniatureSettings, seed: int, pairs_dir: Path, out: Path, warmup_model: Path) -> dict[str, Any]:
+    """SODA's D DPO steps from q_w (`warmup_model`, the SFT run's step-W save), which is also the
+    frozen reference (the recipe's precomputed reference log-probs come from the policy before
+    its first update). The recipe's own `soda.warmup` is dropped: the SFT run above is the warmup."""
     cfg = yaml.safe_load((RECIPES / "smollm2_cpu_soda.yml").read_text())
-    cfg.update(base_model=str(settings.model_dir.resolve()), output_dir=str(out), seed=seed,
-               max_steps=settings.dpo_steps,
+    del cfg["soda"]["warmup"]
+    cfg.update(base_model=str(warmup_model), output_dir=str(out), seed=seed, max_steps=settings.dpo_steps,
                datasets=[{"path": str(pairs_dir / "data"), "ds_type": "parquet", "type": "soda"}],
                dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
     if settings.beta is not None:
         cfg["trl"]["beta"] = settings.beta
     if settings.dpo_learning_rate is not None:
         cfg["learning_rate"] = settings.dpo_learning_rate
-    cfg["soda"]["stage"] = stage
-    # The warmup always trains on the q0 pairs' teacher answers, so every negative source's
-    # DPO starts from the same q_w (same config hash).
-    cfg["soda"]["warmup"].update(output_dir=str(warmup_dir), max_steps=settings.warmup_steps,
-                                 datasets=[{"path": str(warmup_pairs / "data"), "ds_type": "parquet", "type": "soda"}])
-    if settings.warmup_learning_rate is not None:
-        cfg["soda"]["warmup"]["learning_rate"] = settings.warmup_learning_rate
     if settings.dpo_pairs_per_step is not None:
         cfg["micro_batch_size"] = settings.dpo_pairs_per_step
-    if settings.sft_rows_per_step is not None:
-        cfg["soda"]["warmup"]["micro_batch_size"] = settings.sft_rows_per_step
-    return cfg
-
-
-def seqkd_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out: Path,
-                 warmup_dir: Path) -> dict[str, Any]:
-    """SeqKD as a branch of SODA's warmup: D more SFT steps on the teacher's answers from q_w,
-    where SODA spends them on DPO. Both then total W + D optimizer steps, and the two runs
-    are the same up to step W (same seed, same q_w), so the comparison is paired."""
-    cfg = yaml.safe_load((RECIPES / "smollm2_cpu_seqkd.yml").read_text())
-    cfg.update(base_model=str(warmup_dir), output_dir=str(out), seed=seed, max_steps=settings.dpo_steps,
-               datasets=[{"path": str(teacher_file), "ds_type": "json", "type": "soda"}],
-               dataset_prepared_path=str(out.parent / f".prepared-{out.name}"))
-    if settings.warmup_learning_rate is not None:
-        cfg["learning_rate"] = settings.warmup_learning_rate
-    if settings.sft_rows_per_step is not None:
-        cfg["micro_batch_size"] = settings.sft_rows_per_step
     return cfg
 
 
@@ -354,16 +359,36 @@ GENERATION_BATCH = 64  # 2 cores, SmolLM2 Base on 240 test prompts x 40 tokens: 
 
 
 def answer_prompts(models: Mapping[str, Path], prompts_file: Path, settings: MiniatureSettings) -> dict[str, Path]:
-    """Greedy answers of every model to `prompts_file`, all in one `tools/judge.py answer`
-    process (one start-up instead of one per model); model name -> its answers folder."""
+    """Greedy answers of every model to `prompts_file`, in `settings.concurrent_runs` processes of
+    `tools/judge.py answer` at once (each loads its models one after another, so a start-up is
+    paid per process, not per model); model name -> its answers folder."""
     folders = {name: name.replace("/", "_") for name in models}
     root = settings.out_dir / "eval" / "answers"
-    run_tool("judge.py", ["answer", "--models", *[f"{folders[n]}={path}" for n, path in models.items()],
-                          "--out", root, "--benchmarks", BENCHMARK,
-                          "--eval-file", f"{BENCHMARK}={prompts_file}", "--backend", "transformers",
-                          "--max-tokens", settings.eval_max_tokens, "--batch-size", GENERATION_BATCH, "--no-progress"],
-             settings.out_dir / "logs" / "answers.log")
+    groups = balanced_groups(list(models), settings.concurrent_runs,
+                             weight=lambda name: BASE_ANSWER_WEIGHT if name == "base" else 1)
+    commands = [([sys.executable, str(TOOLS / "judge.py"), "answer", "--models",
+                  *[f"{folders[n]}={models[n]}" for n in group], "--out", str(root), "--benchmarks", BENCHMARK,
+                  "--eval-file", f"{BENCHMARK}={prompts_file}", "--backend", "transformers",
+                  "--max-tokens", str(settings.eval_max_tokens), "--batch-size", str(GENERATION_BATCH),
+                  "--no-progress"], settings.out_dir / "logs" / ("answers.log" if i == 0 else f"answers_{i}.log"))
+                for i, group in enumerate(groups)]
+    share = max(1, (os.cpu_count() or 1) // len(commands)) if len(commands) > 1 else None
+    run_commands_concurrently(commands, threads_each=share)
     return {name: root / folder for name, folder in folders.items()}
+
+
+# Base rambles to the token limit on most prompts: its answer pass costs about three trained models'.
+BASE_ANSWER_WEIGHT = 3
+
+
+def balanced_groups(names: Sequence[str], n: int, weight: Callable[[str], float]) -> list[list[str]]:
+    """`names` in at most `n` non-empty groups of about equal total weight (heaviest first, each
+    to the lightest group), each group in the original order."""
+    groups: list[list[str]] = [[] for _ in range(max(1, min(n, len(names))))]
+    for name in sorted(names, key=lambda x: -weight(x)):
+        min(groups, key=lambda g: sum(map(weight, g))).append(name)
+    order = {name: i for i, name in enumerate(names)}
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
 
 
 def exact_match_by_prompt(answers_dir: Path, test_file: Path) -> dict[str, bool]:
@@ -476,14 +501,26 @@ def mechanism_rows(answers: Mapping[str, dict], test_file: Path, n_prompts: int)
 
 
 def score_mechanism(models: Mapping[str, Path], rows: list[dict[str, Any]], settings: MiniatureSettings) -> dict:
-    """Log-probabilities of `rows` under every model, in one subprocess; its `mechanism.json`."""
+    """Log-probabilities of `rows` under every model, in `settings.concurrent_runs` processes at
+    once (one part file each, merged); the merged `mechanism.json`."""
     out = settings.out_dir / "eval" / "mechanism.json"
     rows_file = settings.out_dir / "eval" / "mechanism_rows.jsonl"
     atomic_write_text(rows_file, "".join(json.dumps(r) + "\n" for r in rows))
     if not out.is_file():
-        run_command([sys.executable, "-m", "soda_plugin.miniature.mechanism",
-                     *[a for name, path in models.items() for a in ("--model", f"{name}={path}")],
-                     "--rows", str(rows_file), "--out", str(out)], settings.out_dir / "logs" / "mechanism.log")
+        groups = balanced_groups(list(models), settings.concurrent_runs, weight=lambda name: 1)
+        parts = [out.with_name(f"mechanism.part{i}.json") for i in range(len(groups))]
+        commands = [([sys.executable, "-m", "soda_plugin.miniature.mechanism",
+                      *[a for name in group for a in ("--model", f"{name}={models[name]}")],
+                      "--rows", str(rows_file), "--out", str(part)],
+                     settings.out_dir / "logs" / ("mechanism.log" if i == 0 else f"mechanism_{i}.log"))
+                    for i, (group, part) in enumerate(zip(groups, parts)) if not part.is_file()]
+        share = max(1, (os.cpu_count() or 1) // len(groups)) if len(groups) > 1 else None
+        run_commands_concurrently(commands, threads_each=share)
+        merged = [json.loads(part.read_text()) for part in parts]
+        atomic_write_text(out, json.dumps({**merged[0], "models": {name: scored for part in merged
+                                                                   for name, scored in part["models"].items()}}))
+        for part in parts:
+            part.unlink()
     return json.loads(out.read_text())
 
 
@@ -530,14 +567,14 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
     data = out / "data"
     files = write_task_files(settings, data)
     models: dict[str, Path] = {"base": settings.model_dir}
-    runtimes: dict[str, list[float]] = {"warmup": [], "dpo": [], "seqkd": []}
+    runtimes: dict[str, list[float]] = {"sft": [], "dpo": []}
     with running_teacher(logs / "teacher_server.log") as url:
         with clock.stage("teacher answers"):
             teacher = collect_teacher(url, files["train"], data / "teacher.jsonl", 0.0, files["test"], logs / "teacher.log")
         ablation_stage = ((lambda: ablation_negatives(url, teacher, files, settings, recipe["soda"]["snapshot"]))
                           if settings.ablation else None)
         with stage_beside("ablation negatives", clock, ablation_stage, in_thread=settings.overlap_stages,
-                          beside_what="the q0 snapshot and SODA's first training") as ablation:
+                          beside_what="the q0 snapshot and the first SFT run") as ablation:
             with clock.stage("q0 snapshot"):
                 q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
                               recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log",
@@ -545,29 +582,12 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
             with clock.stage("pairs"):
                 pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log",
                                            judge_url=url)}
-            train_soda(settings, settings.seeds[0], pairs, models, runtimes, clock)
+            first = settings.seeds[:settings.concurrent_runs]
+            train_sft(settings, first, teacher, models, runtimes, clock)
         pairs.update(ablation.result() or {})
-        for seed in settings.seeds:
-            if seed != settings.seeds[0]:
-                train_soda(settings, seed, pairs, models, runtimes, clock)
-            runs = out / "runs" / f"seed{seed}"
-            warmup_dir = runs / "warmup"
-            seqkd_cfg = seqkd_config(settings, seed, teacher, runs / "seqkd", warmup_dir)
-            if settings.ablation and seed in settings.ablation_seeds:
-                # SeqKD and the ablation's two DPO runs all start from q_w: run them at once, on a
-                # core share each, to overlap three start-ups. SeqKD's trainer time is then not its
-                # time alone, so the cost ratio reads only the seeds where it ran alone.
-                with clock.stage("SeqKD + ablation DPO (concurrent)"):
-                    trained = train_concurrently({f"seqkd_s{seed}": seqkd_cfg, **{f"soda_{source}_s{seed}": soda_config(
-                        settings, seed, pairs[source], pairs["q0"], runs / f"soda_{source}", warmup_dir, stage="dpo")
-                        for source in ("sibling", "degraded")}}, settings)
-                models[f"seqkd/s{seed}"] = trained[f"seqkd_s{seed}"]
-                for source in ("sibling", "degraded"):
-                    models[f"soda-{source}/s{seed}"] = trained[f"soda_{source}_s{seed}"]
-            else:
-                with clock.stage("SeqKD train (from the warmup)"):
-                    models[f"seqkd/s{seed}"] = train_once(f"seqkd_s{seed}", seqkd_cfg, settings)
-                runtimes["seqkd"] += _train_runtimes(logs / f"train_seqkd_s{seed}.log")[:1]
+        for group in _groups(settings.seeds[len(first):], settings.concurrent_runs):
+            train_sft(settings, group, teacher, models, runtimes, clock)
+        train_dpo(settings, pairs, models, runtimes, clock)
         with clock.stage("student answers"):
             answers = answer_prompts(models, files["test"], settings)
         from ..judge.answers import read_answers
@@ -589,16 +609,40 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                         pair_filter_counts(pairs), wall_seconds=clock.wall_seconds())
 
 
-def train_soda(settings: MiniatureSettings, seed: int, pairs: Mapping[str, Path], models: dict[str, Path],
-               runtimes: dict[str, list[float]], clock: StageClock) -> None:
-    """SODA (warmup -> DPO on the q0 pairs) for `seed`; records q_w and SODA in `models` and,
-    when it trained here, its trainers' runtimes."""
-    runs = settings.out_dir / "runs" / f"seed{seed}"
-    with clock.stage("SODA train (warmup + DPO)"):
-        models[f"soda/s{seed}"] = train_once(f"soda_s{seed}", soda_config(
-            settings, seed, pairs["q0"], pairs["q0"], runs / "soda", runs / "warmup"), settings)
-    models[f"qw/s{seed}"] = runs / "warmup"
-    soda_times = _train_runtimes(settings.out_dir / "logs" / f"train_soda_s{seed}.log")
-    if len(soda_times) == 2:
-        runtimes["warmup"].append(soda_times[0])
-        runtimes["dpo"].append(soda_times[1])
+def _groups(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def train_sft(settings: MiniatureSettings, seeds: Sequence[int], teacher: Path, models: dict[str, Path],
+              runtimes: dict[str, list[float]], clock: StageClock) -> None:
+    """Each seed's one SFT run (W + D steps from q0), the seeds at once: records q_w (the run's
+    step-W save) and SeqKD (its end) in `models` and, when they trained here, their runtimes."""
+    outs = {seed: settings.out_dir / "runs" / f"seed{seed}" / "sft" for seed in seeds}
+    with clock.stage("SFT runs (SODA's warmup to W, SeqKD to W + D)"):
+        trained = train_concurrently({f"sft_s{seed}": sft_config(settings, seed, teacher, out)
+                                      for seed, out in outs.items()}, settings)
+    for seed, out in outs.items():
+        models[f"seqkd/s{seed}"] = trained[f"sft_s{seed}"]
+        models[f"qw/s{seed}"] = warmup_checkpoint(out, settings.warmup_steps)
+        runtimes["sft"] += _train_runtimes(settings.out_dir / "logs" / f"train_sft_s{seed}.log")[:1]
+
+
+def train_dpo(settings: MiniatureSettings, pairs: Mapping[str, Path], models: dict[str, Path],
+              runtimes: dict[str, list[float]], clock: StageClock) -> None:
+    """SODA's D DPO steps from each seed's q_w on q0's pairs and, on the ablation seeds, the same
+    from the same q_w on each other rejection source; `settings.concurrent_runs` at a time."""
+    runs: dict[str, tuple[str, dict[str, Any]]] = {}  # run name -> (model name, config)
+    for seed in settings.seeds:
+        sources = ["q0", *(["sibling", "degraded"] if settings.ablation and seed in settings.ablation_seeds else [])]
+        for source in sources:
+            folder = "soda" if source == "q0" else f"soda_{source}"
+            runs[f"{folder}_s{seed}"] = (f"{folder.replace('_', '-')}/s{seed}", dpo_config(
+                settings, seed, pairs[source], settings.out_dir / "runs" / f"seed{seed}" / folder,
+                models[f"qw/s{seed}"]))
+    with clock.stage("DPO runs (SODA, and the ablation's)"):
+        for group in _groups(list(runs), settings.concurrent_runs):
+            trained = train_concurrently({name: runs[name][1] for name in group}, settings)
+            for name in group:
+                models[runs[name][0]] = trained[name]
+    runtimes["dpo"] += [t for seed in settings.seeds
+                        for t in _train_runtimes(settings.out_dir / "logs" / f"train_soda_s{seed}.log")[:1]]

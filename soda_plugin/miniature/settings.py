@@ -21,8 +21,8 @@ class MiniatureSettings:
     n_train: int  # training prompts (teacher answers, q0 snapshot, pairs)
     n_val: int  # validation prompts: the only ones any tuning may look at
     n_test: int  # held-out prompts every model is evaluated on
-    warmup_steps: int  # W: SODA's warmup (SFT) optimizer steps, shared with SeqKD
-    dpo_steps: int  # D: SODA's DPO steps; SeqKD gets D more SFT steps from the same warmup instead
+    warmup_steps: int  # W: SODA's warmup = the first W steps of the seed's one SFT run (saved at step W)
+    dpo_steps: int  # D: SODA's DPO steps from the step-W save; SeqKD is the same SFT run carried on to W + D
     ablation: bool  # also train DPO with cross-student and careless-teacher negatives
     ablation_seeds: tuple[int, ...]  # seeds of the ablation's two extra DPO runs
     analysis_prompts: int  # held-out prompts for the representation analysis
@@ -37,7 +37,10 @@ class MiniatureSettings:
     # Training knobs the validation sweep (tools/tune_miniature.py) varies; None = the recipe's value.
     beta: float | None = None  # DPO beta (recipes/smollm2_cpu_soda.yml: trl.beta)
     dpo_learning_rate: float | None = None  # DPO stage learning rate
-    warmup_learning_rate: float | None = None  # warmup lr, and SeqKD's too: SeqKD continues the warmup
+    # The one SFT run per seed (SeqKD; its first W steps are SODA's warmup): rate and schedule
+    # (recipes/smollm2_cpu_seqkd.yml: learning_rate, lr_scheduler).
+    sft_learning_rate: float | None = None
+    sft_scheduler: str | None = None
     # Rows per optimizer step; None = the recipes' (8 SFT rows, 4 DPO pairs). Quick mode checks
     # the pipeline, not its figures: its steps only have to run.
     sft_rows_per_step: int | None = None
@@ -48,6 +51,10 @@ class MiniatureSettings:
     # about the time of one. Full mode: training and decoding keep both cores busy, and the
     # cost ratio reads the trainers' own runtimes, which sharing the cores would inflate.
     overlap_stages: bool = False
+    # Training runs (and answer passes) at once, each on its share of the cores. On 2 cores an SFT
+    # step of 8 rows takes ~6.9 s on one thread beside another run and ~6.5 s alone on two: the
+    # second thread buys almost nothing here, a second run doubles the work done.
+    concurrent_runs: int = 2
     negatives: int = 1  # q0 answers per training prompt; more than one are sampled, not greedy
     negative_temperature: float = 1.0  # sampling temperature when negatives > 1 (the GPU recipes' setting)
 
@@ -71,23 +78,23 @@ def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
         return MiniatureSettings(out_dir=out_dir, budget="quick", seeds=(0,), n_train=24, n_val=12, n_test=24,
                                  warmup_steps=2, dpo_steps=2, ablation=True, ablation_seeds=(0,),
                                  analysis_prompts=6, mechanism_prompts=6, sft_rows_per_step=2, dpo_pairs_per_step=1,
-                                 overlap_stages=True)
+                                 overlap_stages=True, concurrent_runs=3)
     if budget == "full":
-        # 20.8 min measured on 2 cores, 25.1 from a fresh clone (goal 30; docs/miniature.md has the stage times): an SFT
+        # Goal 30 min of stages on 2 cores (docs/miniature.md has the measured stage times): an SFT
         # step of 8 rows takes ~6.5 s, a DPO step of 4 pairs about the same, and greedy
-        # answers to 240 prompts 30-60 s per trained model (Base, which rambles, ~90 s). Two
-        # seeds fit, three do not. 240 test prompts: one prompt is 0.42 points.
-        # W = 16 steps x 8 rows = one epoch of the 128 training prompts; D = 8. The ablation
-        # runs on seed 0, beside that seed's SeqKD.
-        return MiniatureSettings(out_dir=out_dir, budget="full", seeds=(0, 1), n_train=128, n_val=240,
+        # answers to 240 prompts 30-60 s per trained model (Base, which rambles, ~90 s). Four
+        # seeds: two moved the headline by 17 points between runs. 240 test prompts: one prompt
+        # is 0.42 points. W = 16 steps x 8 rows = one epoch of the 128 training prompts; D = 8.
+        # The ablation runs on seed 0.
+        return MiniatureSettings(out_dir=out_dir, budget="full", seeds=(0, 1, 2, 3), n_train=128, n_val=240,
                                  n_test=240, warmup_steps=16, dpo_steps=8, ablation=True, ablation_seeds=(0,),
                                  analysis_prompts=24, mechanism_prompts=24)
     if budget == "long":
-        # ~90 min: five seeds, 1.5x the data and steps (W = 24 steps = one epoch of 192
+        # Over an hour: six seeds, 1.5x the data and steps (W = 24 steps = one epoch of 192
         # prompts, D = 12), the ablation on every seed, the mechanism on half the test prompts.
-        return MiniatureSettings(out_dir=out_dir, budget="long", seeds=(0, 1, 2, 3, 4), n_train=192, n_val=240,
+        return MiniatureSettings(out_dir=out_dir, budget="long", seeds=(0, 1, 2, 3, 4, 5), n_train=192, n_val=240,
                                  n_test=240, warmup_steps=24, dpo_steps=12, ablation=True,
-                                 ablation_seeds=(0, 1, 2, 3, 4), analysis_prompts=40, mechanism_prompts=120)
+                                 ablation_seeds=(0, 1, 2, 3, 4, 5), analysis_prompts=40, mechanism_prompts=120)
     raise ValueError(f"unknown budget `{budget}`; choose one of {', '.join(BUDGETS)}")
 
 

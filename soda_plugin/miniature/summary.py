@@ -23,8 +23,11 @@ from .machine import machine_facts, machine_line
 from .report import markdown_table, spread, timing_table
 from .settings import MiniatureSettings
 
-MAIN = {"base": "Base (q0: SmolLM2-135M-Instruct)", "qw": "q_w (warmup: W SFT steps)",
-        "seqkd": "SeqKD (q_w + D SFT steps)", "soda": "SODA (q_w + D DPO steps)"}
+MAIN = {"base": "Base (q0: SmolLM2-135M-Instruct)", "qw": "q_w (the SFT run at step W)",
+        "seqkd": "SeqKD (the same SFT run at W + D)", "soda": "SODA (q_w + D DPO steps)"}
+# The paired comparisons the report gives, headline first: (model, against).
+COMPARISONS = (("soda", "seqkd"), ("soda", "qw"), ("seqkd", "qw"))
+SHORT = {"soda": "SODA", "seqkd": "SeqKD", "qw": "q_w", "base": "Base"}
 ABLATION = {"soda": "q0's own answers (SODA)",
             "soda-sibling": "perturbed sibling (SmolLM2 + seeded weight noise: not another model)",
             "soda-degraded": "careless teacher (wrong final value)"}
@@ -100,12 +103,12 @@ def judge_prompt_scores(judge_dir: Path, names: Sequence[str]) -> dict[str, dict
 # Sections ------------------------------------------------------------------------------
 
 def headline_block(ev: Evidence, a: str = "soda", b: str = "seqkd") -> dict[str, Any]:
-    """SODA - SeqKD, paired over seeds and prompts: exact match (points) and judge score."""
+    """`a` - `b` (SODA - SeqKD by default), paired over seeds and prompts: exact match (points) and judge score."""
     seeds = [seed_of(n) for n in ev.groups[a] if f"{b}/s{seed_of(n)}" in ev.matches]
     runs_a, runs_b = [f"{a}/s{s}" for s in seeds], [f"{b}/s{s}" for s in seeds]
     ea, eb = ev.exact(runs_a), ev.exact(runs_b)
     return {
-        "seeds": seeds, "n_prompts": len(ev.prompt_ids),
+        "a": a, "b": b, "seeds": seeds, "n_prompts": len(ev.prompt_ids),
         "exact_match": stats.paired_difference(ea, eb, resamples=RESAMPLES).to_dict(),
         "judge": stats.paired_difference(ev.judge(runs_a), ev.judge(runs_b), resamples=RESAMPLES).to_dict(),
         "per_seed": [{"seed": s, **i.to_dict()} for s, i in
@@ -114,17 +117,39 @@ def headline_block(ev: Evidence, a: str = "soda", b: str = "seqkd") -> dict[str,
     }
 
 
+def verdict(block: Mapping[str, Any]) -> str:
+    """What the exact-match interval of `a` - `b` says, in words."""
+    em, a, b = block["exact_match"], SHORT[block.get("a", "soda")], SHORT[block.get("b", "seqkd")]
+    if em["low"] > 0:
+        return f"{a} beats {b} on this budget (the interval is above 0)"
+    if em["high"] < 0:
+        return f"{b} beats {a} on this budget (the interval is below 0)"
+    return f"no measurable difference between {a} and {b} on this budget (the interval includes 0)"
+
+
 def headline_lines(block: Mapping[str, Any]) -> str:
     em, judge = block["exact_match"], block["judge"]
     d = block["discordant"]
-    lines = [f"- **Exact match, SODA - SeqKD: {em['mean']:+.1f} points [{em['low']:+.1f}, {em['high']:+.1f}]** "
-             f"(95 % {em['method']}, {em['resamples']} resamples, {em['n_seeds']} seeds x {em['n_prompts']} prompts)",
-             f"- Judge score, SODA - SeqKD: {judge['mean']:+.1f} [{judge['low']:+.1f}, {judge['high']:+.1f}]",
-             f"- Prompt-seed cases where only SODA is right: {d['a_only']}; only SeqKD: {d['b_only']}; "
-             f"both: {d['both']}; neither: {d['neither']}"]
-    lines += [f"- Seed {s['seed']}: {s['mean']:+.1f} [{s['low']:+.1f}, {s['high']:+.1f}] ({s['method']})"
-              for s in block["per_seed"]]
+    a, b = SHORT[block.get("a", "soda")], SHORT[block.get("b", "seqkd")]
+    lines = [f"- **Exact match, {a} - {b}: {em['mean']:+.1f} points [{em['low']:+.1f}, {em['high']:+.1f}]**: "
+             f"{verdict(block)} (95 % {em['method']}, {em['resamples']} resamples, {em['n_seeds']} seeds x "
+             f"{em['n_prompts']} prompts)",
+             f"- Judge score, {a} - {b}: {judge['mean']:+.1f} [{judge['low']:+.1f}, {judge['high']:+.1f}]",
+             f"- Prompt-seed cases where only {a} is right: {d['a_only']}; only {b}: {d['b_only']}; "
+             f"both: {d['both']}; neither: {d['neither']}",
+             "- Per seed: " + "; ".join(f"seed {s['seed']} {s['mean']:+.1f} [{s['low']:+.1f}, {s['high']:+.1f}]"
+                                        for s in block["per_seed"]) + f" ({block['per_seed'][0]['method']})"]
     return "\n".join(lines)
+
+
+def comparison_table(blocks: Sequence[Mapping[str, Any]]) -> str:
+    """One row per paired comparison: exact match and judge differences and each seed's."""
+    def fmt(i: Mapping[str, Any]) -> str:
+        return f"{i['mean']:+.1f} [{i['low']:+.1f}, {i['high']:+.1f}]"
+
+    return markdown_table(["comparison", "exact match points (95 % CI)", "judge (95 % CI)", "per seed (exact match)"],
+                          [[f"{SHORT[b['a']]} - {SHORT[b['b']]}", fmt(b["exact_match"]), fmt(b["judge"]),
+                            ", ".join(f"{s['mean']:+.1f}" for s in b["per_seed"])] for b in blocks])
 
 
 def main_rows(ev: Evidence, labels: Mapping[str, str], seeds: Sequence[int] | None = None) -> tuple[list, dict]:
@@ -264,14 +289,16 @@ def ablation_block(ev: Evidence, seeds: Sequence[int]) -> tuple[str, dict[str, A
                           rows), figures
 
 
-def stage_ratio(seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]]) -> float | None:
-    """(q0 snapshot + warmup + DPO) / (warmup + SeqKD's D steps): each method's cost per seed,
-    from the trainers' own runtimes (start-ups excluded) and the snapshot's wall time."""
-    warmup, dpo, seqkd = (runtimes.get(k) or [] for k in ("warmup", "dpo", "seqkd"))  # seqkd: seeds it ran alone
-    if not (warmup and dpo and seqkd):
+def stage_ratio(seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]],
+                settings: MiniatureSettings) -> float | None:
+    """(q0 snapshot + warmup + DPO) / SeqKD: each method's cost per seed, from the trainers' own
+    runtimes (start-ups excluded) and the snapshot's wall time. The warmup is the SFT run's first
+    W of its W + D steps (same rows per step), so W / (W + D) of its runtime."""
+    sft, dpo = (runtimes.get(k) or [] for k in ("sft", "dpo"))  # dpo: the seeds where it ran alone
+    if not (sft and dpo):
         return None
-    w, d, s = (float(np.mean(v)) for v in (warmup, dpo, seqkd))
-    return (seconds.get("q0 snapshot", 0.0) + w + d) / (w + s)
+    s, d = float(np.mean(sft)), float(np.mean(dpo))
+    return (seconds.get("q0 snapshot", 0.0) + s * settings.warmup_steps / settings.total_steps + d) / s
 
 
 def _representation_table(analysis_file: Path) -> str:
@@ -317,20 +344,21 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
     `wall_seconds`: the run's own wall time (stages may overlap)."""
     out = settings.out_dir
     ev = Evidence(files["test"], matches, answers, judge_prompt_scores(out / "eval" / "judge", list(matches)))
-    head = headline_block(ev)
+    blocks = [headline_block(ev, a, b) for a, b in COMPARISONS]
+    head = blocks[0]
     main, main_figs = main_rows(ev, MAIN)
     teacher_tokens = teacher_token_counts(settings.model_dir, ev)
     text_figs = text_figures(ev, teacher_tokens)
     logp_figs = logp_figures(ev, mechanism)
     move_figs = movement_figures(ev)
     ablation, ablation_figs = (ablation_block(ev, settings.ablation_seeds) if settings.ablation else ("(not run)", {}))
-    ratio = stage_ratio(seconds, runtimes)
+    ratio = stage_ratio(seconds, runtimes, settings)
     n_mech = len({r["prompt_id"] for rows in mechanism["models"].values() for r in rows}) // 2
     summary = {
         "settings": settings.to_dict(), "stage_seconds": dict(seconds), "total_seconds": sum(seconds.values()),
         "wall_seconds": wall_seconds,
         "trainer_runtimes": dict(runtimes), "ratio_snapshot_soda_over_seqkd": ratio,
-        "headline": head, "main": main_figs, "text_metrics": text_figs, "mechanism": logp_figs,
+        "headline": head, "comparisons": blocks, "main": main_figs, "text_metrics": text_figs, "mechanism": logp_figs,
         "movement": move_figs, "ablation": ablation_figs, "test_prompt_ids": ev.prompt_ids,
         "n_test_prompts": len(ev.prompt_ids), "mechanism_prompts": n_mech,
         "judge_calls": judged.get("calls"), "judge_protocol": judged.get("protocol"),
@@ -338,17 +366,19 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     main_table = markdown_table(["model", "runs", "exact match % (95 % CI)", "judge score (95 % CI)"], main)
-    ratio_line = (f"(q0 snapshot + warmup + DPO) / (warmup + SeqKD's D steps), trainer time per seed: "
-                  f"**{ratio:.2f}** (goal <= {GOAL_RATIO})" if ratio is not None else
-                  "(q0 snapshot + warmup + DPO) / (warmup + SeqKD's D steps): not measured, SeqKD ran beside the "
-                  "ablation on every seed")
+    ratio_line = (f"(q0 snapshot + warmup + DPO) / SeqKD, trainer time per seed: "
+                  f"**{ratio:.2f}** (goal <= {GOAL_RATIO}; up to {settings.concurrent_runs} training runs at once, "
+                  f"each on its share of the cores, for both methods alike)" if ratio is not None else
+                  "(q0 snapshot + warmup + DPO) / SeqKD: not measured (no trainer runtime in the logs: "
+                  "every run was reused from an earlier invocation)")
     text = f"""# SODA in miniature: SmolLM2-135M-Instruct distilled from a program teacher
 
 Budget: **{settings.budget}**; seeds {list(settings.seeds)}; {settings.n_train} training,
 {settings.n_val} validation and {len(ev.prompt_ids)} held-out test prompts (disjoint, data seed {settings.data_seed}).
-Every model answered the same {len(ev.prompt_ids)} test prompts (checked). Steps: warmup W = {settings.warmup_steps}, then
-D = {settings.dpo_steps} steps of DPO (SODA) or of SFT (SeqKD) from the same warmup model q_w: both total
-{settings.total_steps} optimizer steps, and per seed the two runs are identical up to step W.
+Every model answered the same {len(ev.prompt_ids)} test prompts (checked). Steps: per seed, one SFT run on
+the teacher's answers from q0 for W + D = {settings.total_steps} steps on one schedule (no restart) is SeqKD;
+its save at step W = {settings.warmup_steps} is q_w, from which SODA spends the last D = {settings.dpo_steps} steps on DPO.
+Both total {settings.total_steps} optimizer steps, and per seed the two are one run up to step W.
 
 ## Headline: SODA - SeqKD (paired)
 
@@ -356,6 +386,10 @@ D = {settings.dpo_steps} steps of DPO (SODA) or of SFT (SeqKD) from the same war
 
 The interval resamples seeds and prompts with replacement, the same draw for both models
 (docs/miniature.md). A positive difference favours SODA.
+
+Each method against the warmup it shares (same seeds, same prompts):
+
+{comparison_table(blocks)}
 
 ## Base / q_w / SeqKD / SODA
 
@@ -415,8 +449,8 @@ model. The careless teacher answers at temperature {settings.hot_teacher_tempera
 
 {ratio_line}
 
-Trainer-internal runtimes (s, per seed): warmup {list(runtimes.get("warmup", []))}, DPO {list(runtimes.get("dpo", []))},
-SeqKD's D steps {list(runtimes.get("seqkd", []))}.
+Trainer-internal runtimes (s, per seed): SFT run (W + D steps) {list(runtimes.get("sft", []))}, SODA's DPO
+alone {list(runtimes.get("dpo", []))}.
 
 ## Machine
 
@@ -430,7 +464,8 @@ SeqKD's D steps {list(runtimes.get("seqkd", []))}.
 """
     atomic_write_text(out / "report.md", text)
     summary["report"] = str(out / "report.md")
-    summary["screen"] = "\n\n".join(["Headline: SODA - SeqKD (paired)\n" + headline_lines(head), main_table,
+    summary["screen"] = "\n\n".join(["Headline: SODA - SeqKD (paired)\n" + headline_lines(head), comparison_table(blocks),
+                                     main_table,
                                      logp_table(logp_figs, LABELS), text_table(text_figs, LABELS), ablation,
                                      timing_table(seconds, wall_seconds), ratio_line])
     return summary

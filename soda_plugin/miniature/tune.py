@@ -1,17 +1,25 @@
-"""Tuning the miniature on its validation split only (never the test prompts).
+"""Tuning the miniature on its validation split only (never the test prompts), with the same
+number of validation runs for each method.
 
-Each variant changes a few of SODA's knobs (warmup length, DPO steps, beta, learning
-rates, number of q0 negatives) and is trained on the same seeds as a SeqKD run with the
-same total optimizer steps and SFT learning rate; every model answers the validation
-prompts and is scored by exact match and by the judge, as in the main run. Shared work
-(teacher answers, snapshots, pairs, warmups, SeqKD runs, answers) is keyed by the settings
-that produce it, so variants reuse it and a killed sweep continues.
+Phase 1, SeqKD's knobs: each SFT variant (rate, schedule) is one SFT run from q0 of W + D
+steps; its end is a SeqKD model, answered on validation. The best by exact match is SeqKD's
+pick (ties: the earlier variant, the recipe first).
+
+Phase 2, SODA's knobs: each DPO variant (rate, beta, W/D split) starts from the picked SFT
+run's save at its step W (SODA's warmup is that run's first W steps, so SODA inherits the
+SFT values SeqKD chose) and spends the remaining steps on DPO. The best is SODA's pick.
+
+Both grids hold the same number of variants. Shared work (teacher answers, snapshot, pairs,
+runs, answers) is reused, so a killed sweep continues.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import dataclass, replace
+from functools import reduce
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,9 +28,9 @@ import yaml
 from ..format.fileio import atomic_write_text
 from ..judge.grid import headline
 from ..log import get_logger
-from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher,
-                       exact_match_by_prompt, judge_models, q0_name, seqkd_config, snapshot, soda_config, train_once,
-                       write_task_files)
+from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher, dpo_config,
+                       exact_match_by_prompt, judge_models, q0_name, sft_config, snapshot, train_concurrently,
+                       warmup_checkpoint, write_task_files)
 from .report import markdown_table
 from .settings import MiniatureSettings
 
@@ -30,33 +38,51 @@ LOG = get_logger(__name__)
 
 
 @dataclass(frozen=True)
-class Variant:
-    """SODA's knobs for one sweep point; None keeps the full mode's value."""
+class SftVariant:
+    """SeqKD's knobs for one sweep point (the one SFT run per seed); None keeps the recipe's value."""
+
+    name: str
+    sft_learning_rate: float | None = None
+    sft_scheduler: str | None = None
+
+    def apply(self, settings: MiniatureSettings) -> MiniatureSettings:
+        return replace(settings, **_knobs(self))
+
+
+@dataclass(frozen=True)
+class DpoVariant:
+    """SODA's knobs for one sweep point; None keeps the full budget's value. W + D stays the same."""
 
     name: str
     warmup_steps: int | None = None
-    dpo_steps: int | None = None
     beta: float | None = None
     dpo_learning_rate: float | None = None
-    warmup_learning_rate: float | None = None
-    negatives: int | None = None
 
     def apply(self, settings: MiniatureSettings) -> MiniatureSettings:
-        knobs = {k: v for k, v in vars(self).items() if k != "name" and v is not None}
+        knobs = _knobs(self)
+        if "warmup_steps" in knobs:
+            knobs["dpo_steps"] = settings.total_steps - knobs["warmup_steps"]
         return replace(settings, **knobs)
 
 
-# Each point changes one knob against the full budget's recipe values. SODA and its SeqKD
-# always start from the same warmup and spend the same D steps.
-GRID = (
-    Variant("recipe"),
-    Variant("dpo-lr-5e-6", dpo_learning_rate=5e-6),
-    Variant("dpo-lr-2e-5", dpo_learning_rate=2e-5),
-    Variant("beta-0.3", beta=0.3),
-    Variant("warmup-20-dpo-4", warmup_steps=20, dpo_steps=4),
-    Variant("warmup-12-dpo-12", warmup_steps=12, dpo_steps=12),
-    Variant("sft-lr-5e-5", warmup_learning_rate=5e-5),
-    Variant("sft-lr-2e-4", warmup_learning_rate=2e-4),
+def _knobs(variant: SftVariant | DpoVariant) -> dict[str, Any]:
+    return {k: v for k, v in vars(variant).items() if k != "name" and v is not None}
+
+
+# Four validation runs per method. SeqKD: its rate around the recipe's, and the schedule that
+# anneals to the end (cosine over W + D, still one run with no restart). SODA: its DPO rate,
+# beta, and the W/D split.
+SFT_GRID = (
+    SftVariant("recipe"),
+    SftVariant("sft-lr-5e-5", sft_learning_rate=5e-5),
+    SftVariant("sft-lr-2e-4", sft_learning_rate=2e-4),
+    SftVariant("sft-cosine", sft_scheduler="cosine"),
+)
+DPO_GRID = (
+    DpoVariant("recipe"),
+    DpoVariant("dpo-lr-2e-5", dpo_learning_rate=2e-5),
+    DpoVariant("beta-0.3", beta=0.3),
+    DpoVariant("warmup-12-dpo-12", warmup_steps=12),
 )
 
 
@@ -64,121 +90,139 @@ def _tag(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def warmup_key(s: MiniatureSettings) -> str:
-    return f"warmup-{s.warmup_steps}-lr{_tag(s.warmup_learning_rate or _recipe_warmup_lr())}"
+def describe(variant: SftVariant | DpoVariant) -> str:
+    return ", ".join(f"{k}={_tag(v)}" for k, v in _knobs(variant).items()) or "recipe values"
 
 
-def seqkd_key(s: MiniatureSettings) -> str:
-    """SeqKD continues the warmup for D SFT steps: one per (warmup, D)."""
-    return f"seqkd-{warmup_key(s)}-plus{s.dpo_steps}"
+def save_every(settings: MiniatureSettings, variants: Sequence[DpoVariant]) -> int:
+    """One checkpoint interval that lands on every W the DPO variants start from."""
+    return reduce(math.gcd, [v.apply(settings).warmup_steps for v in variants])
 
 
-def _recipe_warmup_lr() -> float:
-    return float(yaml.safe_load((RECIPES / "smollm2_cpu_soda.yml").read_text())["soda"]["warmup"]["learning_rate"])
+def prune_checkpoints(sft_dir: Path, keep: set[int]) -> None:
+    """Remove the SFT run's step saves no DPO variant starts from (each is a full model)."""
+    for folder in sft_dir.glob("checkpoint-*"):
+        if folder.name.split("-")[-1].isdigit() and int(folder.name.split("-")[-1]) not in keep:
+            shutil.rmtree(folder)
 
 
-def _exact_match(answers_dir: Path, prompts: Path) -> float:
-    by_prompt = exact_match_by_prompt(answers_dir, prompts)
-    return round(100.0 * sum(by_prompt.values()) / len(by_prompt), 1)
+def pick(names: Sequence[str], matches: Mapping[str, Mapping[str, bool]]) -> str:
+    """The run with the highest validation exact match; ties go to the earlier one."""
+    return max(names, key=lambda n: (sum(matches[n].values()), -names.index(n)))
 
 
-def run_sweep(settings: MiniatureSettings, variants: Sequence[Variant]) -> dict[str, Any]:
-    """Train and evaluate every variant (and its matched SeqKD) on the validation prompts."""
+def run_sweep(settings: MiniatureSettings, sft_variants: Sequence[SftVariant] = SFT_GRID,
+              dpo_variants: Sequence[DpoVariant] = DPO_GRID) -> dict[str, Any]:
+    """Both phases on the validation prompts (seed `settings.seeds[0]`); writes sweep.md and sweep.json."""
+    import os
+
     from ..smollm2 import convert_smollm2
     from .teacher_server import running_teacher
 
+    if len(sft_variants) != len(dpo_variants):
+        raise ValueError(f"tuning parity: {len(sft_variants)} SeqKD variants but {len(dpo_variants)} SODA variants")
     out, logs = settings.out_dir, settings.out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    import os
-
     os.environ.setdefault(KEY_ENV, "local-teacher-needs-no-key")
     clock = StageClock()
     recipe = yaml.safe_load((RECIPES / "smollm2_cpu_soda.yml").read_text())
     convert_smollm2(settings.model_dir)
     files = write_task_files(settings, out / "data")
     val = files["val"]
-    models: dict[str, Path] = {"base": settings.model_dir}
-    rows: dict[str, dict[str, list[str]]] = {}
-    answers: dict[str, Path] = {}
+    seed = settings.seeds[0]
+    every = save_every(settings, dpo_variants)
+    starts = {v.apply(settings).warmup_steps for v in dpo_variants}
     with running_teacher(logs / "teacher_server.log") as url:
         with clock.stage("teacher answers"):
             teacher = collect_teacher(url, files["train"], out / "data" / "teacher.jsonl", 0.0, files["test"],
                                       logs / "teacher.log")
-        pairs: dict[str, Path] = {}
-        for variant in variants:
-            s = variant.apply(settings)
-            for name, k in {"q0": 1, q0_name(s): s.negatives}.items():
-                if name not in pairs:
-                    with clock.stage("q0 snapshot"):
-                        snap = snapshot(s.model_dir, files["train"], out / "snapshots" / name, recipe["soda"]["snapshot"],
-                                        s, logs / f"snapshot_{name}.log", samples=k)
-                    pairs[name] = build_pairs(teacher, str(snap), out / "pairs" / name, logs / "pairs.log",
-                                              judge_url=url)  # the same filtered pairs as the pipeline
-            rows[variant.name] = {"soda": [], "seqkd": []}
-            for seed in s.seeds:
-                soda_name = f"{variant.name}/s{seed}"
-                seqkd_name = f"{seqkd_key(s)}/s{seed}"
-                with clock.stage("SODA train"):
-                    models[soda_name] = train_once(f"{variant.name}_s{seed}", soda_config(
-                        s, seed, pairs[q0_name(s)], pairs["q0"], out / "runs" / variant.name / f"seed{seed}",
-                        out / "runs" / warmup_key(s) / f"seed{seed}"), s)
-                with clock.stage("SeqKD train"):
-                    models[seqkd_name] = train_once(f"{seqkd_key(s)}_s{seed}", seqkd_config(
-                        s, seed, teacher, out / "runs" / seqkd_key(s) / f"seed{seed}",
-                        out / "runs" / warmup_key(s) / f"seed{seed}"), s)
-                rows[variant.name]["soda"].append(soda_name)
-                rows[variant.name]["seqkd"].append(seqkd_name)
-            with clock.stage("validation answers"):  # per variant, so a partial sweep can be read
-                answers.update(answer_prompts({n: m for n, m in models.items() if n not in answers}, val, settings))
-            LOG.info("sweep: %s exact match on validation: SODA %s, SeqKD %s", variant.name,
-                     [_exact_match(answers[n], val) for n in rows[variant.name]["soda"]],
-                     [_exact_match(answers[n], val) for n in rows[variant.name]["seqkd"]])
+        with clock.stage("q0 snapshot and pairs"):
+            snap = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
+                            recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log")
+            pairs = build_pairs(teacher, str(snap), out / "pairs" / q0_name(settings), logs / "pairs.log", judge_url=url)
+        sft_dirs = {v.name: out / "runs" / f"sft-{v.name}" / f"seed{seed}" for v in sft_variants}
+        with clock.stage("SeqKD: SFT runs"):  # two at a time, a core each: tuning reads no runtime
+            for batch in _batches(list(sft_variants), 2):
+                train_concurrently({f"sft-{v.name}_s{seed}": sft_config(v.apply(settings), seed, teacher, sft_dirs[v.name],
+                                                                        save_every=every) for v in batch}, settings)
+                for v in batch:
+                    prune_checkpoints(sft_dirs[v.name], starts)
+        models = {"base": settings.model_dir, **{f"seqkd.{v.name}": sft_dirs[v.name] for v in sft_variants}}
+        with clock.stage("validation answers"):
+            answers = answer_prompts(models, val, settings)
+        matches = {n: exact_match_by_prompt(p, val) for n, p in answers.items()}
+        chosen_sft = pick([f"seqkd.{v.name}" for v in sft_variants], matches).split(".", 1)[1]
+        LOG.info("sweep: SeqKD picks `%s` on validation", chosen_sft)
+        chosen_dir = sft_dirs[chosen_sft]
+        warmups = {f"qw.{w}": warmup_checkpoint(chosen_dir, w) for w in sorted(starts)}
+        dpo_dirs = {v.name: out / "runs" / f"soda-{v.name}-from-{chosen_sft}" / f"seed{seed}" for v in dpo_variants}
+        with clock.stage("SODA: DPO runs"):
+            for batch in _batches(list(dpo_variants), 2):
+                train_concurrently({f"soda-{v.name}-from-{chosen_sft}_s{seed}": dpo_config(
+                    v.apply(settings), seed, pairs, dpo_dirs[v.name],
+                    warmup_checkpoint(chosen_dir, v.apply(settings).warmup_steps)) for v in batch}, settings)
+        more = {**warmups, **{f"soda.{v.name}": dpo_dirs[v.name] for v in dpo_variants}}
+        with clock.stage("validation answers"):
+            answers.update(answer_prompts(more, val, settings))
+        matches.update({n: exact_match_by_prompt(answers[n], val) for n in more})
+        chosen_dpo = pick([f"soda.{v.name}" for v in dpo_variants], matches).split(".", 1)[1]
         with clock.stage("judge"):
-            judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, val, url, settings)
-    matches = {name: exact_match_by_prompt(path, val) for name, path in answers.items()}
-    return write_sweep_report(settings, variants, rows, matches, judged, clock.seconds)
+            judged = judge_models({n: p for n, p in answers.items()}, val, url, settings)
+    return write_sweep_report(settings, sft_variants, dpo_variants, chosen_sft, chosen_dpo, matches, judged,
+                              clock.seconds)
 
 
-def write_sweep_report(settings: MiniatureSettings, variants: Sequence[Variant], rows: Mapping[str, Mapping[str, list[str]]],
+def _batches(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def write_sweep_report(settings: MiniatureSettings, sft_variants: Sequence[SftVariant],
+                       dpo_variants: Sequence[DpoVariant], chosen_sft: str, chosen_dpo: str,
                        matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any],
                        seconds: Mapping[str, float]) -> dict[str, Any]:
-    """sweep.md / sweep.json: per variant, SODA and its SeqKD on validation, and SODA - SeqKD paired."""
+    """sweep.md / sweep.json: one table with both methods' runs on validation, the picks, and
+    picked SODA - picked SeqKD paired over prompts."""
+    import numpy as np
+
     from . import stats
     from .summary import rate_interval
 
     judge = {r["model"]: headline(r)["score"] for r in judged["results"]}
     prompt_ids = list(matches["base"])
 
-    def exact(names: Sequence[str]):
-        import numpy as np
+    def exact(name: str) -> np.ndarray:
+        return np.array([[float(matches[name][pid]) for pid in prompt_ids]])
 
-        return np.array([[float(matches[n][pid]) for pid in prompt_ids] for n in names])
-
-    def rate(names: Sequence[str]) -> stats.Interval:
-        return rate_interval(exact(names))
-
-    base = rate(["base"])
-    results: dict[str, Any] = {"base": {"exact_match": base.to_dict(), "judge": judge["base"]}}
-    table = []
-    for variant in variants:
-        soda, seqkd = rows[variant.name]["soda"], rows[variant.name]["seqkd"]
-        delta = stats.paired_difference(exact(soda), exact(seqkd))
-        figures = {"soda": rate(soda), "seqkd": rate(seqkd)}
-        results[variant.name] = {"variant": vars(variant), "soda_minus_seqkd": delta.to_dict(),
-                                 **{k: {"exact_match": v.to_dict(),
-                                        "judge_per_seed": [judge[n.replace("/", "_")] for n in rows[variant.name][k]]}
-                                    for k, v in figures.items()}}
-        changes = ", ".join(f"{k}={_tag(v)}" for k, v in vars(variant).items() if k != "name" and v is not None)
-        table.append([variant.name, changes or "recipe values", figures["soda"].format(), figures["seqkd"].format(),
-                      f"{delta.mean:+.1f} [{delta.low:+.1f}, {delta.high:+.1f}]"])
-    text = (f"# Validation sweep ({len(prompt_ids)} validation prompts; seeds {list(settings.seeds)})\n\n"
-            f"Base: exact match {base.format()} %, judge {judge['base']:.1f}.\n\n"
-            + markdown_table(["variant", "changes", "SODA exact match %", "SeqKD (same warmup, same steps) exact match %",
-                              "SODA - SeqKD (paired)"], table)
-            + "\n\nJudge scores and per-seed values: sweep.json. The test prompts were not used.\n")
+    rows, results = [], {}
+    for method, prefix, variants, chosen in (("SeqKD", "seqkd", sft_variants, chosen_sft),
+                                             ("SODA", "soda", dpo_variants, chosen_dpo)):
+        for v in variants:
+            name = f"{prefix}.{v.name}"
+            em = rate_interval(exact(name))
+            results[name] = {"method": method, "variant": vars(v), "exact_match": em.to_dict(), "judge": judge[name],
+                             "chosen": v.name == chosen}
+            start = f"from SeqKD's `{chosen_sft}` run; " if prefix == "soda" else ""
+            rows.append([method, v.name, start + describe(v), em.format(), f"{judge[name]:.1f}",
+                         "**picked**" if v.name == chosen else ""])
+    for name in sorted(n for n in matches if n.startswith("qw.")):
+        em = rate_interval(exact(name))
+        results[name] = {"method": "q_w", "exact_match": em.to_dict(), "judge": judge[name]}
+        rows.append(["q_w", f"step {name.split(".", 1)[1]}", f"SeqKD's `{chosen_sft}` run at that step", em.format(),
+                     f"{judge[name]:.1f}", "reference"])
+    base = rate_interval(exact("base"))
+    rows.append(["Base", "q0", "untrained", base.format(), f"{judge['base']:.1f}", "reference"])
+    delta = stats.paired_difference(exact(f"soda.{chosen_dpo}"), exact(f"seqkd.{chosen_sft}"))
+    text = (f"# Validation sweep ({len(prompt_ids)} validation prompts; seed {settings.seeds[0]}; "
+            f"W + D = {settings.total_steps} steps)\n\n"
+            f"{len(sft_variants)} validation runs for SeqKD's knobs, {len(dpo_variants)} for SODA's.\n\n"
+            + markdown_table(["method", "variant", "knobs", "exact match % (95 % CI)", "judge", ""], rows)
+            + f"\n\nPicked SODA - picked SeqKD on validation (paired over prompts): "
+              f"{delta.mean:+.1f} [{delta.low:+.1f}, {delta.high:+.1f}] points.\n"
+              "The test prompts were not used.\n")
     out = settings.out_dir
-    summary = {"settings": settings.to_dict(), "results": results, "stage_seconds": dict(seconds),
-               "split": "val", "n_prompts": len(prompt_ids)}
+    summary = {"settings": settings.to_dict(), "results": results, "chosen": {"seqkd": chosen_sft, "soda": chosen_dpo},
+               "picked_soda_minus_seqkd": delta.to_dict(), "stage_seconds": dict(seconds), "split": "val",
+               "n_prompts": len(prompt_ids)}
     atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "sweep.md", text)
     return {"table": text, "report": str(out / "sweep.md"), **summary}

@@ -136,6 +136,10 @@ class WarmupConfig(_StrictBlock):
     max_steps: int | None = Field(default=None, json_schema_extra={"description": "Warmup optimizer steps cap."})
     lr_scheduler: str | None = Field(default=None, json_schema_extra={"description": "Warmup LR scheduler."})
     warmup_ratio: float | None = Field(default=None, json_schema_extra={"description": "LR warmup ratio of the warmup stage."})
+    warmup_steps: int | None = Field(
+        default=None, ge=0,
+        json_schema_extra={"description": "LR warmup steps of the warmup stage (replaces the recipe's `warmup_ratio`)."},
+    )
     micro_batch_size: int | None = Field(default=None, json_schema_extra={"description": "Warmup micro batch size."})
     pad_to_multiple_of: int | None = Field(
         default=None,
@@ -163,6 +167,11 @@ class WarmupConfig(_StrictBlock):
             # The recipe's `save_steps` is the DPO stage's; Axolotl refuses it beside any other
             # strategy (axolotl/utils/schemas/validation.py:534-541, `check_saves`).
             values["save_steps"] = None
+        # Axolotl refuses `warmup_steps` beside `warmup_ratio`: the block's one replaces the recipe's other.
+        if "warmup_steps" in values:
+            values.setdefault("warmup_ratio", None)
+        elif "warmup_ratio" in values:
+            values["warmup_steps"] = None
         return values
 
 

@@ -36,23 +36,83 @@ def test_every_stage_produced_what_the_next_needs(quick_run):
     assert len(teacher) == n_train and all(row["teacher_response"] and not row["flags"] for row in teacher)
     _assert_pair_counts_add_up(out, n_train)
     runs = out / "runs" / "seed0"
-    for run in ("warmup", "soda", "seqkd", "soda_sibling", "soda_degraded"):
+    for run in ("sft", "soda", "soda_sibling", "soda_degraded"):
         assert (runs / run / "model.safetensors").is_file(), run
-    marker = json.loads((runs / "warmup" / "soda_stage.json").read_text())
-    assert marker["stage"] == "warmup"
-    # SeqKD is a branch of SODA's warmup: it starts from q_w and trains as many steps as SODA's DPO.
-    seqkd_cfg = yaml.safe_load((out / "configs" / "seqkd_s0.yml").read_text())
-    assert seqkd_cfg["base_model"] == str(runs / "warmup")
     settings = summary["settings"]
-    # Equal optimizer steps: the chain's log holds the warmup's and the DPO stage's, SeqKD's its own.
-    assert _logged_steps(out / "logs" / "train_soda_s0.log") == settings["warmup_steps"] + settings["dpo_steps"]
-    assert _logged_steps(out / "logs" / "train_seqkd_s0.log") == settings["dpo_steps"]
+    w, d = settings["warmup_steps"], settings["dpo_steps"]
+    assert (runs / "sft" / f"checkpoint-{w}" / "model.safetensors").is_file()
+    # Equal optimizer steps: SeqKD is the SFT run's W + D steps, SODA its first W then D of DPO.
+    assert _logged_steps(out / "logs" / "train_sft_s0.log") == w + d
+    for run in ("soda", "soda_sibling", "soda_degraded"):
+        assert _logged_steps(out / "logs" / f"train_{run}_s0.log") == d, run
+
+
+def test_no_baseline_run_restarts_its_schedule(quick_run):
+    """Every SFT run (SeqKD, whose first W steps are SODA's warmup) starts from the untrained
+    student, and its first step runs at or below its schedule's first rate, from the logs."""
+    out, _, summary = quick_run
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in (out / "configs").glob("*.yml")}
+    sft_runs = {name: cfg for name, cfg in configs.items() if not cfg.get("rl")}
+    assert set(sft_runs) == {f"sft_s{seed}" for seed in summary["settings"]["seeds"]}
+    for name, cfg in sft_runs.items():
+        assert cfg["base_model"] == summary["settings"]["model_dir"], name  # never another run's weights
+        rates = _logged_rates(out / "logs" / f"train_{name}.log")
+        warm, peak = cfg["warmup_steps"], float(cfg["learning_rate"])
+        assert len(rates) == cfg["max_steps"] and warm >= 1, name
+        assert rates[0] <= peak / warm * (1 + 1e-6), (name, rates)  # the schedule's first rate, not the peak
+        assert max(rates) <= peak * (1 + 1e-6), (name, rates)
+        # After its warm-up the rate never rises again: nothing restarts inside the run either.
+        assert all(later <= earlier * (1 + 1e-6) for earlier, later in zip(rates[warm:], rates[warm + 1:])), rates
+
+
+def test_soda_and_seqkd_share_the_step_w_model(quick_run, tmp_path):
+    """SODA's DPO runs start from the SFT run's step-W save (checksums), and that save is what
+    W steps of SFT alone give: a fresh run of the same config stopped at W has the same tensors."""
+    out, _, summary = quick_run
+    from safetensors.torch import load_file
+
+    w = summary["settings"]["warmup_steps"]
+    sft_cfg = yaml.safe_load((out / "configs" / "sft_s0.yml").read_text())
+    step_w = Path(sft_cfg["output_dir"]) / f"checkpoint-{w}" / "model.safetensors"
+    for run in ("soda_s0", "soda_sibling_s0", "soda_degraded_s0"):
+        dpo_cfg = yaml.safe_load((out / "configs" / f"{run}.yml").read_text())
+        assert _sha256(Path(dpo_cfg["base_model"]) / "model.safetensors") == _sha256(step_w), run
+    seqkd = load_file(str(Path(sft_cfg["output_dir"]) / "model.safetensors"))
+    shared = load_file(str(step_w))
+    assert any(not (seqkd[k] == shared[k]).all() for k in shared)  # SeqKD went on past step W
+    alone = dict(sft_cfg, max_steps=w, output_dir=str(tmp_path / "alone"), save_strategy="no",
+                 dataset_prepared_path=str(tmp_path / "prepared"))
+    alone.pop("save_steps")
+    config = tmp_path / "alone.yml"
+    config.write_text(yaml.safe_dump(alone))
+    from soda_plugin.miniature.pipeline import axolotl_train_command, offline_env
+
+    # The same thread count as the run (CPU reductions are split by thread), from its log's command line.
+    env = {k: v for k, v in offline_env().items() if k != "OMP_NUM_THREADS"}
+    threads = re.findall(r"^\$ OMP_NUM_THREADS=(\d+) ", (out / "logs" / "train_sft_s0.log").read_text(), re.M)
+    if threads:
+        env["OMP_NUM_THREADS"] = threads[-1]
+    proc = subprocess.run(axolotl_train_command(config), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    retrained = load_file(str(tmp_path / "alone" / "model.safetensors"))
+    assert retrained.keys() == shared.keys() and all((retrained[k] == shared[k]).all() for k in shared)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _logged_rates(log: Path) -> list[float]:
+    """The learning rate of each optimizer step, as the trainer logged it (`logging_steps: 1`)."""
+    return [float(m) for m in re.findall(r"\{'loss': [^}]*'learning_rate': '([0-9.e+-]+)'", log.read_text(errors="replace"))]
 
 
 def _logged_steps(log: Path) -> int:
     """Optimizer steps in an `axolotl train` log: the recipes log every step (`logging_steps: 1`),
-    and each step's metrics dict starts with its loss. No checkpoint is saved (`save_strategy: no`),
-    so no trainer_state.json is left to read."""
+    and each step's metrics dict starts with its loss (the DPO runs save no trainer_state.json)."""
     return len(re.findall(r"\{'loss': '[0-9.e+-]+'", log.read_text(errors="replace")))
 
 
@@ -122,8 +182,14 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
     assert [m["name"] for m in analysis["models"]] == ["base", "seqkd", "soda"]
     assert all(0 <= c <= 1.0001 for m in analysis["models"] for c in m["cka_by_layer"])
     assert (out / "analysis" / "cka_by_layer.png").read_bytes()[:4] == b"\x89PNG"
-    # Quick mode's one SeqKD run shares the cores with the ablation, so no cost ratio is claimed.
-    assert summary["ratio_snapshot_soda_over_seqkd"] is None and "not measured" in report
+    # The cost ratio reads both methods' trainer runtimes from their own logs.
+    ratio = summary["ratio_snapshot_soda_over_seqkd"]
+    assert ratio is not None and ratio > 0 and f"**{ratio:.2f}**" in report
+    assert len(summary["trainer_runtimes"]["sft"]) == len(summary["trainer_runtimes"]["dpo"]) == 1
+    # SODA - SeqKD, SODA - q_w and SeqKD - q_w, each paired over the same seeds and prompts.
+    assert [(b["a"], b["b"]) for b in summary["comparisons"]] == [("soda", "seqkd"), ("soda", "qw"), ("seqkd", "qw")]
+    assert all(len(b["per_seed"]) == 1 and b["exact_match"]["n_prompts"] == summary["n_test_prompts"]
+               for b in summary["comparisons"])
     assert "SODA - SeqKD" in stdout and "exact match" in stdout
 
 

@@ -113,3 +113,38 @@ def test_not_in_a_thread_the_stage_runs_first_and_none_runs_nothing(tmp_path):
     with stage_beside("nothing", clock, None) as nothing:
         pass
     assert nothing.result() is None and "nothing" not in clock.seconds
+
+
+def test_answer_passes_split_the_models_by_weight_and_keep_their_order():
+    from soda_plugin.miniature.pipeline import balanced_groups
+
+    names = ["base", "qw/s0", "seqkd/s0", "soda/s0", "qw/s1", "seqkd/s1", "soda/s1"]
+    groups = balanced_groups(names, 2, weight=lambda n: 3 if n == "base" else 1)
+    assert sorted(n for g in groups for n in g) == sorted(names) and len(groups) == 2
+    assert sorted(len(g) for g in groups) == [3, 4] and ["base"] in [g[:1] for g in groups]
+    assert all(g == sorted(g, key=names.index) for g in groups)
+    assert balanced_groups(["base"], 2, weight=lambda n: 1) == [["base"]]
+
+
+def test_dpo_runs_start_from_their_own_seeds_step_w_save_in_groups(tmp_path, monkeypatch):
+    import soda_plugin.miniature.pipeline as pipeline
+    from soda_plugin.miniature.settings import mode_settings
+
+    settings = mode_settings(False, tmp_path / "run", seeds=(0, 1, 2))
+    batches = []
+    monkeypatch.setattr(pipeline, "train_concurrently", lambda runs, s: batches.append(dict(runs)) or {
+        name: pipeline.Path(cfg["output_dir"]) for name, cfg in runs.items()})
+    models, runtimes = {}, {"sft": [], "dpo": []}
+    pipeline.train_sft(settings, settings.seeds, tmp_path / "teacher.jsonl", models, runtimes, pipeline.StageClock())
+    pairs = {name: tmp_path / name for name in ("q0", "sibling", "degraded")}
+    pipeline.train_dpo(settings, pairs, models, runtimes, pipeline.StageClock())
+    assert list(batches[0]) == ["sft_s0", "sft_s1", "sft_s2"]
+    assert [list(b) for b in batches[1:]] == [["soda_s0", "soda_sibling_s0"], ["soda_degraded_s0", "soda_s1"],
+                                              ["soda_s2"]]
+    for batch in batches[1:]:
+        for name, cfg in batch.items():
+            seed = cfg["seed"]
+            assert cfg["base_model"] == str(tmp_path / "run" / "runs" / f"seed{seed}" / "sft" / "checkpoint-16"), name
+            assert models[f"qw/s{seed}"] == pipeline.Path(cfg["base_model"])
+    assert models["seqkd/s1"] == tmp_path / "run" / "runs" / "seed1" / "sft"
+    assert models["soda-sibling/s0"] == tmp_path / "run" / "runs" / "seed0" / "soda_sibling"

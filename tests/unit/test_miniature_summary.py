@@ -2,6 +2,7 @@
 SODA - SeqKD is paired, and nothing missing is silently dropped."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,7 +101,10 @@ def test_logp_figures_are_relative_to_the_same_seeds_warmup(test_file):
 
 
 def test_stage_ratio_reads_trainer_runtimes():
-    assert summary.stage_ratio({"q0 snapshot": 10.0}, {"warmup": [20.0, 20.0], "dpo": [30.0, 30.0],
-                                                         "seqkd": [20.0, 20.0]}) == pytest.approx(1.5)
-    assert summary.stage_ratio({}, {"warmup": [1.0], "dpo": [], "seqkd": [1.0]}) is None
-    assert np.isfinite(summary.stage_ratio({}, {"warmup": [1.0], "dpo": [1.0], "seqkd": [1.0]}))
+    from soda_plugin.miniature.settings import mode_settings
+
+    full = mode_settings(False, Path("/tmp/unused"))  # W 16 + D 8: the warmup is 2/3 of the SFT run
+    assert summary.stage_ratio({"q0 snapshot": 10.0}, {"sft": [30.0, 30.0], "dpo": [20.0, 20.0]},
+                               full) == pytest.approx((10.0 + 20.0 + 20.0) / 30.0)
+    assert summary.stage_ratio({}, {"sft": [1.0], "dpo": []}, full) is None
+    assert np.isfinite(summary.stage_ratio({}, {"sft": [1.0], "dpo": [1.0]}, full))

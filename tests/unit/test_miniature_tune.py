@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from soda_plugin.miniature.pipeline import q0_name, seqkd_config, soda_config
+from soda_plugin.miniature.pipeline import dpo_config, q0_name, sft_config, warmup_checkpoint
 from soda_plugin.miniature.settings import mode_settings
-from soda_plugin.miniature.tune import GRID, Variant, seqkd_key, warmup_key, write_sweep_report
+from soda_plugin.miniature.tune import (DPO_GRID, SFT_GRID, DpoVariant, SftVariant, pick, prune_checkpoints,
+                                        save_every, write_sweep_report)
 
 
 @pytest.fixture
@@ -16,64 +17,79 @@ def full(tmp_path):
     return mode_settings(False, tmp_path / "tune", seeds=(0, 1), ablation=False)
 
 
-def test_budgets_have_enough_test_prompts_and_ablate_where_they_say(tmp_path):
+def test_budgets_have_enough_test_prompts_and_seeds(tmp_path):
     from soda_plugin.miniature.settings import budget_settings
 
     full = mode_settings(False, tmp_path)
-    assert full.budget == "full" and full.seeds == (0, 1) and full.ablation_seeds == (0,)
+    assert full.budget == "full" and len(full.seeds) >= 4 and full.ablation_seeds == (0,)
     assert full.n_test >= 200 and full.n_val >= 200 and full.total_steps == full.warmup_steps + full.dpo_steps
     assert mode_settings(False, tmp_path, ablation_seeds=(1,)).ablation_seeds == (1,)
     with pytest.raises(ValueError, match="not training seeds"):
         mode_settings(False, tmp_path, ablation_seeds=(7,))
     long = budget_settings("long", tmp_path)
-    assert long.ablation_seeds == long.seeds and len(long.seeds) > len(full.seeds) and long.total_steps > full.total_steps
+    assert long.ablation_seeds == long.seeds and len(long.seeds) >= 6 and long.total_steps > full.total_steps
     assert mode_settings(True, tmp_path).quick and budget_settings("quick", tmp_path).n_test < full.n_test
     with pytest.raises(ValueError, match="unknown budget"):
         budget_settings("huge", tmp_path)
 
 
-def test_variant_knobs_reach_the_soda_and_seqkd_configs(full, tmp_path):
-    variant = Variant("v", warmup_steps=6, dpo_steps=12, beta=0.5, dpo_learning_rate=5e-5, warmup_learning_rate=1e-4)
-    settings = variant.apply(full)
-    soda = soda_config(settings, 1, tmp_path / "pairs", tmp_path / "pairs", tmp_path / "soda", tmp_path / "warmup")
-    assert soda["trl"]["beta"] == 0.5 and soda["learning_rate"] == 5e-5 and soda["max_steps"] == 12
-    assert soda["soda"]["warmup"]["learning_rate"] == 1e-4 and soda["soda"]["warmup"]["max_steps"] == 6
-    seqkd = seqkd_config(settings, 1, tmp_path / "teacher.jsonl", tmp_path / "seqkd", tmp_path / "warmup")
-    # SeqKD continues SODA's warmup for SODA's D DPO steps: the same W + D steps in all.
-    assert seqkd["base_model"] == str(tmp_path / "warmup") == soda["soda"]["warmup"]["output_dir"]
-    assert seqkd["learning_rate"] == 1e-4 and seqkd["max_steps"] == soda["max_steps"] == 12 and seqkd["seed"] == 1
-    recipe = soda_config(full, 1, tmp_path / "p", tmp_path / "p", tmp_path / "s", tmp_path / "w")
+def test_seqkd_is_one_sft_run_from_q0_and_soda_starts_from_its_step_w_save(full, tmp_path):
+    settings = SftVariant("v", sft_learning_rate=2e-4, sft_scheduler="cosine").apply(full)
+    sft = sft_config(settings, 1, tmp_path / "teacher.jsonl", tmp_path / "sft")
+    # From q0, W + D steps, one schedule, a model-only save at step W.
+    assert sft["base_model"] == str(full.model_dir) and sft["max_steps"] == full.total_steps and sft["seed"] == 1
+    assert sft["learning_rate"] == 2e-4 and sft["lr_scheduler"] == "cosine"
+    assert sft["save_strategy"] == "steps" and sft["save_steps"] == full.warmup_steps and sft["save_only_model"]
+    recipe_sft = sft_config(full, 1, tmp_path / "teacher.jsonl", tmp_path / "sft")
+    assert recipe_sft["lr_scheduler"] == "constant_with_warmup" and recipe_sft["warmup_steps"] >= 1
+    assert "warmup_ratio" not in recipe_sft  # a ratio of the run's length would move with D
+    qw = warmup_checkpoint(tmp_path / "sft", full.warmup_steps)
+    assert qw == tmp_path / "sft" / f"checkpoint-{full.warmup_steps}"
+    dpo = dpo_config(DpoVariant("d", beta=0.5, dpo_learning_rate=5e-5, warmup_steps=12).apply(full), 1,
+                     tmp_path / "pairs", tmp_path / "soda", qw)
+    assert dpo["base_model"] == str(qw) and "warmup" not in dpo["soda"] and dpo["rl"] == "dpo"
+    assert dpo["trl"]["beta"] == 0.5 and dpo["learning_rate"] == 5e-5 and dpo["max_steps"] == 12  # W 12 + D 12
+    recipe = dpo_config(full, 1, tmp_path / "p", tmp_path / "s", qw)
     assert recipe["trl"]["beta"] == 0.1 and recipe["learning_rate"] == 1e-5  # None keeps the recipe's values
 
 
-def test_shared_runs_are_keyed_by_what_makes_them(full):
-    recipe, dpo_only, longer = (v.apply(full) for v in (
-        Variant("a"), Variant("b", beta=0.5, dpo_learning_rate=1e-4), Variant("c", warmup_steps=18)))
-    assert warmup_key(recipe) == warmup_key(dpo_only) == "warmup-16-lr0.0001" != warmup_key(longer)
-    assert seqkd_key(recipe) == seqkd_key(dpo_only) == "seqkd-warmup-16-lr0.0001-plus8"
-    assert seqkd_key(longer) == "seqkd-warmup-18-lr0.0001-plus8"
-    for variant in GRID:  # every sweep point compares SODA with a SeqKD of the same total steps
-        s = variant.apply(full)
-        assert seqkd_key(s).startswith(f"seqkd-{warmup_key(s)}-plus{s.dpo_steps}")
-    assert q0_name(recipe) == "q0" and q0_name(Variant("n", negatives=2).apply(full)) == "q0x2"
-    assert len({v.name for v in GRID}) == len(GRID) and GRID[0].apply(full) == full
+def test_the_grids_give_both_methods_the_same_number_of_runs(full, tmp_path):
+    assert len(SFT_GRID) == len(DPO_GRID) >= 3
+    assert SFT_GRID[0].apply(full) == full and DPO_GRID[0].apply(full) == full
+    assert all(v.apply(full).total_steps == full.total_steps for v in DPO_GRID)
+    every = save_every(full, DPO_GRID)
+    assert all(v.apply(full).warmup_steps % every == 0 for v in DPO_GRID)
+    assert q0_name(full) == "q0"
+    sft = tmp_path / "sft"
+    for step in (4, 8, 12, 16, 20):
+        (sft / f"checkpoint-{step}").mkdir(parents=True)
+    prune_checkpoints(sft, {12, 16})
+    assert sorted(p.name for p in sft.iterdir()) == ["checkpoint-12", "checkpoint-16"]
+    with pytest.raises(ValueError, match="tuning parity"):
+        from soda_plugin.miniature.tune import run_sweep
+
+        run_sweep(full, SFT_GRID, DPO_GRID[:1])
 
 
-def test_sweep_report_puts_each_variant_beside_its_seqkd(full):
-    rows = {"recipe": {"soda": ["recipe/s0", "recipe/s1"], "seqkd": ["seqkd-a/s0", "seqkd-a/s1"]}}
-    matches = {"base": {"a": False, "b": False}, "recipe/s0": {"a": True, "b": False},
-               "recipe/s1": {"a": True, "b": True}, "seqkd-a/s0": {"a": False, "b": False},
-               "seqkd-a/s1": {"a": True, "b": False}}
-    judged = {"results": [{"model": n.replace("/", "_"), "score": s} for n, s in
-                          (("base", 10.0), ("recipe/s0", 30.0), ("recipe/s1", 40.0), ("seqkd-a/s0", 20.0),
-                           ("seqkd-a/s1", 20.0))]}
-    summary = write_sweep_report(full, [GRID[0]], rows, matches, judged, {"SODA train": 1.0})
-    result = summary["results"]["recipe"]
-    assert result["soda"]["exact_match"]["mean"] == 75.0 and result["seqkd"]["exact_match"]["mean"] == 25.0
-    assert result["soda_minus_seqkd"]["mean"] == 50.0
-    assert result["seqkd"]["judge_per_seed"] == [20.0, 20.0] and summary["results"]["base"]["exact_match"]["mean"] == 0.0
+def test_pick_takes_the_best_and_breaks_ties_towards_the_first():
+    matches = {"a": {"x": True, "y": False}, "b": {"x": True, "y": True}, "c": {"x": True, "y": True}}
+    assert pick(["a", "b", "c"], matches) == "b" and pick(["a"], matches) == "a"
+
+
+def test_sweep_report_puts_both_methods_in_one_table(full):
+    sft, dpo = [SFT_GRID[0], SFT_GRID[1]], [DPO_GRID[0], DPO_GRID[1]]
+    matches = {"base": {"a": False, "b": False}, "seqkd.recipe": {"a": True, "b": False},
+               "seqkd.sft-lr-5e-5": {"a": False, "b": False}, "soda.recipe": {"a": True, "b": True},
+               "soda.dpo-lr-2e-5": {"a": False, "b": True}, "qw.16": {"a": True, "b": False}}
+    judged = {"results": [{"model": n, "score": 10.0 * i} for i, n in enumerate(matches)]}
+    summary = write_sweep_report(full, sft, dpo, "recipe", "recipe", matches, judged, {"SFT runs": 1.0})
+    results = summary["results"]
+    assert results["seqkd.recipe"]["exact_match"]["mean"] == 50.0 and results["seqkd.recipe"]["chosen"]
+    assert results["soda.recipe"]["exact_match"]["mean"] == 100.0 and not results["soda.dpo-lr-2e-5"]["chosen"]
+    assert summary["picked_soda_minus_seqkd"]["mean"] == 50.0 and summary["chosen"] == {"seqkd": "recipe", "soda": "recipe"}
     text = Path(summary["report"]).read_text()
-    assert "| recipe | recipe values | 75.0 [" in text and "2 validation prompts" in text and "| +50.0 [" in text
+    assert "| SeqKD | recipe | recipe values | 50.0 [" in text and "| SODA | dpo-lr-2e-5 |" in text
+    assert "2 validation runs for SeqKD's knobs, 2 for SODA's" in text and "| q_w | step 16 |" in text
     assert (full.out_dir / "sweep.json").is_file()
 
 
@@ -103,15 +119,15 @@ def test_the_sweep_answers_and_judges_validation_prompts_only(full, monkeypatch)
     monkeypatch.setattr(tune, "collect_teacher", record("teacher", lambda url, prompts, out, *rest: out))
     monkeypatch.setattr(tune, "snapshot", record("snapshot", lambda model, prompts, out, *rest: out))
     monkeypatch.setattr(tune, "build_pairs", record("pairs", lambda teacher_file, snap, out, *rest: out))
-    monkeypatch.setattr(tune, "train_once", record("train", lambda name, cfg, s: Path(cfg["output_dir"])))
+    monkeypatch.setattr(tune, "train_concurrently", record(
+        "train", lambda runs, s: {n: Path(cfg["output_dir"]) for n, cfg in runs.items()}))
     monkeypatch.setattr(tune, "answer_prompts", record(
         "answer", lambda models, prompts, s: {n: s.out_dir / "eval" / "answers" / n.replace("/", "_") for n in models}))
     monkeypatch.setattr(tune, "judge_models", record("judge", {}))
     monkeypatch.setattr(tune, "exact_match_by_prompt", record("match", {}))
-    monkeypatch.setattr(tune, "_exact_match", lambda answers, prompts: 0.0)
     monkeypatch.setattr(tune, "write_sweep_report", lambda *args: {"table": "", "report": None})
 
-    tune.run_sweep(replace(full, seeds=(0,)), [GRID[0], GRID[1]])
+    tune.run_sweep(replace(full, seeds=(0,)), SFT_GRID[:2], DPO_GRID[:2])
     data = full.out_dir / "data"
     test_file, val_file = data / "test.jsonl", data / "val.jsonl"
     assert test_file.is_file() and val_file.is_file()
