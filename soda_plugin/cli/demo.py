@@ -11,7 +11,8 @@ list and plural questions with one line `Answer: <value>`) is served over the
 chat-completions API on 127.0.0.1. The project's tools then collect its answers, snapshot
 q0 = SmolLM2-135M-Instruct, build pairs, train per seed one SFT run
 of W + D steps from q0 (`recipes/smollm2_cpu_seqkd.yml`: its end is SeqKD, its step-W save is
-SODA's warmup q_w) and SODA's D DPO steps from q_w (`recipes/smollm2_cpu_soda.yml`), evaluate every model on held-out prompts (exact match, the
+SODA's warmup q_w) and SODA's D DPO steps from q_w (`recipes/smollm2_cpu_soda.yml`),
+evaluate every model on held-out prompts (exact match, the
 judge tool with the teacher as judge, log-probabilities of q0's answers), and analyse
 representations. Results: `<out>/report.md`. Re-running continues a killed run.
 """

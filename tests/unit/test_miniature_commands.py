@@ -144,7 +144,7 @@ def test_dpo_runs_start_from_their_own_seeds_step_w_save_in_groups(tmp_path, mon
     for batch in batches[1:]:
         for name, cfg in batch.items():
             seed = cfg["seed"]
-            assert cfg["base_model"] == str(tmp_path / "run" / "runs" / f"seed{seed}" / "sft" / "checkpoint-16"), name
+            assert cfg["base_model"] == str(tmp_path / "run" / "runs" / f"seed{seed}" / "sft" / f"checkpoint-{settings.warmup_steps}"), name
             assert models[f"qw/s{seed}"] == pipeline.Path(cfg["base_model"])
     assert models["seqkd/s1"] == tmp_path / "run" / "runs" / "seed1" / "sft"
     assert models["soda-sibling/s0"] == tmp_path / "run" / "runs" / "seed0" / "soda_sibling"

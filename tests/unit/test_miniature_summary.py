@@ -103,8 +103,9 @@ def test_logp_figures_are_relative_to_the_same_seeds_warmup(test_file):
 def test_stage_ratio_reads_trainer_runtimes():
     from soda_plugin.miniature.settings import mode_settings
 
-    full = mode_settings(False, Path("/tmp/unused"))  # W 16 + D 8: the warmup is 2/3 of the SFT run
+    full = mode_settings(False, Path("/tmp/unused"))
+    warmup_share = full.warmup_steps / full.total_steps  # the warmup is the SFT run's first W steps
     assert summary.stage_ratio({"q0 snapshot": 10.0}, {"sft": [30.0, 30.0], "dpo": [20.0, 20.0]},
-                               full) == pytest.approx((10.0 + 20.0 + 20.0) / 30.0)
+                               full) == pytest.approx((10.0 + 30.0 * warmup_share + 20.0) / 30.0)
     assert summary.stage_ratio({}, {"sft": [1.0], "dpo": []}, full) is None
     assert np.isfinite(summary.stage_ratio({}, {"sft": [1.0], "dpo": [1.0]}, full))

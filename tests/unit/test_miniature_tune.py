@@ -45,10 +45,11 @@ def test_seqkd_is_one_sft_run_from_q0_and_soda_starts_from_its_step_w_save(full,
     assert "warmup_ratio" not in recipe_sft  # a ratio of the run's length would move with D
     qw = warmup_checkpoint(tmp_path / "sft", full.warmup_steps)
     assert qw == tmp_path / "sft" / f"checkpoint-{full.warmup_steps}"
-    dpo = dpo_config(DpoVariant("d", beta=0.5, dpo_learning_rate=5e-5, warmup_steps=12).apply(full), 1,
+    dpo = dpo_config(DpoVariant("d", beta=0.5, dpo_learning_rate=5e-5, warmup_steps=16).apply(full), 1,
                      tmp_path / "pairs", tmp_path / "soda", qw)
     assert dpo["base_model"] == str(qw) and "warmup" not in dpo["soda"] and dpo["rl"] == "dpo"
-    assert dpo["trl"]["beta"] == 0.5 and dpo["learning_rate"] == 5e-5 and dpo["max_steps"] == 12  # W 12 + D 12
+    assert dpo["trl"]["beta"] == 0.5 and dpo["learning_rate"] == 5e-5
+    assert dpo["max_steps"] == full.total_steps - 16  # the W/D split moves, W + D does not
     recipe = dpo_config(full, 1, tmp_path / "p", tmp_path / "s", qw)
     assert recipe["trl"]["beta"] == 0.1 and recipe["learning_rate"] == 1e-5  # None keeps the recipe's values
 
@@ -79,8 +80,8 @@ def test_pick_takes_the_best_and_breaks_ties_towards_the_first():
 def test_sweep_report_puts_both_methods_in_one_table(full):
     sft, dpo = [SFT_GRID[0], SFT_GRID[1]], [DPO_GRID[0], DPO_GRID[1]]
     matches = {"base": {"a": False, "b": False}, "seqkd.recipe": {"a": True, "b": False},
-               "seqkd.sft-lr-5e-5": {"a": False, "b": False}, "soda.recipe": {"a": True, "b": True},
-               "soda.dpo-lr-2e-5": {"a": False, "b": True}, "qw.16": {"a": True, "b": False}}
+               f"seqkd.{SFT_GRID[1].name}": {"a": False, "b": False}, "soda.recipe": {"a": True, "b": True},
+               "soda.dpo-lr-2e-5": {"a": False, "b": True}, "qw.12": {"a": True, "b": False}}
     judged = {"results": [{"model": n, "score": 10.0 * i} for i, n in enumerate(matches)]}
     summary = write_sweep_report(full, sft, dpo, "recipe", "recipe", matches, judged, {"SFT runs": 1.0})
     results = summary["results"]
@@ -89,7 +90,7 @@ def test_sweep_report_puts_both_methods_in_one_table(full):
     assert summary["picked_soda_minus_seqkd"]["mean"] == 50.0 and summary["chosen"] == {"seqkd": "recipe", "soda": "recipe"}
     text = Path(summary["report"]).read_text()
     assert "| SeqKD | recipe | recipe values | 50.0 [" in text and "| SODA | dpo-lr-2e-5 |" in text
-    assert "2 validation runs for SeqKD's knobs, 2 for SODA's" in text and "| q_w | step 16 |" in text
+    assert "2 validation runs for SeqKD's knobs, 2 for SODA's" in text and "| q_w | step 12 |" in text
     assert (full.out_dir / "sweep.json").is_file()
 
 
