@@ -450,7 +450,7 @@ model. The careless teacher answers at temperature {settings.hot_teacher_tempera
 {ratio_line}
 
 Trainer-internal runtimes (s, per seed): SFT run (W + D steps) {list(runtimes.get("sft", []))}, SODA's DPO
-alone {list(runtimes.get("dpo", []))}.
+{list(runtimes.get("dpo", []))}.
 
 ## Machine
 
