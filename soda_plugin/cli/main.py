@@ -25,7 +25,7 @@ STAGES: dict[str, Stage] = {
     "judge": Stage("judge", "judge.py", "answer | score | table: the GPT-4o Score of trained students"),
     "analyze": Stage("analyze", "analyze.py", "representation analysis: CKA to the base model, activation statistics"),
     "share": Stage("share", "share.py", "publish a trained student to the Hub: model, card, recipe bundle"),
-    "demo": Stage("demo", "cpu_demo.py", "the whole pipeline in miniature on a CPU (--quick: one seed, ~10 min on 2 cores)"),
+    "demo": Stage("demo", "cpu_demo.py", "the whole pipeline in miniature on a CPU (docs/miniature.md; --quick: the CI-sized run)"),
 }
 
 

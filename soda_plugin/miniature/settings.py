@@ -73,8 +73,8 @@ class MiniatureSettings:
 
 def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
     if budget == "quick":
-        # CI: every stage on a few prompts, one seed, two small steps each, stages side by side (goal 6 min;
-        # 5.35 min measured on 2 cores, 6.2 with the one-time conversion: docs/miniature.md).
+        # CI: every stage on a few prompts, one seed, two small steps each, stages side by side and the
+        # three DPO runs at once (goal 6 min; docs/miniature.md has the measured time).
         return MiniatureSettings(out_dir=out_dir, budget="quick", seeds=(0,), n_train=24, n_val=12, n_test=24,
                                  warmup_steps=2, dpo_steps=2, ablation=True, ablation_seeds=(0,),
                                  analysis_prompts=6, mechanism_prompts=6, sft_rows_per_step=2, dpo_pairs_per_step=1,
