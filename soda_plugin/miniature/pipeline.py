@@ -162,6 +162,12 @@ def threads_beside_others() -> int | None:
     return max(1, (os.cpu_count() or 1) // 2) if any(b.running() for b in _running_beside) else None
 
 
+def threads_each_of(processes: int) -> int | None:
+    """Torch threads for each of `processes` run at once: an equal share of the cores; None (torch's
+    default, every core) for a process alone."""
+    return max(1, (os.cpu_count() or 1) // processes) if processes > 1 else None
+
+
 def offline_env() -> dict[str, str]:
     return dict(os.environ, AXOLOTL_DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                 TOKENIZERS_PARALLELISM="false")
@@ -347,8 +353,7 @@ def train_concurrently(runs: Mapping[str, dict[str, Any]], settings: MiniatureSe
         config_path.parent.mkdir(parents=True, exist_ok=True)
         config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         pending.append((axolotl_train_command(config_path), settings.out_dir / "logs" / f"train_{name}.log"))
-    share = max(1, (os.cpu_count() or 1) // len(pending)) if len(pending) > 1 else None  # alone: torch's default
-    run_commands_concurrently(pending, threads_each=share)
+    run_commands_concurrently(pending, threads_each=threads_each_of(len(pending)))
     return {name: Path(cfg["output_dir"]) for name, cfg in runs.items()}
 
 
@@ -372,8 +377,7 @@ def answer_prompts(models: Mapping[str, Path], prompts_file: Path, settings: Min
                   "--max-tokens", str(settings.eval_max_tokens), "--batch-size", str(GENERATION_BATCH),
                   "--no-progress"], settings.out_dir / "logs" / ("answers.log" if i == 0 else f"answers_{i}.log"))
                 for i, group in enumerate(groups)]
-    share = max(1, (os.cpu_count() or 1) // len(commands)) if len(commands) > 1 else None
-    run_commands_concurrently(commands, threads_each=share)
+    run_commands_concurrently(commands, threads_each=threads_each_of(len(commands)))
     return {name: root / folder for name, folder in folders.items()}
 
 
@@ -514,8 +518,7 @@ def score_mechanism(models: Mapping[str, Path], rows: list[dict[str, Any]], sett
                       "--rows", str(rows_file), "--out", str(part)],
                      settings.out_dir / "logs" / ("mechanism.log" if i == 0 else f"mechanism_{i}.log"))
                     for i, (group, part) in enumerate(zip(groups, parts)) if not part.is_file()]
-        share = max(1, (os.cpu_count() or 1) // len(groups)) if len(groups) > 1 else None
-        run_commands_concurrently(commands, threads_each=share)
+        run_commands_concurrently(commands, threads_each=threads_each_of(len(groups)))
         merged = [json.loads(part.read_text()) for part in parts]
         atomic_write_text(out, json.dumps({**merged[0], "models": {name: scored for part in merged
                                                                    for name, scored in part["models"].items()}}))
