@@ -208,7 +208,7 @@ def write_sweep_report(settings: MiniatureSettings, sft_variants: Sequence[SftVa
     for name in sorted(n for n in matches if n.startswith("qw.")):
         em = rate_interval(exact(name))
         results[name] = {"method": "q_w", "exact_match": em.to_dict(), "judge": judge[name]}
-        rows.append(["q_w", f"step {name.split(".", 1)[1]}", f"SeqKD's `{chosen_sft}` run at that step", em.format(),
+        rows.append(["q_w", f"step {name.split('.', 1)[1]}", f"SeqKD's `{chosen_sft}` run at that step", em.format(),
                      f"{judge[name]:.1f}", "reference"])
     base = rate_interval(exact("base"))
     rows.append(["Base", "q0", "untrained", base.format(), f"{judge['base']:.1f}", "reference"])
