@@ -588,7 +588,7 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
             first = settings.seeds[:settings.concurrent_runs]
             train_sft(settings, first, teacher, models, runtimes, clock)
         pairs.update(ablation.result() or {})
-        for group in _groups(settings.seeds[len(first):], settings.concurrent_runs):
+        for group in in_groups(settings.seeds[len(first):], settings.concurrent_runs):
             train_sft(settings, group, teacher, models, runtimes, clock)
         train_dpo(settings, pairs, models, runtimes, clock)
         with clock.stage("student answers"):
@@ -612,7 +612,8 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                         pair_filter_counts(pairs), wall_seconds=clock.wall_seconds())
 
 
-def _groups(items: Sequence[T], size: int) -> list[Sequence[T]]:
+def in_groups(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """`items` in consecutive groups of at most `size` (the runs started at once)."""
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -643,7 +644,7 @@ def train_dpo(settings: MiniatureSettings, pairs: Mapping[str, Path], models: di
                 settings, seed, pairs[source], settings.out_dir / "runs" / f"seed{seed}" / folder,
                 models[f"qw/s{seed}"]))
     with clock.stage("DPO runs (SODA, and the ablation's)"):
-        for group in _groups(list(runs), settings.concurrent_runs):
+        for group in in_groups(list(runs), settings.concurrent_runs):
             trained = train_concurrently({name: runs[name][1] for name in group}, settings)
             for name in group:
                 models[runs[name][0]] = trained[name]

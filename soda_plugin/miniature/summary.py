@@ -294,7 +294,7 @@ def stage_ratio(seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[fl
     """(q0 snapshot + warmup + DPO) / SeqKD: each method's cost per seed, from the trainers' own
     runtimes (start-ups excluded) and the snapshot's wall time. The warmup is the SFT run's first
     W of its W + D steps (same rows per step), so W / (W + D) of its runtime."""
-    sft, dpo = (runtimes.get(k) or [] for k in ("sft", "dpo"))  # dpo: the seeds where it ran alone
+    sft, dpo = (runtimes.get(k) or [] for k in ("sft", "dpo"))  # dpo: SODA's runs, not the ablation's
     if not (sft and dpo):
         return None
     s, d = float(np.mean(sft)), float(np.mean(dpo))

@@ -29,7 +29,7 @@ from ..format.fileio import atomic_write_text
 from ..judge.grid import headline
 from ..log import get_logger
 from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher, dpo_config,
-                       exact_match_by_prompt, judge_models, q0_name, sft_config, snapshot, train_concurrently,
+                       exact_match_by_prompt, in_groups, judge_models, q0_name, sft_config, snapshot, train_concurrently,
                        warmup_checkpoint, write_task_files)
 from .report import markdown_table
 from .settings import MiniatureSettings
@@ -142,8 +142,8 @@ def run_sweep(settings: MiniatureSettings, sft_variants: Sequence[SftVariant] = 
                             recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log")
             pairs = build_pairs(teacher, str(snap), out / "pairs" / q0_name(settings), logs / "pairs.log", judge_url=url)
         sft_dirs = {v.name: out / "runs" / f"sft-{v.name}" / f"seed{seed}" for v in sft_variants}
-        with clock.stage("SeqKD: SFT runs"):  # two at a time, a core each: tuning reads no runtime
-            for batch in _batches(list(sft_variants), 2):
+        with clock.stage("SeqKD: SFT runs"):  # `concurrent_runs` at a time: tuning reads no runtime
+            for batch in in_groups(sft_variants, settings.concurrent_runs):
                 train_concurrently({f"sft-{v.name}_s{seed}": sft_config(v.apply(settings), seed, teacher, sft_dirs[v.name],
                                                                         save_every=every) for v in batch}, settings)
                 for v in batch:
@@ -158,7 +158,7 @@ def run_sweep(settings: MiniatureSettings, sft_variants: Sequence[SftVariant] = 
         warmups = {f"qw.{w}": warmup_checkpoint(chosen_dir, w) for w in sorted(starts)}
         dpo_dirs = {v.name: out / "runs" / f"soda-{v.name}-from-{chosen_sft}" / f"seed{seed}" for v in dpo_variants}
         with clock.stage("SODA: DPO runs"):
-            for batch in _batches(list(dpo_variants), 2):
+            for batch in in_groups(dpo_variants, settings.concurrent_runs):
                 train_concurrently({f"soda-{v.name}-from-{chosen_sft}_s{seed}": dpo_config(
                     v.apply(settings), seed, pairs, dpo_dirs[v.name],
                     warmup_checkpoint(chosen_dir, v.apply(settings).warmup_steps)) for v in batch}, settings)
@@ -168,13 +168,9 @@ def run_sweep(settings: MiniatureSettings, sft_variants: Sequence[SftVariant] = 
         matches.update({n: exact_match_by_prompt(answers[n], val) for n in more})
         chosen_dpo = pick([f"soda.{v.name}" for v in dpo_variants], matches).split(".", 1)[1]
         with clock.stage("judge"):
-            judged = judge_models({n: p for n, p in answers.items()}, val, url, settings)
+            judged = judge_models(answers, val, url, settings)
     return write_sweep_report(settings, sft_variants, dpo_variants, chosen_sft, chosen_dpo, matches, judged,
                               clock.seconds)
-
-
-def _batches(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def write_sweep_report(settings: MiniatureSettings, sft_variants: Sequence[SftVariant],
