@@ -282,3 +282,21 @@ def test_dpo_training_args_carry_the_precompute_batch_size(recipe, tiny_model_di
     assert args.precompute_ref_log_probs is True and args.per_device_train_batch_size == 1
     assert args.precompute_ref_batch_size == raw["soda"]["precompute_ref_batch_size"] == 4
     assert args.max_grad_norm == GAD_GRAD_CLIP and args.gradient_accumulation_steps == 32
+
+
+def test_cpu_warmup_steps_replace_the_dpo_stages_warmup_ratio(tiny_model_dirs, fixtures, tmp_path):
+    """The CPU recipe's `soda.warmup` counts LR warm-up in steps while its DPO stage keeps a
+    ratio: the derived warmup config carries only the steps, and Axolotl accepts it."""
+    from soda_plugin.train.args import SodaConfig
+    from soda_plugin.train.stages import derive_warmup_config
+
+    raw = load_recipe(RECIPES_DIR / "smollm2_cpu_soda.yml")
+    raw.update(base_model=str(tiny_model_dirs["llama"]), output_dir=str(tmp_path / "out"),
+               dataset_prepared_path=str(tmp_path / "prepared"),
+               datasets=[{"path": str(fixtures["parquet"]), "ds_type": "parquet", "type": "soda"}])
+    assert raw["warmup_ratio"] and raw["soda"]["warmup"]["warmup_steps"]
+    warmup = derive_warmup_config(raw, SodaConfig.model_validate(raw["soda"]))
+    assert warmup["warmup_steps"] == raw["soda"]["warmup"]["warmup_steps"] and warmup["warmup_ratio"] is None
+    cfg = _load(warmup)
+    assert cfg.warmup_steps == raw["soda"]["warmup"]["warmup_steps"] and not cfg.warmup_ratio
+    assert cfg.lr_scheduler == "constant_with_warmup" and cfg.rl is None
