@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from .train.plugin import SODAPlugin
 
         return SODAPlugin
+    if name == "GADPlugin":
+        from .gad.plugin import GADPlugin
+
+        return GADPlugin
     if name == "soda":
         # The DPO loader resolves `type: soda_plugin.soda` as this attribute.
         from .train.dataset_type import default
@@ -21,4 +25,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'soda_plugin' has no attribute {name!r}")
 
 
-__all__ = ["SODAPlugin", "soda", "__version__"]
+__all__ = ["SODAPlugin", "GADPlugin", "soda", "__version__"]

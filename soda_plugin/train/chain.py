@@ -20,7 +20,7 @@ from pathlib import Path
 from ..log import get_logger
 from typing import Any, Iterator, Mapping
 
-from .args import SodaConfig, Stage
+from .args import OnWarmupChange, SodaConfig, Stage
 from .distributed import decide_on_main, on_main_only, on_main_then_barrier, place_model_on_cpu_without_accelerator
 from .merge import merge_warmup_adapter, merged_dir, uses_adapter
 from .release import log_memory_per_rank, release_stage
@@ -49,6 +49,17 @@ def _config_key(cfg: Mapping[str, Any]) -> str:
 def remember_raw_config(cfg: Mapping[str, Any]) -> None:
     raw = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     _RAW_CONFIGS[_config_key(cfg)] = copy.deepcopy(raw)
+
+
+def raw_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe as `SODAPlugin.register` (or `GADPlugin.register`) saw it, before validation."""
+    raw = _RAW_CONFIGS.get(_config_key(cfg))
+    if raw is None:
+        raise RuntimeError(
+            "soda: the recipe was not registered by the plugin's `register`; list the plugin under "
+            "`plugins:` and load the config with Axolotl's `load_cfg`."
+        )
+    return raw
 
 
 def soda_config(cfg: Mapping[str, Any]) -> SodaConfig | None:
@@ -135,8 +146,13 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
             with _second_deepspeed_setup(bool(warmup_cfg.get("deepspeed"))):
                 cfg = load_cfg(DictDefault(copy.deepcopy(dict(warmup_cfg))))
             place_model_on_cpu_without_accelerator(cfg)
-            clean_soda_datasets(cfg, need_student=False, policy=bad_row_policy(cfg))
-            dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+            if cfg.get("rl"):  # GAD's warmup is a GRPO run
+                from axolotl.common.datasets import load_preference_datasets
+
+                dataset_meta = load_preference_datasets(cfg=cfg, cli_args=TrainerCliArgs())
+            else:
+                clean_soda_datasets(cfg, need_student=False, policy=bad_row_policy(cfg))
+                dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
             with _keep_process_group():
                 model, tokenizer, trainer = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
             del model, tokenizer, dataset_meta
@@ -172,29 +188,29 @@ def point_at_warmup(cfg: Any, directory: str) -> None:
             cfg[key] = directory
 
 
-def _require_finished_warmup(directory: str, expected: Mapping[str, Any]) -> None:
+def require_finished_warmup(directory: str, expected: Mapping[str, Any], block: str = "soda") -> None:
     marker = read_marker(directory)
+    second = "dpo" if block == "soda" else "gad"
     if marker is None:
         raise FileNotFoundError(
-            f"`soda.stage: dpo` needs a finished warmup, but {marker_path(directory)} does not "
-            "exist. Run the warmup first (`soda.stage: warmup` or `chain`), or remove the "
-            "`soda.warmup` block and set `base_model` to your warmup model."
+            f"`{block}.stage: {second}` needs a finished warmup, but {marker_path(directory)} does not "
+            f"exist. Run the warmup first (`{block}.stage: warmup` or `chain`)"
+            + (", or remove the `soda.warmup` block and set `base_model` to your warmup model." if block == "soda" else ".")
         )
     if marker.get("config_hash") != config_hash(expected):
         LOG.warning(
             "soda: the warmup in %s was made by a config that differs from this recipe's "
-            "`soda.warmup`; using it anyway because `soda.stage: dpo`.", directory
+            "`%s.warmup`; using it anyway because `%s.stage: %s`.", directory, block, block, second
         )
 
 
-def _run_warmup_if_needed(warmup_cfg: dict[str, Any], soda: SodaConfig) -> str:
+def run_or_reuse_warmup(warmup_cfg: dict[str, Any], on_change: OnWarmupChange) -> str:
+    """Train the warmup unless a finished one with this config is in its folder; its folder."""
     from accelerate import PartialState
 
     PartialState()  # joins the process group of a multi-process launch, if any
     directory = warmup_cfg["output_dir"]
-    decision: WarmupDecision = decide_on_main(
-        lambda: decide_warmup(warmup_cfg, directory, soda.warmup.on_config_change)
-    )
+    decision: WarmupDecision = decide_on_main(lambda: decide_warmup(warmup_cfg, directory, on_change))
     LOG.info("soda: %s", decision.reason)
     if decision.run:
         LOG.info("soda: %s", describe_warmup_start(warmup_cfg, directory))
@@ -239,18 +255,12 @@ def prepare_dpo_stage(cfg: Any) -> None:
     soda = soda_config(cfg)
     if soda is None or soda.warmup is None or not is_dpo(cfg):
         return
-    raw = _RAW_CONFIGS.get(_config_key(cfg))
-    if raw is None:
-        raise RuntimeError(
-            "soda: the recipe was not registered by `SODAPlugin.register`; list "
-            "`soda_plugin.SODAPlugin` under `plugins:` and load the config with Axolotl's `load_cfg`."
-        )
-    warmup_cfg = derive_warmup_config(raw, soda)
+    warmup_cfg = derive_warmup_config(raw_config(cfg), soda)
     if soda.stage is Stage.DPO:
         directory = warmup_cfg["output_dir"]
-        _require_finished_warmup(directory, warmup_cfg)
+        require_finished_warmup(directory, warmup_cfg)
     else:
-        directory = _run_warmup_if_needed(warmup_cfg, soda)
+        directory = run_or_reuse_warmup(warmup_cfg, soda.warmup.on_config_change)
         if soda.stage is Stage.WARMUP:
             LOG.info("soda: `soda.stage: warmup`; q_w is in %s, stopping before DPO.", directory)
             raise SystemExit(0)

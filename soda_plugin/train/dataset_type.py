@@ -4,6 +4,7 @@
   main process, so skipped rows are counted once per dataset), then tokenizes.
 - DPO (`default`): the transform contract of `axolotl.prompt_strategies.dpo`, returning
   the row function plus `map` kwargs. It is batched so that skipped rows can be dropped.
+- GRPO (`default` with `rl: grpo`, GAD): the same contract, rows of prompt + teacher answer.
 
 `registry.py` makes these reachable as `type: soda` and `type: soda_plugin.soda`.
 """
@@ -17,7 +18,7 @@ from ..constants import FINISH_REASON_FIELD
 from ..log import get_logger
 from ..format.rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row, teacher_flags
 from ..format.flags import FLAGS_FIELD
-from .views import dpo_example, sft_example
+from .views import dpo_example, grpo_example, sft_example
 
 LOG = get_logger(__name__)
 
@@ -30,8 +31,8 @@ except ImportError:  # pragma: no cover - axolotl is a hard dependency of the pl
 
 
 def bad_row_policy(cfg: Mapping[str, Any] | None) -> OnBadRow:
-    soda_cfg = (cfg or {}).get("soda") or {}
-    return OnBadRow(soda_cfg.get("on_bad_row") or OnBadRow.ERROR)
+    block = (cfg or {}).get("soda") or (cfg or {}).get("gad") or {}  # a GAD recipe has `gad:`, not `soda:`
+    return OnBadRow(block.get("on_bad_row") or OnBadRow.ERROR)
 
 
 def _check_columns(column_names: list[str], fields: SodaFields, need_student: bool) -> None:
@@ -111,23 +112,33 @@ def _where(source: str | None, index: int) -> str | None:
 
 def dpo_rows_to_triples(
     batch: dict[str, list[Any]], indices: list[int], tokenizer: Any, fields: SodaFields, policy: OnBadRow,
-    source: str | None = None,
+    source: str | None = None, grpo: bool = False,
 ) -> dict[str, list[str]]:
-    """Batched DPO transform body: validate each row, keep the good ones as triples."""
-    out: dict[str, list[str]] = {"prompt": [], "chosen": [], "rejected": []}
+    """Batched transform body: validate each row, keep the good ones as DPO triples (or, for
+    GRPO, as prompt + teacher answer: no student answer needed)."""
+    out: dict[str, list[str]] = {"prompt": [], "teacher_completion": []} if grpo else \
+        {"prompt": [], "chosen": [], "rejected": []}
+    view = grpo_example if grpo else dpo_example
     tally = BadRowTally(policy)
+    flagged: Counter[str] = Counter()
     columns = list(batch)
     for position, index in enumerate(indices):
         row = {column: batch[column][position] for column in columns}
+        if grpo and (flags := teacher_flags(row)):  # as the warmup view: never trained on
+            flagged[flags[0]] += 1
+            continue
         try:
-            parsed = parse_row(row, fields, index=index, need_student=True, where=_where(source, index))
+            parsed = parse_row(row, fields, index=index, need_student=not grpo, where=_where(source, index))
         except BadRowError as error:
             tally.record(error)
             continue
-        for key, value in dpo_example(tokenizer, parsed).items():
+        for key, value in view(tokenizer, parsed).items():
             out[key].append(value)
+    if flagged:
+        LOG.warning("soda: %d teacher answers flagged by the teacher tool are not trained on (%s)",
+                    sum(flagged.values()), ", ".join(f"{k}={v}" for k, v in sorted(flagged.items())))
     if tally.total:
-        LOG.warning(tally.summary(len(indices), f"preference rows {indices[0]}-{indices[-1]}"))
+        LOG.warning(tally.summary(len(indices), f"{'GRPO' if grpo else 'preference'} rows {indices[0]}-{indices[-1]}"))
     return out
 
 
@@ -155,12 +166,13 @@ def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
     fields = SodaFields.from_dataset_config(entry, (cfg or {}).get("soda"))
     policy = bad_row_policy(cfg)
     source = entry.get("path")
+    grpo = _rl_name(cfg) == "grpo"
     map_kwargs: dict[str, Any] = {"batched": True, "remove_columns": "__all__"}
 
     if _host_passes_row_indices():
 
         def transform(batch, indices, tokenizer=None):
-            return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy, source)
+            return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy, source, grpo)
 
         return transform, {**map_kwargs, "with_indices": True}
 
@@ -170,6 +182,11 @@ def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
         size = len(next(iter(batch.values()))) if batch else 0
         indices = list(range(seen[0], seen[0] + size))
         seen[0] += size
-        return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy, source)
+        return dpo_rows_to_triples(batch, indices, tokenizer, fields, policy, source, grpo)
 
     return transform_counting, map_kwargs
+
+
+def _rl_name(cfg: Mapping[str, Any] | None) -> str:
+    rl = (cfg or {}).get("rl")
+    return str(getattr(rl, "value", rl))

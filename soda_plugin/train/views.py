@@ -1,4 +1,4 @@
-"""The two views of a `soda` row: tokenized SFT example and DPO text triple."""
+"""The views of a `soda` row: tokenized SFT example, DPO text triple, GRPO prompt with its teacher answer."""
 
 from __future__ import annotations
 
@@ -54,3 +54,16 @@ def dpo_example(tokenizer: Any, row: SodaRow) -> dict[str, str]:
         "chosen": chosen.completion,
         "rejected": rejected.completion,
     }
+
+
+def grpo_example(tokenizer: Any, row: SodaRow) -> dict[str, str]:
+    """GAD's view: the templated prompt, which the policy answers, and the teacher's answer
+    rendered as the final turn (with its end-of-turn token), which the discriminator reads.
+
+    Examples:
+        With a ChatML template, prompt `[{"role": "user", "content": "2+2?"}]` and teacher `"4"`:
+        `{"prompt": "<|im_start|>user\\n2+2?<|im_end|>\\n<|im_start|>assistant\\n",
+        "teacher_completion": "4<|im_end|>"}`.
+    """
+    turn = render_final_turn(tokenizer, row.messages, row.teacher.strip())
+    return {"prompt": strip_template_bos(tokenizer, turn.prompt), "teacher_completion": turn.completion}
