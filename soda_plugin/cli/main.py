@@ -23,6 +23,7 @@ STAGES: dict[str, Stage] = {
     "pairs": Stage("pairs", "build_pairs.py", "build preference pairs: teacher answer (chosen) x q0 answer (rejected)"),
     "reference": Stage("reference", "reference_logps.py", "store q_w's reference log-probs of the DPO pairs ahead of training (optional)"),
     "judge": Stage("judge", "judge.py", "answer | score | table: the GPT-4o Score of trained students"),
+    "cost": Stage("cost", "cost.py", "compare the cost (wall time, steps, GPU-hours, peak memory) of finished runs: soda cost RUN_DIR ..."),
     "analyze": Stage("analyze", "analyze.py", "representation analysis: CKA to the base model, activation statistics"),
     "share": Stage("share", "share.py", "publish a trained student to the Hub: model, card, recipe bundle"),
     "demo": Stage("demo", "cpu_demo.py", "the whole pipeline in miniature on a CPU (docs/miniature.md; --quick: the CI-sized run)"),

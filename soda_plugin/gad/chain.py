@@ -62,7 +62,7 @@ def prepare_gad_stage(cfg: Any) -> None:
     if gad.stage is GADStage.GAD:
         require_finished_warmup(directory, warmup_cfg, block="gad")
     else:
-        run_or_reuse_warmup(warmup_cfg, gad.warmup.on_config_change)
+        run_or_reuse_warmup(warmup_cfg, gad.warmup.on_config_change, block="gad")
         if gad.stage is GADStage.WARMUP:
             LOG.info("gad: `gad.stage: warmup`; the warmed-up student and D are in %s, stopping.", directory)
             raise SystemExit(0)

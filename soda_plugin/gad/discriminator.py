@@ -124,22 +124,28 @@ class Discriminator:
 
         `rollout_scores`: D's scores of `rollouts` at the current weights, when the caller
         has them already (the rewards it just handed out)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, accuracy = self.accumulate_gradients(teacher, rollouts, group_of, rollout_scores)
+        average_gradients_across_ranks(self.model)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return UpdateStats(loss, accuracy, float(grad_norm))
+
+    def accumulate_gradients(self, teacher: Sequence[Sequence[int]], rollouts: Sequence[Sequence[int]],
+                             group_of: Sequence[int], rollout_scores: torch.Tensor | None = None) -> tuple[float, float]:
+        """Add the Bradley-Terry loss's gradient to D's `.grad`; the loss and D's pair accuracy."""
         group = torch.tensor(list(group_of), dtype=torch.long)
         teacher_scores = self.scores(teacher)
         rollout_scores = self.scores(rollouts) if rollout_scores is None else rollout_scores.detach().float().cpu()
         loss = bradley_terry_loss(teacher_scores, rollout_scores, group)
         accuracy = (teacher_scores[group] > rollout_scores).float().mean()
         teacher_grads, rollout_grads = bradley_terry_score_grads(teacher_scores, rollout_scores, group)
-        self.optimizer.zero_grad(set_to_none=True)
         for sequences, weights in ((teacher, teacher_grads), (rollouts, rollout_grads)):
             for part in self._micro_batches(len(sequences)):
                 scored = self._forward(sequences[part])
                 (scored * weights[part].to(scored.device)).sum().backward()
-        average_gradients_across_ranks(self.model)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return UpdateStats(float(loss), float(accuracy), float(grad_norm))
+        return float(loss), float(accuracy)
 
     def save(self, directory: str | Path) -> Path:
         target = Path(directory) / WEIGHTS_DIRNAME

@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 
+from ..cost.recorder import COST_FILENAME
+
 RECIPE_DIR = "recipe"
 MODEL_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".tiktoken")
 # Training by-products that are not the model (stage markers hold the training config).
-SKIP_MODEL_FILES = {"README.md", "debug.log", "soda_stage.json", "training_args.bin"}
+SKIP_MODEL_FILES = {"README.md", "debug.log", "soda_stage.json", "training_args.bin", COST_FILENAME}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..cost.recorder import CostRecorder
 from ..log import get_logger
 from ..format.prompt_id import prompt_id
 from . import store
@@ -154,6 +155,18 @@ def _count_new(out_dir: Path, new_ids: set[str]) -> tuple[int, int, int]:
     return len(rows), tokens, sum(row["finish_reason"] == "length" for row in rows)
 
 
+def snapshot_gpus(info: EngineInfo, data_parallel: tuple | None) -> int | None:
+    """GPUs the engines hold, for `cost.json`'s GPU-hours: the engines run in other processes,
+    which the recorder (one process, world size 1) does not count. None: one in-process engine
+    on one device, which the recorder counts itself."""
+    if info.backend == "openai":
+        return 0  # a server elsewhere: its GPUs are not this run's to count
+    per_engine = int(info.extra.get("tensor_parallel_size") or 1)  # transformers: one device per engine
+    if data_parallel:
+        return per_engine * data_parallel[0]
+    return per_engine if info.backend == "vllm" else None
+
+
 def run_snapshot(
     engine: SnapshotEngine | None,
     prompts: Sequence[Messages],
@@ -197,21 +210,23 @@ def run_snapshot(
     store.write_manifest(out_dir, manifest)
 
     started = time.perf_counter()
-    if data_parallel is None:
-        written, tokens, truncated = _generate_into(engine, todo, out_dir, settings, source, shard_size, progress,
-                                                    done_before=len(items) - len(todo), total=len(items),
-                                                    max_prompt_tokens=max_prompt_tokens)
-    else:
-        from .data_parallel import cuda_visible_devices, run_data_parallel
+    with CostRecorder(out_dir, stage="snapshot", gpus=snapshot_gpus(info, data_parallel)):
+        if data_parallel is None:
+            written, tokens, truncated = _generate_into(engine, todo, out_dir, settings, source, shard_size, progress,
+                                                        done_before=len(items) - len(todo), total=len(items),
+                                                        max_prompt_tokens=max_prompt_tokens)
+        else:
+            from .data_parallel import cuda_visible_devices, run_data_parallel
 
-        ranks, backend, model, options, _ = data_parallel
-        gpus_per_rank = int(options.get("tensor_parallel_size", 1))
-        run_data_parallel(
-            _data_parallel_rank, ranks,
-            args=(backend, model, options, todo, str(out_dir), settings, source, shard_size, max_prompt_tokens),
-            timeout_s=timeout_s, rank_env=cuda_visible_devices(gpus_per_rank) if backend != "openai" else (lambda r: {}),
-        )
-        written, tokens, truncated = _count_new(out_dir, {pid for pid, _ in todo})
+            ranks, backend, model, options, _ = data_parallel
+            gpus_per_rank = int(options.get("tensor_parallel_size", 1))
+            run_data_parallel(
+                _data_parallel_rank, ranks,
+                args=(backend, model, options, todo, str(out_dir), settings, source, shard_size, max_prompt_tokens),
+                timeout_s=timeout_s,
+                rank_env=cuda_visible_devices(gpus_per_rank) if backend != "openai" else (lambda r: {}),
+            )
+            written, tokens, truncated = _count_new(out_dir, {pid for pid, _ in todo})
     seconds = time.perf_counter() - started
     too_long = store.count_too_long(out_dir)
     summary = SnapshotSummary(len(items), len(items) - len(todo), len(todo) - too_long, duplicates, written, tokens,

@@ -204,13 +204,13 @@ def require_finished_warmup(directory: str, expected: Mapping[str, Any], block: 
         )
 
 
-def run_or_reuse_warmup(warmup_cfg: dict[str, Any], on_change: OnWarmupChange) -> str:
+def run_or_reuse_warmup(warmup_cfg: dict[str, Any], on_change: OnWarmupChange, block: str = "soda") -> str:
     """Train the warmup unless a finished one with this config is in its folder; its folder."""
     from accelerate import PartialState
 
     PartialState()  # joins the process group of a multi-process launch, if any
     directory = warmup_cfg["output_dir"]
-    decision: WarmupDecision = decide_on_main(lambda: decide_warmup(warmup_cfg, directory, on_change))
+    decision: WarmupDecision = decide_on_main(lambda: decide_warmup(warmup_cfg, directory, on_change, block))
     LOG.info("soda: %s", decision.reason)
     if decision.run:
         LOG.info("soda: %s", describe_warmup_start(warmup_cfg, directory))

@@ -10,6 +10,22 @@ from .registry import register_dataset_type
 register_dataset_type()
 
 
+def cost_stage(cfg) -> str:
+    """The stage name in `cost.json`: `dpo` (or another `rl` value), `warmup` for the SFT config
+    soda's chain derives (a `soda` block, `output_dir` named `warmup`: the default
+    `soda.warmup.output_dir`), else `sft`."""
+    from pathlib import Path
+
+    from .chain import is_dpo
+
+    rl = cfg.get("rl")
+    if rl:
+        return "dpo" if is_dpo(cfg) else str(getattr(rl, "value", rl))
+    if cfg.get("soda") is not None and Path(str(cfg.get("output_dir") or "")).name == "warmup":
+        return "warmup"
+    return "sft"
+
+
 class SODAPlugin(BasePlugin):
     """Semi On-policy Distillation with Alignment: warmup SFT, then DPO against q0."""
 
@@ -70,13 +86,15 @@ class SODAPlugin(BasePlugin):
         return keep_rows_training_uses(meta, cfg, world_size())
 
     def add_callbacks_post_trainer(self, cfg, trainer):
+        from ..cost.recorder import cost_callback
         from .chain import is_dpo
 
+        callbacks = [cost_callback(cost_stage(cfg))]  # every run: `soda cost` compares them
         if cfg.get("soda") is None or not is_dpo(cfg):
-            return []
+            return callbacks
         from .reference_cache import StepOneRewardCheck
 
-        return [StepOneRewardCheck(trainer)]
+        return [*callbacks, StepOneRewardCheck(trainer)]
 
     def get_training_args(self, cfg):
         # Merged into the trainer's `TrainingArguments` kwargs by both builders

@@ -22,6 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..cost.recorder import COST_FILENAME
 from ..log import get_logger
 
 LOG = get_logger(__name__)
@@ -38,7 +39,8 @@ def weights_identity(model: str, revision: str | None = None) -> str:
     folder = Path(model)
     if not folder.is_dir():
         return f"hub:{model}@{revision or 'main'}"
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and p.name != COST_FILENAME)
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     return "local:" + hashlib.sha256(json.dumps(stats).encode("utf-8")).hexdigest()
 

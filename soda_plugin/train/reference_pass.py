@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from ..cost.recorder import CostRecorder
 from ..log import get_logger
 from .args import ReferenceLogps
 from .distributed import decide_on_main, is_main
@@ -227,7 +228,12 @@ def attach_reference_logps(trainer: Any, dataset: Any, name: str, batch_size: in
     keys = pair_keys(dataset)
     known = decide_on_main(lambda: load_known_values(store, identity, keys, plan.mode, name))
     reused = sum(k in known for k in set(keys))
-    computed = compute_missing(trainer, dataset, keys, known, store, batch_size, name)
+    if reused < len(set(keys)):
+        # Its own cost.json beside the store: the pass runs before the DPO trainer's clock starts.
+        with CostRecorder(plan.store_dir, stage="reference"):
+            computed = compute_missing(trainer, dataset, keys, known, store, batch_size, name)
+    else:
+        computed = 0
     if is_main():
         store.note_dataset(name, rows=len(keys), fingerprint=_fingerprint(keys))
     LOG.info("soda: reference log-probs of the %d %s pairs: %d reused from %s, %d computed (batches of %d, longest "
@@ -273,7 +279,7 @@ def run_reference_pass(config: str | os.PathLike, batch_size: int | None = None)
     meta = PluginManager.get_instance().load_datasets(cfg, preprocess=False)  # the warmup runs here if needed
     if meta is None:
         meta = load_preference_datasets(cfg=cfg, cli_args=TrainerCliArgs())
-    trainer = setup_model_and_trainer(cfg, meta)[0]
+    trainer = setup_model_and_trainer(cfg, meta)[0]  # the pass records its cost (`attach_reference_logps`)
     plan = plan_from_cfg(cfg)  # the chain has pointed `base_model` at q_w by now
     datasets = ReferenceStore(plan.store_dir).read_manifest().get("datasets", {})
     release_stage(trainer)

@@ -156,7 +156,8 @@ class WarmupDecision:
     reason: str
 
 
-def decide_warmup(cfg: Mapping[str, Any], directory: str, on_change: OnWarmupChange) -> WarmupDecision:
+def decide_warmup(cfg: Mapping[str, Any], directory: str, on_change: OnWarmupChange,
+                  block: str = "soda") -> WarmupDecision:
     """Whether the warmup described by `cfg` must (re)run in `directory`.
 
     Raises:
@@ -174,6 +175,6 @@ def decide_warmup(cfg: Mapping[str, Any], directory: str, on_change: OnWarmupCha
     raise WarmupConfigChangedError(
         f"the finished warmup in {directory} was made by a different warmup config "
         f"(hash {marker.get('config_hash')} vs {config_hash(cfg)}); changed: {'; '.join(diff) or 'unknown'}. "
-        "Set `soda.warmup.on_config_change: rerun` to train it again, or point "
-        "`soda.warmup.output_dir` to a new folder."
+        f"Set `{block}.warmup.on_config_change: rerun` to train it again, or point "
+        f"`{block}.warmup.output_dir` to a new folder."
     )

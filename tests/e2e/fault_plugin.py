@@ -4,8 +4,8 @@ Listed after soda under `plugins:` by the kill tests; `tests/e2e` is on the subp
 PYTHONPATH. Both are driven by environment variables so that the config under test is
 the user's config plus one plugin line:
 
-- `SODA_TEST_KILL_AT`: `warmup_step=N` / `dpo_step=N` (after optimizer step N of that
-  stage), `before_marker` (the warmup is saved, its marker not yet written), or
+- `SODA_TEST_KILL_AT`: `warmup_step=N` / `dpo_step=N` / `gad_warmup_step=N` / `gad_step=N`
+  (after optimizer step N of that stage), `before_marker` (the warmup is saved, its marker not yet written), or
   `during_merge` (the merged q_w weights are saved, its tokenizer not yet). The process
   SIGKILLs itself there: no handler, no flush, as the OOM killer or a preemption would.
 - `SODA_TEST_EVENTS`: a file that gets one line per model constructed (any
@@ -112,6 +112,10 @@ _WATCHERS: list[_ForwardsBeforeTraining] = []
 
 
 def _stage(cfg) -> str:
+    gad = cfg.get("gad")
+    if gad:  # GAD's two stages are both `rl: grpo`
+        loss = gad.get("policy_loss")
+        return "gad_warmup" if str(getattr(loss, "value", loss)) == "sft" else "gad"
     return "dpo" if cfg.get("rl") else "warmup"
 
 

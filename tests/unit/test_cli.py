@@ -14,9 +14,9 @@ import pytest
 from soda_plugin.cli.main import STAGES, main
 
 ROOT = Path(__file__).resolve().parents[2]
-PIPELINE = ("fetch", "teacher", "snapshot", "pairs", "reference", "judge", "analyze", "share", "demo")
+PIPELINE = ("fetch", "teacher", "snapshot", "pairs", "reference", "judge", "cost", "analyze", "share", "demo")
 SHIMS = {"teacher": "collect_teacher.py", "snapshot": "snapshot_q0.py", "pairs": "build_pairs.py",
-         "reference": "reference_logps.py", "judge": "judge.py",
+         "reference": "reference_logps.py", "judge": "judge.py", "cost": "cost.py",
          "analyze": "analyze.py", "share": "share.py", "demo": "cpu_demo.py"}
 HEAVY = ("torch", "axolotl", "transformers", "trl", "datasets", "deepspeed")
 
