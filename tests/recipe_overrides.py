@@ -14,7 +14,9 @@ import yaml
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 # The per-student GPU recipes (the CPU demo's smollm2_* recipes are tested by the demo).
-GPU_RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yml") if not p.name.startswith("smollm2"))
+# GAD's recipes (`*_gad.yml`, a `gad:` block, `rl: grpo`) are tested on their own (tests/unit/test_gad_recipes.py).
+GAD_RECIPES = sorted(p for p in RECIPES_DIR.glob("*_gad.yml") if not p.name.startswith("smollm2"))
+GPU_RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yml") if not p.name.startswith("smollm2") and p not in GAD_RECIPES)
 SODA_RECIPES = [p for p in GPU_RECIPES if p.name.endswith("_soda.yml")]
 SEQKD_RECIPES = [p for p in GPU_RECIPES if p.name.endswith("_seqkd.yml")]
 

@@ -4,13 +4,15 @@
 #   training:  pip install -c constraints-gpu.txt -e ".[deepspeed]"
 #   snapshot:  pip install -c constraints-gpu-vllm.txt vllm==0.33.0 pyyaml tqdm pydantic openai datasets
 #              pip install --no-deps -e .
+#   GAD:       pip install -c constraints-gpu-gad.txt -e ".[deepspeed]" vllm==0.30.0
+#              (training with TRL's GRPO rollouts on vLLM in the training process, use_vllm: true)
 # Each runs as `pip install --dry-run --report` in a throwaway Python 3.12 venv, and the
 # resolved set must be exactly the pinned file (nothing unpinned pulled in, no stale pin).
-# Exit status 0: both resolve; 1: something does not (the message says what).
+# Exit status 0: all three resolve; 1: something does not (the message says what).
 #
 #   bash tools/check_gpu_install.sh               # check (a few minutes, no multi-GB downloads)
 #   bash tools/check_gpu_install.sh --regenerate  # re-resolve from the top-level pins below,
-#                                                 # rewrite both constraint files, then check
+#                                                 # rewrite the three constraint files, then check
 #
 # pip runs isolated (--isolated, PIP_CONFIG_FILE=/dev/null): a machine's own pip config,
 # find-links, extra indexes or global constraints (such as a local CPU torch wheel or a
@@ -27,11 +29,18 @@ cd "$SODA_ROOT"
 GPU_TORCH=2.14.0      # vllm 0.33.0 pins torch==2.14.0; Axolotl 0.21.0 allows >=2.13,<2.15
 GPU_AXOLOTL=0.21.0
 GPU_VLLM=0.33.0
+# The GAD set: TRL 1.14.1 declares vllm>=0.20.0,<=0.30.0 and Axolotl 0.21.0's vllm extra
+# vllm>=0.30.0, so 0.30.0 is the one vLLM both accept; it pins torch==2.13.0 (inside Axolotl's
+# >=2.13,<2.15). vllm 0.20.0-0.26.0 pin torch==2.11.0; 0.33.0 needs pillow>=13 (gradio: <13).
+GAD_VLLM=0.30.0
+GAD_TORCH=2.13.0
+GAD_TRL=1.14.1
 GPU_PIP=26.3          # the pip the check runs with
 SNAPSHOT_DEPS=(pyyaml tqdm pydantic openai datasets)  # what soda_plugin/snapshot imports besides vllm
 INDEX_URL=${SODA_GPU_INDEX_URL:-https://pypi.org/simple}
 TRAIN_C=constraints-gpu.txt
 VLLM_C=constraints-gpu-vllm.txt
+GAD_C=constraints-gpu-gad.txt
 
 mode=check
 case "${1:-}" in
@@ -126,6 +135,10 @@ if [ "$mode" = regenerate ]; then
   wait
   finish train-free "the GPU training set (torch $GPU_TORCH, axolotl $GPU_AXOLOTL, soda[deepspeed])"
   finish vllm-free "the GPU snapshot set (vllm $GPU_VLLM + ${SNAPSHOT_DEPS[*]})"
+  # After train-free: two builds of the project's metadata at once would share its folder.
+  dry_run gad-free -e ".[deepspeed]" "torch==$GAD_TORCH" "axolotl==$GPU_AXOLOTL" "trl==$GAD_TRL" "vllm==$GAD_VLLM"
+  wait
+  finish gad-free "the GPU GAD training set (vllm $GAD_VLLM, torch $GAD_TORCH, axolotl $GPU_AXOLOTL, trl $GAD_TRL, soda[deepspeed])"
   today=$(date -u +%Y-%m-%d)
   write_pins "$work/train-free.json" "$TRAIN_C" \
     "soda's GPU training environment: CPython 3.12, Linux x86_64, packages from PyPI (torch $GPU_TORCH" \
@@ -146,10 +159,22 @@ if [ "$mode" = regenerate ]; then
     "            pip install --no-deps -e ." \
     "Check:      bash tools/check_gpu_install.sh   (dry run, no GPU needed)" \
     "Regenerate: bash tools/check_gpu_install.sh --regenerate"
+  write_pins "$work/gad-free.json" "$GAD_C" \
+    "soda's GPU GAD training environment: the training set plus vLLM in the training process, for" \
+    "TRL's GRPO rollouts (use_vllm: true, colocate or server mode). TRL $GAD_TRL supports vllm 0.20.0-0.30.0" \
+    "and Axolotl $GPU_AXOLOTL's vllm extra asks for >=0.30.0: vllm $GAD_VLLM, which pins torch==$GAD_TORCH" \
+    "(so torch $GAD_TORCH here, not $GPU_TORCH). CPython 3.12, Linux x86_64, PyPI (torch $GAD_TORCH: CUDA 13 build)." \
+    "The exact set pip $GPU_PIP resolved on $today for" \
+    "  pip install --dry-run --report r.json -e \".[deepspeed]\" torch==$GAD_TORCH axolotl==$GPU_AXOLOTL trl==$GAD_TRL vllm==$GAD_VLLM" \
+    "(the report's install list; soda-plugin itself left out). No flash-attn: PyPI has only its sdist." \
+    "Install:    pip install -c $GAD_C -e \".[deepspeed]\" vllm==$GAD_VLLM" \
+    "Check:      bash tools/check_gpu_install.sh   (dry run, no GPU needed)" \
+    "Regenerate: bash tools/check_gpu_install.sh --regenerate   (top-level pins at the top of that script)"
 fi
 
 [ -f "$TRAIN_C" ] || fail "$TRAIN_C is missing (bash tools/check_gpu_install.sh --regenerate writes it)"
 [ -f "$VLLM_C" ] || fail "$VLLM_C is missing (bash tools/check_gpu_install.sh --regenerate writes it)"
+[ -f "$GAD_C" ] || fail "$GAD_C is missing (bash tools/check_gpu_install.sh --regenerate writes it)"
 start=$(date +%s)
 # README's commands, exactly, as dry runs.
 dry_run train -c "$TRAIN_C" -e ".[deepspeed]"
@@ -157,10 +182,14 @@ dry_run vllm -c "$VLLM_C" "vllm==$GPU_VLLM" "${SNAPSHOT_DEPS[@]}"
 wait
 finish train "the GPU training install (pip install -c $TRAIN_C -e \".[deepspeed]\")"
 finish vllm "the GPU snapshot install (pip install -c $VLLM_C vllm==$GPU_VLLM ${SNAPSHOT_DEPS[*]})"
-# After the others: two builds of the project's metadata at once would share its folder.
+# One at a time after the others: two builds of the project's metadata at once would share its folder.
+dry_run gad -c "$GAD_C" -e ".[deepspeed]" "vllm==$GAD_VLLM"
+wait
+finish gad "the GPU GAD training install (pip install -c $GAD_C -e \".[deepspeed]\" vllm==$GAD_VLLM)"
 dry_run soda-nodeps --no-deps -e .
 wait
 finish soda-nodeps "pip install --no-deps -e ."
 same_set "$work/train.json" "$TRAIN_C" || fail "$TRAIN_C is not the exact set its install resolves to (regenerate it: bash tools/check_gpu_install.sh --regenerate)"
 same_set "$work/vllm.json" "$VLLM_C" || fail "$VLLM_C is not the exact set its install resolves to (regenerate it: bash tools/check_gpu_install.sh --regenerate)"
-echo "check_gpu_install: OK: both GPU installs resolve on $INDEX_URL ($(( $(date +%s) - start )) s of dry runs)" >&2
+same_set "$work/gad.json" "$GAD_C" || fail "$GAD_C is not the exact set its install resolves to (regenerate it: bash tools/check_gpu_install.sh --regenerate)"
+echo "check_gpu_install: OK: all three GPU installs resolve on $INDEX_URL ($(( $(date +%s) - start )) s of dry runs)" >&2

@@ -20,6 +20,7 @@ LOG = get_logger(__name__)
 
 WEIGHTS_DIRNAME = "discriminator"
 OPTIMIZER_FILENAME = "optimizer.pt"
+DEEPSPEED_STATE_DIRNAME = "deepspeed"  # under WEIGHTS_DIRNAME: D's sharded optimizer state, all ranks
 
 
 def bradley_terry_loss(teacher_scores: torch.Tensor, rollout_scores: torch.Tensor,
@@ -54,13 +55,34 @@ class Discriminator:
     """D with its own AdamW (constant rate, gradient clip), one update per generation batch."""
 
     def __init__(self, model: Any, pad_token_id: int, learning_rate: float, weight_decay: float,
-                 max_grad_norm: float, micro_batch_size: int):
+                 max_grad_norm: float, micro_batch_size: int, autocast_dtype: torch.dtype | None = None):
         self.model = model
         self.pad_token_id = pad_token_id
         self.max_grad_norm = max_grad_norm
         self.micro_batch_size = micro_batch_size
+        self.autocast_dtype = autocast_dtype  # fp32 master weights, half-precision matmuls
+        self.engine: Any = None  # D's own DeepSpeed engine, when the policy trains under DeepSpeed
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
+
+    def shard_with_deepspeed(self, zero_optimization: dict[str, Any], bf16: bool) -> None:
+        """Give D its own DeepSpeed engine with the policy's ZeRO settings: its gradients and
+        AdamW state (and at stage 3 its weights) are sharded over the ranks as the policy's
+        are (verl shards its critic with FSDP). DeepSpeed then averages D's gradients across
+        ranks, clips them and steps, and keeps fp32 master weights under bf16."""
+        import deepspeed
+
+        config = {
+            "train_micro_batch_size_per_gpu": self.micro_batch_size,
+            "gradient_accumulation_steps": 1,  # boundaries are set per update (`accumulate_gradients`)
+            "gradient_clipping": self.max_grad_norm,
+            "zero_optimization": {k: v for k, v in zero_optimization.items() if v != "auto"},
+            "bf16": {"enabled": bf16},
+            "zero_allow_untested_optimizer": True,
+        }
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=self.model, optimizer=self.optimizer,
+                                                                 config=config)
+        self.autocast_dtype = None  # DeepSpeed's bf16 mode casts the weights itself
 
     @classmethod
     def load(cls, path: str, *, pad_token_id: int, device: Any, dtype: torch.dtype, seed: int,
@@ -70,9 +92,11 @@ class Discriminator:
         from transformers import AutoModelForTokenClassification
 
         # The head's draw must not move the trainer's random stream (sampling, shuffling).
+        # fp32 weights for AdamW: at D's rate (1e-6) a bf16 weight would not move. Half-precision
+        # policies get half-precision matmuls in D through autocast (or DeepSpeed's bf16 mode).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+            model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
         model.config.pad_token_id = pad_token_id
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -84,7 +108,8 @@ class Discriminator:
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         model.train()
-        return cls(model, pad_token_id, learning_rate, weight_decay, max_grad_norm, micro_batch_size)
+        half = dtype if dtype in (torch.bfloat16, torch.float16) else None
+        return cls(model, pad_token_id, learning_rate, weight_decay, max_grad_norm, micro_batch_size, half)
 
     @property
     def device(self) -> torch.device:
@@ -102,7 +127,9 @@ class Discriminator:
 
     def _forward(self, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
         ids, mask, last = self._batch(sequences)
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[..., 0]
+        module = self.engine if self.engine is not None else self.model
+        with torch.autocast(ids.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            logits = module(input_ids=ids, attention_mask=mask).logits[..., 0]
         return logits[torch.arange(len(sequences), device=ids.device), last].float()
 
     def _micro_batches(self, count: int) -> list[slice]:
@@ -124,6 +151,10 @@ class Discriminator:
 
         `rollout_scores`: D's scores of `rollouts` at the current weights, when the caller
         has them already (the rewards it just handed out)."""
+        if self.engine is not None:
+            loss, accuracy = self.accumulate_gradients(teacher, rollouts, group_of, rollout_scores)
+            self.engine.step()  # clip, step, zero the gradients
+            return UpdateStats(loss, accuracy, float(self.engine.get_global_grad_norm() or 0.0))
         self.optimizer.zero_grad(set_to_none=True)
         loss, accuracy = self.accumulate_gradients(teacher, rollouts, group_of, rollout_scores)
         average_gradients_across_ranks(self.model)
@@ -141,27 +172,57 @@ class Discriminator:
         loss = bradley_terry_loss(teacher_scores, rollout_scores, group)
         accuracy = (teacher_scores[group] > rollout_scores).float().mean()
         teacher_grads, rollout_grads = bradley_terry_score_grads(teacher_scores, rollout_scores, group)
-        for sequences, weights in ((teacher, teacher_grads), (rollouts, rollout_grads)):
-            for part in self._micro_batches(len(sequences)):
-                scored = self._forward(sequences[part])
-                (scored * weights[part].to(scored.device)).sum().backward()
+        parts = [(sequences, weights, part) for sequences, weights in ((teacher, teacher_grads), (rollouts, rollout_grads))
+                 for part in self._micro_batches(len(sequences))]
+        for index, (sequences, weights, part) in enumerate(parts):
+            scored = self._forward(sequences[part])
+            surrogate = (scored * weights[part].to(scored.device)).sum()
+            if self.engine is None:
+                surrogate.backward()
+            else:  # one optimizer step after the last micro-batch, as gradient accumulation
+                self.engine.set_gradient_accumulation_boundary(index == len(parts) - 1)
+                self.engine.backward(surrogate)
         return float(loss), float(accuracy)
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, is_main: bool = True) -> Path:
+        """D's weights as a transformers folder. Every rank calls it (ZeRO-3 gathers the
+        weights); the main one writes."""
         target = Path(directory) / WEIGHTS_DIRNAME
-        self.model.save_pretrained(target, safe_serialization=True)
+        with self._gathered():
+            if is_main:
+                self.model.save_pretrained(target, safe_serialization=True)
         return target
 
-    def save_optimizer(self, directory: str | Path) -> None:
+    def save_optimizer(self, directory: str | Path, is_main: bool = True) -> None:
         target = Path(directory) / WEIGHTS_DIRNAME
-        target.mkdir(parents=True, exist_ok=True)
-        torch.save(self.optimizer.state_dict(), target / OPTIMIZER_FILENAME)
+        if self.engine is not None:  # sharded: every rank writes its part
+            self.engine.save_checkpoint(str(target / DEEPSPEED_STATE_DIRNAME), tag="state")
+        elif is_main:
+            target.mkdir(parents=True, exist_ok=True)
+            torch.save(self.optimizer.state_dict(), target / OPTIMIZER_FILENAME)
+
+    def _gathered(self):
+        import contextlib
+
+        if self.engine is None or self.engine.zero_optimization_stage() < 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
 
     def restore(self, directory: str | Path) -> None:
         """Weights and optimizer state of a checkpoint (`save`, `save_optimizer`)."""
         from safetensors.torch import load_file
 
         source = Path(directory) / WEIGHTS_DIRNAME
+        if self.engine is not None:
+            state = source / DEEPSPEED_STATE_DIRNAME
+            if not state.is_dir():
+                raise FileNotFoundError(f"{directory} is a GAD checkpoint without its discriminator's DeepSpeed state "
+                                        f"({state}); it cannot be resumed with the policy alone.")
+            self.engine.load_checkpoint(str(state), tag="state", load_optimizer_states=True)
+            LOG.info("gad: discriminator restored from %s", state)
+            return
         if not (source / "model.safetensors").is_file():
             raise FileNotFoundError(
                 f"{directory} is a GAD checkpoint without its discriminator ({source}/model.safetensors); "

@@ -45,6 +45,10 @@ class GADTrainer(AxolotlGRPOTrainer):
             dtype=self._model_dtype(), seed=seed, learning_rate=d.learning_rate, weight_decay=d.weight_decay,
             max_grad_norm=d.max_grad_norm, micro_batch_size=d.micro_batch_size or self.args.per_device_train_batch_size,
             gradient_checkpointing=bool(self.args.gradient_checkpointing))
+        if self.is_deepspeed_enabled:
+            ds_config = self.accelerator.state.deepspeed_plugin.deepspeed_config
+            self.discriminator.shard_with_deepspeed(dict(ds_config.get("zero_optimization") or {}),
+                                                    bf16=bool(self.args.bf16))
         LOG.info("gad: discriminator from %s; policy loss %s; policy frozen for the first %d steps",
                  path, gad.policy_loss.value, max(gad.critic_warmup - 1, 0))
 
@@ -170,19 +174,19 @@ class GADTrainer(AxolotlGRPOTrainer):
     def train(self, *args: Any, **kwargs: Any):
         output = super().train(*args, **kwargs)
         # Only a finished run gets here: its D is the stage's, beside the student Axolotl saves next.
-        if self.discriminator is not None and self.args.should_save:
-            self.discriminator.save(self.args.output_dir)
+        if self.discriminator is not None:
+            self.discriminator.save(self.args.output_dir, is_main=self.args.should_save)
         return output
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
-        if _internal_call and self.discriminator is not None and self.args.should_save:
-            self.discriminator.save(output_dir or self.args.output_dir)  # a checkpoint
+        if _internal_call and self.discriminator is not None:  # a checkpoint; every rank is here
+            self.discriminator.save(output_dir or self.args.output_dir, is_main=self.args.should_save)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
-        if self.discriminator is not None and self.args.should_save:
-            self.discriminator.save_optimizer(output_dir)
+        if self.discriminator is not None:
+            self.discriminator.save_optimizer(output_dir, is_main=self.args.should_save)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)

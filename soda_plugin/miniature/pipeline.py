@@ -332,6 +332,38 @@ def dpo_config(settings: MiniatureSettings, seed: int, pairs_dir: Path, out: Pat
     return cfg
 
 
+def gad_config(settings: MiniatureSettings, seed: int, teacher_file: Path, out: Path,
+               warmup_dir: Path | None = None) -> dict[str, Any]:
+    """GAD from q0 on the teacher's answers (recipes/smollm2_cpu_gad.yml): its warmup of W steps
+    (the policy's SFT at the SFT run's rate and schedule, while D learns on live rollouts) and its
+    GAD stage of D steps, with as many prompts per step as the SFT run's rows and the DPO stage's
+    pairs. `warmup_dir`: a warmup folder shared with other runs of the same warmup config."""
+    cfg = yaml.safe_load((RECIPES / "smollm2_cpu_gad.yml").read_text())
+    sft = sft_config(settings, seed, teacher_file, out)
+    dpo_pairs = settings.dpo_pairs_per_step or yaml.safe_load((RECIPES / "smollm2_cpu_soda.yml").read_text())["micro_batch_size"]
+    rollouts_per_forward, n = cfg["micro_batch_size"], cfg["trl"]["num_generations"]
+
+    def accumulation(prompts: int) -> int:
+        if (prompts * n) % rollouts_per_forward:
+            raise ValueError(f"GAD: {prompts} prompts x {n} rollouts do not split into forwards of {rollouts_per_forward}")
+        return prompts * n // rollouts_per_forward
+
+    cfg.update(base_model=str(settings.model_dir), output_dir=str(out), seed=seed, max_steps=settings.dpo_steps,
+               datasets=[{"path": str(teacher_file), "ds_type": "json", "type": "soda"}],
+               dataset_prepared_path=str(out.parent / f".prepared-{out.name}"),
+               gradient_accumulation_steps=accumulation(dpo_pairs))
+    warmup = cfg["gad"]["warmup"]
+    warmup.update(max_steps=settings.warmup_steps, learning_rate=sft["learning_rate"], lr_scheduler=sft["lr_scheduler"],
+                  gradient_accumulation_steps=accumulation(sft["micro_batch_size"]))
+    if warmup_dir is not None:
+        warmup["output_dir"] = str(warmup_dir)
+    if settings.gad_learning_rate is not None:
+        cfg["learning_rate"] = settings.gad_learning_rate
+    if settings.discriminator_learning_rate is not None:
+        cfg["gad"]["discriminator"]["learning_rate"] = settings.discriminator_learning_rate
+    return cfg
+
+
 def train_once(name: str, cfg: dict[str, Any], settings: MiniatureSettings) -> Path:
     """`axolotl train` on `cfg` unless its output folder already holds a finished model."""
     return train_concurrently({name: cfg}, settings)[name]
@@ -591,6 +623,7 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
         for group in in_groups(settings.seeds[len(first):], settings.concurrent_runs):
             train_sft(settings, group, teacher, models, runtimes, clock)
         train_dpo(settings, pairs, models, runtimes, clock)
+        train_gad(settings, teacher, models, clock)
         with clock.stage("student answers"):
             answers = answer_prompts(models, files["test"], settings)
         from ..judge.answers import read_answers
@@ -629,6 +662,17 @@ def train_sft(settings: MiniatureSettings, seeds: Sequence[int], teacher: Path, 
         models[f"seqkd/s{seed}"] = trained[f"sft_s{seed}"]
         models[f"qw/s{seed}"] = warmup_checkpoint(out, settings.warmup_steps)
         runtimes["sft"] += _train_runtimes(settings.out_dir / "logs" / f"train_sft_s{seed}.log")[:1]
+
+
+def train_gad(settings: MiniatureSettings, teacher: Path, models: dict[str, Path], clock: StageClock) -> None:
+    """GAD's warmup and GAD stage from q0 on each GAD seed, `settings.concurrent_runs` at a time."""
+    runs = {f"gad_s{seed}": gad_config(settings, seed, teacher, settings.out_dir / "runs" / f"seed{seed}" / "gad")
+            for seed in settings.gad_run_seeds}
+    with clock.stage("GAD runs (warmup W, GAD stage D)"):
+        for group in in_groups(list(runs), settings.concurrent_runs):
+            trained = train_concurrently({name: runs[name] for name in group}, settings)
+            for name in group:
+                models[f"gad/s{name.rsplit('_s', 1)[1]}"] = trained[name]
 
 
 def train_dpo(settings: MiniatureSettings, pairs: Mapping[str, Path], models: dict[str, Path],

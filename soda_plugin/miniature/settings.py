@@ -45,6 +45,13 @@ class MiniatureSettings:
     # the pipeline, not its figures: its steps only have to run.
     sft_rows_per_step: int | None = None
     dpo_pairs_per_step: int | None = None
+    # GAD, the paper's other baseline: per seed, its warmup of W steps (the policy's SFT at the SFT
+    # run's rate and schedule, while its discriminator learns on live rollouts) and its GAD stage
+    # of D steps, as many prompts per step as SODA's SFT rows and DPO pairs
+    # (recipes/smollm2_cpu_gad.yml). On these seeds; None = every seed.
+    gad_seeds: tuple[int, ...] | None = None
+    gad_learning_rate: float | None = None  # the GAD stage's policy rate (recipe: learning_rate)
+    discriminator_learning_rate: float | None = None  # D's rate in both GAD stages (recipe: gad.discriminator)
     # Run the stages that do not need each other's output side by side (the ablation's
     # negatives beside SODA's first training, the representation analysis beside the answers).
     # Quick mode: its stages are mostly process start-up, one core each, so two at once take
@@ -61,6 +68,10 @@ class MiniatureSettings:
     @property
     def quick(self) -> bool:
         return self.budget == "quick"
+
+    @property
+    def gad_run_seeds(self) -> tuple[int, ...]:
+        return self.seeds if self.gad_seeds is None else self.gad_seeds
 
     @property
     def total_steps(self) -> int:
@@ -87,13 +98,16 @@ def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
         # is 0.42 points. W + D = 24 steps x 8 rows = 1.5 epochs of the 128 training prompts; the
         # split W = 12, D = 12 is SODA's pick on validation (71.7 % against 67.9 at W 16 + D 8;
         # docs/miniature.md). The ablation runs on seed 0.
+        # GAD on two of the four seeds: its discriminator is the student's size and learns on every
+        # rollout (8 per prompt), so a GAD step costs ~10 SFT steps here (~66 s; docs/gad.md), ~26 min
+        # a seed. Two seeds train side by side in the time of one; SODA - GAD pairs over those two.
         return MiniatureSettings(out_dir=out_dir, budget="full", seeds=(0, 1, 2, 3), n_train=128, n_val=240,
                                  n_test=240, warmup_steps=12, dpo_steps=12, ablation=True, ablation_seeds=(0,),
-                                 analysis_prompts=24, mechanism_prompts=24)
+                                 analysis_prompts=24, mechanism_prompts=24, gad_seeds=(0, 1))
     if budget == "long":
-        # Over an hour: six seeds, 1.5x the data and steps (W + D = 36 steps = 1.5 epochs of 192
-        # prompts, split half and half as the full budget's pick), the ablation on every seed,
-        # the mechanism on half the test prompts.
+        # Over two hours: six seeds, 1.5x the data and steps (W + D = 36 steps = 1.5 epochs of 192
+        # prompts, split half and half as the full budget's pick), the ablation and GAD on every
+        # seed, the mechanism on half the test prompts.
         return MiniatureSettings(out_dir=out_dir, budget="long", seeds=(0, 1, 2, 3, 4, 5), n_train=192, n_val=240,
                                  n_test=240, warmup_steps=18, dpo_steps=18, ablation=True,
                                  ablation_seeds=(0, 1, 2, 3, 4, 5), analysis_prompts=40, mechanism_prompts=120)
@@ -103,9 +117,10 @@ def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
 def budget_settings(budget: str, out_dir: Path, **overrides: Any) -> MiniatureSettings:
     """Defaults of `budget` with `overrides` (None = keep the default)."""
     settings = replace(_budget_defaults(budget, out_dir), **{k: v for k, v in overrides.items() if v is not None})
-    unknown = set(settings.ablation_seeds) - set(settings.seeds)
-    if unknown:
-        raise ValueError(f"ablation seeds {sorted(unknown)} are not training seeds {list(settings.seeds)}")
+    for what, subset in (("ablation", settings.ablation_seeds), ("GAD", settings.gad_run_seeds)):
+        unknown = set(subset) - set(settings.seeds)
+        if unknown:
+            raise ValueError(f"{what} seeds {sorted(unknown)} are not training seeds {list(settings.seeds)}")
     # The stages run as subprocesses from the repository root: every path is made absolute.
     return replace(settings, out_dir=Path(settings.out_dir).resolve(), model_dir=Path(settings.model_dir).resolve())
 

@@ -24,10 +24,12 @@ from .report import markdown_table, spread, timing_table
 from .settings import MiniatureSettings
 
 MAIN = {"base": "Base (q0: SmolLM2-135M-Instruct)", "qw": "q_w (the SFT run at step W)",
-        "seqkd": "SeqKD (the same SFT run at W + D)", "soda": "SODA (q_w + D DPO steps)"}
-# The paired comparisons the report gives, headline first: (model, against).
-COMPARISONS = (("soda", "seqkd"), ("soda", "qw"), ("seqkd", "qw"))
-SHORT = {"soda": "SODA", "seqkd": "SeqKD", "qw": "q_w", "base": "Base"}
+        "seqkd": "SeqKD (the same SFT run at W + D)", "gad": "GAD (its warmup W + GAD stage D, from q0)",
+        "soda": "SODA (q_w + D DPO steps)"}
+# The paired comparisons the report gives, headline first: (model, against). A comparison
+# pairs the seeds both ran (GAD may run on fewer seeds than the others).
+COMPARISONS = (("soda", "seqkd"), ("soda", "gad"), ("soda", "qw"), ("seqkd", "qw"), ("gad", "qw"))
+SHORT = {"soda": "SODA", "seqkd": "SeqKD", "gad": "GAD", "qw": "q_w", "base": "Base"}
 ABLATION = {"soda": "q0's own answers (SODA)",
             "soda-sibling": "perturbed sibling (SmolLM2 + seeded weight noise: not another model)",
             "soda-degraded": "careless teacher (wrong final value)"}
@@ -301,6 +303,55 @@ def stage_ratio(seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[fl
     return (seconds.get("q0 snapshot", 0.0) + s * settings.warmup_steps / settings.total_steps + d) / s
 
 
+def method_costs(settings: MiniatureSettings) -> dict[str, dict[str, Any]]:
+    """Per method, from the stages' `cost.json` files: trainer wall time per seed (mean), optimizer
+    steps and the highest peak RSS. SODA is the SFT run's first W of W + D steps (its share of that
+    run's time), its reference pass and DPO, plus the q0 snapshot once per seed; SeqKD the SFT run;
+    GAD its warmup and GAD stage. Every run trained `settings.concurrent_runs` at a time, alike."""
+    from ..cost.recorder import COST_FILENAME
+    from ..cost.table import read_stage
+
+    out = settings.out_dir
+    snapshot_file = out / "snapshots" / ("q0" if settings.negatives == 1 else f"q0x{settings.negatives}") / COST_FILENAME
+
+    def stage(path: Path):
+        return read_stage(path) if path.is_file() else None
+
+    per_method: dict[str, list[tuple[float, int, int | None]]] = defaultdict(list)
+    share = settings.warmup_steps / settings.total_steps
+    for seed in settings.seeds:
+        run = out / "runs" / f"seed{seed}"
+        sft = stage(run / "sft" / COST_FILENAME)
+        dpo = stage(run / "soda" / COST_FILENAME)
+        if sft is not None:
+            per_method["seqkd"].append((sft.wall_seconds, sft.optimizer_steps or 0, sft.peak_rss_bytes))
+        if sft is not None and dpo is not None:
+            extras = [c for c in (stage(run / "sft" / f"checkpoint-{settings.warmup_steps}" / "reference_logps" / COST_FILENAME),
+                                  stage(snapshot_file)) if c is not None]
+            per_method["soda"].append((share * sft.wall_seconds + dpo.wall_seconds + sum(c.wall_seconds for c in extras),
+                                       settings.warmup_steps + (dpo.optimizer_steps or 0),
+                                       max((c.peak_rss_bytes or 0) for c in [sft, dpo, *extras])))
+        gad = [stage(run / "gad" / "warmup" / COST_FILENAME), stage(run / "gad" / COST_FILENAME)]
+        if all(gad):
+            per_method["gad"].append((sum(c.wall_seconds for c in gad), sum(c.optimizer_steps or 0 for c in gad),
+                                      max((c.peak_rss_bytes or 0) for c in gad)))
+    return {method: {"seeds": len(rows), "wall_seconds": float(np.mean([r[0] for r in rows])),
+                     "optimizer_steps": int(np.mean([r[1] for r in rows])),
+                     "peak_rss_bytes": max(r[2] or 0 for r in rows)} for method, rows in per_method.items()}
+
+
+def cost_table(costs: Mapping[str, Mapping[str, Any]]) -> str:
+    if "seqkd" not in costs:
+        return "(no cost.json: every run was reused from an earlier soda without the recorder)"
+    base = costs["seqkd"]
+    rows = [[SHORT[m], str(c["seeds"]), f"{c['wall_seconds']:.0f}", str(c["optimizer_steps"]),
+             f"{c['peak_rss_bytes'] / 1024 ** 3:.2f}", f"{c['wall_seconds'] / base['wall_seconds']:.2f}x",
+             f"{c['peak_rss_bytes'] / max(1, base['peak_rss_bytes']):.2f}x"]
+            for m in ("seqkd", "gad", "soda") if m in costs for c in [costs[m]]]
+    return markdown_table(["method", "seeds", "trainer time per seed (s)", "optimizer steps", "peak RSS (GiB)",
+                           "time x SeqKD", "peak RSS x SeqKD"], rows)
+
+
 def _representation_table(analysis_file: Path) -> str:
     if not analysis_file.is_file():
         return "(not run)"
@@ -344,7 +395,7 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
     `wall_seconds`: the run's own wall time (stages may overlap)."""
     out = settings.out_dir
     ev = Evidence(files["test"], matches, answers, judge_prompt_scores(out / "eval" / "judge", list(matches)))
-    blocks = [headline_block(ev, a, b) for a, b in COMPARISONS]
+    blocks = [headline_block(ev, a, b) for a, b in COMPARISONS if a in ev.groups and b in ev.groups]
     head = blocks[0]
     main, main_figs = main_rows(ev, MAIN)
     teacher_tokens = teacher_token_counts(settings.model_dir, ev)
@@ -353,11 +404,12 @@ def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runt
     move_figs = movement_figures(ev)
     ablation, ablation_figs = (ablation_block(ev, settings.ablation_seeds) if settings.ablation else ("(not run)", {}))
     ratio = stage_ratio(seconds, runtimes, settings)
+    costs = method_costs(settings)
     n_mech = len({r["prompt_id"] for rows in mechanism["models"].values() for r in rows}) // 2
     summary = {
         "settings": settings.to_dict(), "stage_seconds": dict(seconds), "total_seconds": sum(seconds.values()),
         "wall_seconds": wall_seconds,
-        "trainer_runtimes": dict(runtimes), "ratio_snapshot_soda_over_seqkd": ratio,
+        "trainer_runtimes": dict(runtimes), "ratio_snapshot_soda_over_seqkd": ratio, "method_costs": costs,
         "headline": head, "comparisons": blocks, "main": main_figs, "text_metrics": text_figs, "mechanism": logp_figs,
         "movement": move_figs, "ablation": ablation_figs, "test_prompt_ids": ev.prompt_ids,
         "n_test_prompts": len(ev.prompt_ids), "mechanism_prompts": n_mech,
@@ -379,6 +431,9 @@ Every model answered the same {len(ev.prompt_ids)} test prompts (checked). Steps
 the teacher's answers from q0 for W + D = {settings.total_steps} steps on one schedule (no restart) is SeqKD;
 its save at step W = {settings.warmup_steps} is q_w, from which SODA spends the last D = {settings.dpo_steps} steps on DPO.
 Both total {settings.total_steps} optimizer steps, and per seed the two are one run up to step W.
+GAD (seeds {list(settings.gad_run_seeds)}) starts from q0 too: its warmup of W steps is SFT on the teacher's
+answers at the SFT run's rate while its discriminator learns on live rollouts, then its GAD stage of D
+steps is GRPO against that discriminator (docs/gad.md): {settings.total_steps} optimizer steps as well.
 
 ## Headline: SODA - SeqKD (paired)
 
@@ -391,7 +446,7 @@ Each method against the warmup it shares (same seeds, same prompts):
 
 {comparison_table(blocks)}
 
-## Base / q_w / SeqKD / SODA
+## Base / q_w / SeqKD / GAD / SODA
 
 {main_table}
 
@@ -449,6 +504,10 @@ model. The careless teacher answers at temperature {settings.hot_teacher_tempera
 
 {ratio_line}
 
+What each method cost, from every stage's `cost.json` (`soda cost` reads the same files):
+
+{cost_table(costs)}
+
 Trainer-internal runtimes (s, per seed): SFT run (W + D steps) {list(runtimes.get("sft", []))}, SODA's DPO
 {list(runtimes.get("dpo", []))}.
 
@@ -467,5 +526,5 @@ Trainer-internal runtimes (s, per seed): SFT run (W + D steps) {list(runtimes.ge
     summary["screen"] = "\n\n".join(["Headline: SODA - SeqKD (paired)\n" + headline_lines(head), comparison_table(blocks),
                                      main_table,
                                      logp_table(logp_figs, LABELS), text_table(text_figs, LABELS), ablation,
-                                     timing_table(seconds, wall_seconds), ratio_line])
+                                     timing_table(seconds, wall_seconds), ratio_line, cost_table(costs)])
     return summary

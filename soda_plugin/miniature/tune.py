@@ -9,7 +9,11 @@ Phase 2, SODA's knobs: each DPO variant (rate, beta, W/D split) starts from the 
 run's save at its step W (SODA's warmup is that run's first W steps, so SODA inherits the
 SFT values SeqKD chose) and spends the remaining steps on DPO. The best is SODA's pick.
 
-Both grids hold the same number of variants. Shared work (teacher answers, snapshot, pairs,
+Phase 3, GAD's knobs (`run_gad_sweep`): each GAD variant (its policy's and its
+discriminator's rates) runs GAD's warmup (SFT at the SFT values SeqKD picked, D on live
+rollouts) and GAD stage from q0; variants with the same warmup share it. The best is GAD's pick.
+
+All grids hold the same number of variants. Shared work (teacher answers, snapshot, pairs,
 runs, answers) is reused, so a killed sweep continues.
 """
 
@@ -29,8 +33,8 @@ from ..format.fileio import atomic_write_text
 from ..judge.grid import headline
 from ..log import get_logger
 from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher, dpo_config,
-                       exact_match_by_prompt, in_groups, judge_models, q0_name, sft_config, snapshot, train_concurrently,
-                       warmup_checkpoint, write_task_files)
+                       exact_match_by_prompt, gad_config, in_groups, judge_models, q0_name, sft_config, snapshot,
+                       train_concurrently, warmup_checkpoint, write_task_files)
 from .report import markdown_table
 from .settings import MiniatureSettings
 
@@ -65,7 +69,24 @@ class DpoVariant:
         return replace(settings, **knobs)
 
 
-def _knobs(variant: SftVariant | DpoVariant) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GadVariant:
+    """GAD's knobs for one sweep point; None keeps the recipe's value."""
+
+    name: str
+    gad_learning_rate: float | None = None
+    discriminator_learning_rate: float | None = None
+
+    def apply(self, settings: MiniatureSettings) -> MiniatureSettings:
+        return replace(settings, **_knobs(self))
+
+    def warmup_key(self) -> str:
+        """Variants with the same key train the same warmup (D's rate is the only knob it reads)."""
+        rate = self.discriminator_learning_rate
+        return "recipe" if rate is None else f"d-lr-{rate:g}"
+
+
+def _knobs(variant: SftVariant | DpoVariant | GadVariant) -> dict[str, Any]:
     return {k: v for k, v in vars(variant).items() if k != "name" and v is not None}
 
 
@@ -87,11 +108,21 @@ DPO_GRID = (
 )
 
 
+# GAD: its policy's rate in the GAD stage around the recipe's (as SODA's DPO rate), and its
+# discriminator's rate (GAD uses one rate for both; D learns in both stages).
+GAD_GRID = (
+    GadVariant("recipe"),
+    GadVariant("gad-lr-3e-5", gad_learning_rate=3e-5),
+    GadVariant("gad-lr-3e-6", gad_learning_rate=3e-6),
+    GadVariant("d-lr-1e-4", discriminator_learning_rate=1e-4),
+)
+
+
 def _tag(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def describe(variant: SftVariant | DpoVariant) -> str:
+def describe(variant: SftVariant | DpoVariant | GadVariant) -> str:
     return ", ".join(f"{k}={_tag(v)}" for k, v in _knobs(variant).items()) or "recipe values"
 
 
@@ -223,3 +254,83 @@ def write_sweep_report(settings: MiniatureSettings, sft_variants: Sequence[SftVa
     atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "sweep.md", text)
     return {"table": text, "report": str(out / "sweep.md"), **summary}
+
+
+def gad_batches(variants: Sequence[GadVariant], size: int) -> list[list[GadVariant]]:
+    """Groups of at most `size` variants to train at once, where no two in a group share a
+    warmup that is not trained yet (they would both train it, in the same folder)."""
+    firsts, rest, seen = [], [], set()
+    for v in variants:
+        (rest if v.warmup_key() in seen else firsts).append(v)
+        seen.add(v.warmup_key())
+    return [list(g) for g in in_groups(firsts, size)] + [list(g) for g in in_groups(rest, size)]
+
+
+def run_gad_sweep(settings: MiniatureSettings, gad_variants: Sequence[GadVariant] = GAD_GRID) -> dict[str, Any]:
+    """Phase 3 on the validation prompts (seed `settings.seeds[0]`), with the SFT values the
+    recipes hold (SeqKD's pick, `sweep.json`); writes sweep_gad.md and sweep_gad.json."""
+    import os
+
+    from ..smollm2 import convert_smollm2
+    from .teacher_server import running_teacher
+
+    earlier = settings.out_dir / "sweep.json"
+    if earlier.is_file():
+        n_earlier = sum(1 for r in json.loads(earlier.read_text())["results"].values() if r["method"] == "SeqKD")
+        if n_earlier != len(gad_variants):
+            raise ValueError(f"tuning parity: {n_earlier} SeqKD variants but {len(gad_variants)} GAD variants")
+    out, logs = settings.out_dir, settings.out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault(KEY_ENV, "local-teacher-needs-no-key")
+    clock = StageClock()
+    convert_smollm2(settings.model_dir)
+    files = write_task_files(settings, out / "data")
+    val, seed = files["val"], settings.seeds[0]
+    dirs = {v.name: out / "runs" / f"gad-{v.name}" / f"seed{seed}" for v in gad_variants}
+    warmups = {v.name: out / "runs" / f"gad-warmup-{v.warmup_key()}" / f"seed{seed}" for v in gad_variants}
+    with running_teacher(logs / "teacher_server.log") as url:
+        with clock.stage("teacher answers"):
+            teacher = collect_teacher(url, files["train"], out / "data" / "teacher.jsonl", 0.0, files["test"],
+                                      logs / "teacher.log")
+        with clock.stage("GAD: warmup and GAD stage runs"):
+            for batch in gad_batches(gad_variants, settings.concurrent_runs):
+                train_concurrently({f"gad-{v.name}_s{seed}": gad_config(v.apply(settings), seed, teacher, dirs[v.name],
+                                                                       warmup_dir=warmups[v.name]) for v in batch},
+                                   settings)
+        models = {"base": settings.model_dir, **{f"gad.{v.name}": dirs[v.name] for v in gad_variants}}
+        with clock.stage("validation answers"):
+            answers = answer_prompts(models, val, settings)
+        matches = {n: exact_match_by_prompt(p, val) for n, p in answers.items()}
+        chosen = pick([f"gad.{v.name}" for v in gad_variants], matches).split(".", 1)[1]
+        with clock.stage("judge"):
+            judged = judge_models(answers, val, url, settings)
+    return write_gad_sweep_report(settings, gad_variants, chosen, matches, judged, clock.seconds)
+
+
+def write_gad_sweep_report(settings: MiniatureSettings, variants: Sequence[GadVariant], chosen: str,
+                           matches: Mapping[str, Mapping[str, bool]], judged: Mapping[str, Any],
+                           seconds: Mapping[str, float]) -> dict[str, Any]:
+    import numpy as np
+
+    from .summary import rate_interval
+
+    judge = {r["model"]: headline(r)["score"] for r in judged["results"]}
+    prompt_ids = list(matches["base"])
+    rows, results = [], {}
+    for v in variants:
+        name = f"gad.{v.name}"
+        em = rate_interval(np.array([[float(matches[name][pid]) for pid in prompt_ids]]))
+        results[name] = {"method": "GAD", "variant": vars(v), "exact_match": em.to_dict(), "judge": judge[name],
+                         "chosen": v.name == chosen}
+        rows.append(["GAD", v.name, describe(v), em.format(), f"{judge[name]:.1f}", "**picked**" if v.name == chosen else ""])
+    text = (f"# Validation sweep, GAD ({len(prompt_ids)} validation prompts; seed {settings.seeds[0]}; warmup W = "
+            f"{settings.warmup_steps} + GAD stage D = {settings.dpo_steps} steps)\n\n"
+            f"{len(variants)} validation runs for GAD's knobs, as many as SeqKD's and SODA's (sweep.md); the warmup "
+            "uses the SFT values SeqKD picked.\n\n"
+            + markdown_table(["method", "variant", "knobs", "exact match % (95 % CI)", "judge", ""], rows)
+            + "\n\nThe test prompts were not used.\n")
+    summary = {"settings": settings.to_dict(), "results": results, "chosen": {"gad": chosen},
+               "stage_seconds": dict(seconds), "split": "val", "n_prompts": len(prompt_ids)}
+    atomic_write_text(settings.out_dir / "sweep_gad.json", json.dumps(summary, indent=2))
+    atomic_write_text(settings.out_dir / "sweep_gad.md", text)
+    return {"table": text, "report": str(settings.out_dir / "sweep_gad.md"), **summary}

@@ -106,3 +106,58 @@ def test_a_killed_gad_stage_resumes_both_models_from_its_checkpoint(tiny_model_d
         a, b = load_file(str(out / name)), load_file(str(straight / name))
         worst = max(float((a[k] - b[k]).abs().max()) for k in a)
         assert worst < 1e-5, (name, worst)
+
+
+# The 7B GAD recipe, reduced, through DeepSpeed ZeRO-3 (its setting) in one CPU process:
+# key -> (value, reason). `gad.warmup.*` keys go into the warmup block.
+SIZE_AND_STEPS = {
+    "max_steps": (2, "2 steps per stage keep the test short on 2 cores"),
+    "gad.warmup.max_steps": (2, "as above, for the warmup"),
+    "gad.warmup.critic_warmup": (2, "one discriminator-only step, then one SFT step"),
+    "micro_batch_size": (4, "the 24-row fixture; 1 prompt x 4 rollouts per forward"),
+    "gradient_accumulation_steps": (2, "2 prompts per step in one process, not 256 on 8 GPUs"),
+    "gad.discriminator.micro_batch_size": (4, "as the policy's"),
+    "trl.num_generations": (4, "4 rollouts per prompt keep it short (GAD: 8)"),
+    "trl.max_completion_length": (12, "tiny random model: short rollouts"),
+    "trl.use_vllm": (False, "no vLLM on CPU: rollouts through transformers' generate"),
+    "learning_rate": (1.0e-3, "a tiny model must move in 2 steps"),
+    "gad.discriminator.learning_rate": (1.0e-3, "as above"),
+    "gad.warmup.learning_rate": (1.0e-3, "as above"),
+    "sequence_len": (256, "fixture rows are < 100 tokens"),
+    "save_steps": (1, "a checkpoint at every step: D's DeepSpeed state is saved beside the policy's"),
+    "logging_steps": (1, "every step"),
+    "dataset_processes": (1, "two cores: no worker pool"),
+}
+
+
+def test_the_7b_gad_recipe_trains_both_models_under_deepspeed_zero3(tiny_model_dirs, tmp_path, monkeypatch,
+                                                                    held_port):
+    import sys
+    from pathlib import Path
+
+    from recipe_overrides import RECIPES_DIR, cpu_recipe, write_fixtures
+
+    recipe = RECIPES_DIR / "qwen7b_gad.yml"
+    cfg = cpu_recipe(recipe, tiny_model_dirs, write_fixtures(tmp_path / "data"), tmp_path, train=True)
+    assert cfg["deepspeed"] == "deepspeed/zero3.json"
+    cfg.pop("vllm")
+    for key, (value, _reason) in SIZE_AND_STEPS.items():
+        target, name = cfg, key
+        for part in key.split(".")[:-1]:
+            target = target[part]
+        target[key.split(".")[-1]] = value
+    config = write_config(cfg, tmp_path / recipe.name)
+    monkeypatch.setenv("MASTER_PORT", str(held_port))
+    launcher = [sys.executable, str(Path(__file__).with_name("deepspeed_cpu_launch.py"))]
+    run = axolotl_train(config, launcher=launcher, timeout=900)
+    assert run.returncode == 0, run.output[-4000:]
+    out = tmp_path / "out"
+    for stage in (out / "warmup", out):
+        # D's DeepSpeed state (sharded optimizer) in each checkpoint, its gathered weights beside the student
+        assert (stage / "checkpoint-2" / "discriminator" / "deepspeed" / "latest").is_file(), stage
+        assert (stage / "checkpoint-2" / "latest").is_file(), stage  # the policy's own DeepSpeed checkpoint
+    base = weights(tiny_model_dirs["qwen2"])
+    d_warm, d_final = weights(out / "warmup" / "discriminator"), weights(out / "discriminator")
+    assert all(d_warm[k].shape == base[k].shape for k in backbone(base))  # gathered, not ZeRO-3 shards
+    assert differs(backbone(base), backbone(d_warm)) and differs(d_warm, d_final)
+    assert differs(weights(out / "warmup"), weights(out))

@@ -45,6 +45,13 @@ def test_every_stage_produced_what_the_next_needs(quick_run):
     assert _logged_steps(out / "logs" / "train_sft_s0.log") == w + d
     for run in ("soda", "soda_sibling", "soda_degraded"):
         assert _logged_steps(out / "logs" / f"train_{run}_s0.log") == d, run
+    # GAD: its warmup (W steps) and GAD stage (D steps) from q0, both models saved per stage.
+    gad = runs / "gad"
+    for folder in (gad / "warmup", gad):
+        assert (folder / "model.safetensors").is_file() and (folder / "discriminator" / "model.safetensors").is_file()
+    assert _logged_steps(out / "logs" / "train_gad_s0.log") == w + d
+    gad_cfg = yaml.safe_load((out / "configs" / "gad_s0.yml").read_text())
+    assert gad_cfg["base_model"] == settings["model_dir"] and gad_cfg["gad"]["warmup"]["max_steps"] == w
 
 
 def test_no_baseline_run_restarts_its_schedule(quick_run):
@@ -145,8 +152,8 @@ def _assert_pair_counts_add_up(out: Path, n_train: int) -> None:
 
 def test_tables_are_complete_and_scores_in_range(quick_run):
     out, stdout, summary = quick_run
-    groups = {"base", "qw", "seqkd", "soda", "soda-sibling", "soda-degraded"}
-    assert set(summary["main"]) == {"base", "qw", "seqkd", "soda"}
+    groups = {"base", "qw", "seqkd", "gad", "soda", "soda-sibling", "soda-degraded"}
+    assert set(summary["main"]) == {"base", "qw", "seqkd", "gad", "soda"}
     assert set(summary["text_metrics"]) == groups | {"teacher"}
     assert set(summary["mechanism"]) == groups - {"qw"} and set(summary["movement"]) == groups - {"base"}
     for group, figures in summary["main"].items():
@@ -168,7 +175,7 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
     d = summary["headline"]["discordant"]
     assert sum(d.values()) == summary["n_test_prompts"]
     report = (out / "report.md").read_text()
-    for heading in ("## Headline: SODA - SeqKD (paired)", "## Base / q_w / SeqKD / SODA", "## Mechanism",
+    for heading in ("## Headline: SODA - SeqKD (paired)", "## Base / q_w / SeqKD / GAD / SODA", "## Mechanism",
                     "## Moved from q_w", "## The judge on the same prompts", "## Pairs the judge filter kept",
                     "## Rejection-source ablation", "## Representations", "## Wall time per stage", "## Machine"):
         assert heading in report
@@ -186,11 +193,20 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
     ratio = summary["ratio_snapshot_soda_over_seqkd"]
     assert ratio is not None and ratio > 0 and f"**{ratio:.2f}**" in report
     assert len(summary["trainer_runtimes"]["sft"]) == len(summary["trainer_runtimes"]["dpo"]) == 1
-    # SODA - SeqKD, SODA - q_w and SeqKD - q_w, each paired over the same seeds and prompts.
-    assert [(b["a"], b["b"]) for b in summary["comparisons"]] == [("soda", "seqkd"), ("soda", "qw"), ("seqkd", "qw")]
+    # SODA - SeqKD, SODA - GAD, and each method against q_w, each paired over the same seeds and prompts.
+    assert [(b["a"], b["b"]) for b in summary["comparisons"]] == [
+        ("soda", "seqkd"), ("soda", "gad"), ("soda", "qw"), ("seqkd", "qw"), ("gad", "qw")]
     assert all(len(b["per_seed"]) == 1 and b["exact_match"]["n_prompts"] == summary["n_test_prompts"]
                for b in summary["comparisons"])
     assert "SODA - SeqKD" in stdout and "exact match" in stdout
+    # Every method's cost, read from its stages' cost.json files: GAD's = its warmup + its stage.
+    costs = summary["method_costs"]
+    assert set(costs) == {"seqkd", "soda", "gad"} and all(c["seeds"] == 1 for c in costs.values())
+    gad_stages = [json.loads((out / "runs" / "seed0" / "gad" / sub / "cost.json").read_text()) for sub in ("warmup", ".")]
+    assert costs["gad"]["wall_seconds"] == pytest.approx(sum(c["wall_seconds"] for c in gad_stages))
+    assert costs["gad"]["optimizer_steps"] == sum(c["optimizer_steps"] for c in gad_stages) == \
+        costs["soda"]["optimizer_steps"] == costs["seqkd"]["optimizer_steps"]
+    assert "peak RSS x SeqKD" in report
 
 
 def test_every_model_was_measured_on_the_same_prompts(quick_run):
@@ -201,7 +217,7 @@ def test_every_model_was_measured_on_the_same_prompts(quick_run):
     test_ids = set(summary["test_prompt_ids"])
     assert len(test_ids) == summary["n_test_prompts"] == summary["settings"]["n_test"]
     answer_dirs = sorted(p for p in (out / "eval" / "answers").iterdir() if p.is_dir())
-    assert {p.name for p in answer_dirs} == {"base", "qw_s0", "seqkd_s0", "soda_s0", "soda-sibling_s0",
+    assert {p.name for p in answer_dirs} == {"base", "qw_s0", "seqkd_s0", "gad_s0", "soda_s0", "soda-sibling_s0",
                                              "soda-degraded_s0"}
     for folder in answer_dirs:
         assert set(read_answers(folder, "miniature")) == test_ids, folder.name
@@ -223,7 +239,7 @@ def test_judge_ran_for_real_through_the_http_teacher(quick_run):
     results = json.loads((out / "eval" / "judge" / "results.json").read_text())
     assert results["protocol"]["judge_model"] == "program-teacher"
     assert {r["n_prompts"] for r in results["results"]} == {summary["n_test_prompts"]}
-    assert len(results["results"]) == 6
+    assert len(results["results"]) == 7
 
 
 def test_smollm2_template_round_trips_in_both_views(smollm2_dir):
