@@ -163,7 +163,7 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
         if cfg is not None:
             remove_axolotl_temp_config(cfg.get("axolotl_config_path"))
         gc.collect()
-    log_memory_per_rank("before DPO, the warmup released")
+    log_memory_per_rank("after the warmup, released before the next stage")
 
 
 def remove_axolotl_temp_config(path: str | None) -> None:

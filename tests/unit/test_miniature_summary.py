@@ -50,7 +50,7 @@ def test_headline_is_paired_per_seed_and_counts_discordant_prompts(test_file):
     assert [s["seed"] for s in block["per_seed"]] == [0, 1]
     assert block["judge"]["mean"] == pytest.approx(block["exact_match"]["mean"] / 2)  # x 100, as the judge's score
     rows, figures = summary.main_rows(ev, summary.MAIN)
-    assert [r[0] for r in rows] == list(summary.MAIN.values())
+    assert [r[0] for r in rows] == [label for group, label in summary.MAIN.items() if group != "gad"]  # no GAD run here
     assert figures["base"]["exact_match"]["method"] == "Wilson score" and figures["base"]["exact_match"]["high"] > 0
     assert figures["soda"]["exact_match"]["method"].startswith("two-level")
     # Tasks 0-2 are the first prompt of the first three families (they rotate); each family has 2 of 12.
@@ -109,3 +109,38 @@ def test_stage_ratio_reads_trainer_runtimes():
                                full) == pytest.approx((10.0 + 30.0 * warmup_share + 20.0) / 30.0)
     assert summary.stage_ratio({}, {"sft": [1.0], "dpo": []}, full) is None
     assert np.isfinite(summary.stage_ratio({}, {"sft": [1.0], "dpo": [1.0]}, full))
+
+
+def test_method_costs_are_read_from_every_stages_cost_file(tmp_path):
+    import json as _json
+
+    from soda_plugin.miniature.settings import mode_settings
+    from soda_plugin.miniature.summary import cost_table, method_costs
+
+    settings = mode_settings(False, tmp_path / "run", seeds=(0, 1), gad_seeds=(0,))
+    w, total = settings.warmup_steps, settings.total_steps
+
+    def write(folder, wall, steps, rss):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "cost.json").write_text(_json.dumps({
+            "schema": 1, "stage": folder.name, "finished": True, "started_at": "2026-12-06T00:00:00",
+            "wall_seconds": wall, "optimizer_steps": steps, "gpu_hours": 0.0,
+            "per_rank": [{"rank": 0, "peak_allocated_bytes": None, "peak_device_used_bytes": None,
+                          "peak_rss_bytes": rss}]}))
+
+    out = settings.out_dir
+    write(out / "snapshots" / "q0", 30.0, None, 1 << 30)
+    for seed in (0, 1):
+        run = out / "runs" / f"seed{seed}"
+        write(run / "sft", 240.0, total, 2 << 30)
+        write(run / "soda", 100.0, settings.dpo_steps, 3 << 30)
+        write(run / "sft" / f"checkpoint-{w}" / "reference_logps", 10.0, None, 1 << 30)
+    write(out / "runs" / "seed0" / "gad" / "warmup", 800.0, w, 5 << 30)
+    write(out / "runs" / "seed0" / "gad", 900.0, settings.dpo_steps, 6 << 30)
+    costs = method_costs(settings)
+    assert costs["seqkd"] == {"seeds": 2, "wall_seconds": 240.0, "optimizer_steps": total, "peak_rss_bytes": 2 << 30}
+    assert costs["soda"]["wall_seconds"] == pytest.approx(240.0 * w / total + 100.0 + 10.0 + 30.0)
+    assert costs["soda"]["optimizer_steps"] == total and costs["soda"]["peak_rss_bytes"] == 3 << 30
+    assert costs["gad"] == {"seeds": 1, "wall_seconds": 1700.0, "optimizer_steps": total, "peak_rss_bytes": 6 << 30}
+    table = cost_table(costs)
+    assert f"{1700.0 / 240.0:.2f}x" in table and "3.00x" in table  # GAD's time and peak RSS over SeqKD's

@@ -141,3 +141,48 @@ def test_the_sweep_answers_and_judges_validation_prompts_only(full, monkeypatch)
             assert str(test_file) not in text, f"{name} got the test prompts: {paths}"
         if name in ("answer", "judge", "match"):
             assert val_file in paths
+
+
+def test_gad_runs_from_q0_with_the_sft_runs_warmup_values_and_as_many_prompts_per_step(full, tmp_path):
+    from soda_plugin.miniature.pipeline import gad_config
+
+    settings = SftVariant("v", sft_learning_rate=2e-4, sft_scheduler="cosine").apply(full)
+    gad = gad_config(settings, 1, tmp_path / "teacher.jsonl", tmp_path / "gad")
+    sft = sft_config(settings, 1, tmp_path / "teacher.jsonl", tmp_path / "sft")
+    dpo = dpo_config(settings, 1, tmp_path / "pairs", tmp_path / "soda", tmp_path / "qw")
+    warmup, n = gad["gad"]["warmup"], gad["trl"]["num_generations"]
+    assert gad["base_model"] == str(full.model_dir) and gad["seed"] == 1 and gad["rl"] == "grpo"
+    assert gad["datasets"] == sft["datasets"]  # the teacher file, as SeqKD
+    # W warmup steps at the SFT run's rate and schedule, then D GAD steps: the same step budget.
+    assert warmup["max_steps"] == full.warmup_steps and gad["max_steps"] == full.dpo_steps
+    assert warmup["learning_rate"] == 2e-4 and warmup["lr_scheduler"] == "cosine"
+    # Prompts per step: the SFT run's rows in the warmup, the DPO stage's pairs in the GAD stage.
+    assert warmup["gradient_accumulation_steps"] * gad["micro_batch_size"] == sft["micro_batch_size"] * n
+    assert gad["gradient_accumulation_steps"] * gad["micro_batch_size"] == dpo["micro_batch_size"] * n
+    tuned = gad_config(replace(full, gad_learning_rate=3e-5, discriminator_learning_rate=1e-4), 0,
+                       tmp_path / "t.jsonl", tmp_path / "g", warmup_dir=tmp_path / "shared")
+    assert tuned["learning_rate"] == 3e-5 and tuned["gad"]["discriminator"]["learning_rate"] == 1e-4
+    assert tuned["gad"]["warmup"]["output_dir"] == str(tmp_path / "shared")
+
+
+def test_the_gad_grid_has_as_many_runs_and_variants_sharing_a_warmup_never_train_it_together(full):
+    from soda_plugin.miniature.tune import GAD_GRID, gad_batches
+
+    assert len(GAD_GRID) == len(SFT_GRID) == len(DPO_GRID) and GAD_GRID[0].apply(full) == full
+    batches = gad_batches(GAD_GRID, 2)
+    assert sorted(v.name for b in batches for v in b) == sorted(v.name for v in GAD_GRID)
+    first_of_each = {}
+    for index, batch in enumerate(batches):
+        keys = [v.warmup_key() for v in batch]
+        for key in keys:
+            first_of_each.setdefault(key, index)
+        # No two variants that would train the same warmup start at once, unless it is finished.
+        assert all(keys.count(k) == 1 or first_of_each[k] < index for k in keys), batches
+
+
+def test_full_mode_runs_gad_on_fewer_seeds_and_refuses_unknown_ones(tmp_path):
+    full = mode_settings(False, tmp_path)
+    assert set(full.gad_run_seeds) < set(full.seeds) and len(full.gad_run_seeds) >= 2
+    assert mode_settings(True, tmp_path).gad_run_seeds == mode_settings(True, tmp_path).seeds
+    with pytest.raises(ValueError, match="GAD seeds"):
+        mode_settings(False, tmp_path, gad_seeds=(9,))
