@@ -1,8 +1,8 @@
 """The paper's pipeline in miniature on a CPU (the README's main job).
 
-    python tools/cpu_demo.py                  # full: 4 seeds, 240 test prompts, ablation (goal 30 min on 2 cores)
-    python tools/cpu_demo.py --quick          # = --budget quick: one seed, few prompts and steps (CI; goal 6 min)
-    python tools/cpu_demo.py --budget long    # 6 seeds, 1.5x the data and steps, ablation on every seed (over an hour)
+    python tools/cpu_demo.py                  # full: 4 seeds (GAD on 2), 240 test prompts, ablation
+    python tools/cpu_demo.py --quick          # = --budget quick: one seed, few prompts and steps (CI)
+    python tools/cpu_demo.py --budget long    # 6 seeds, 1.5x the data and steps, ablation and GAD on every seed
 
 docs/miniature.md has the measured times.
 
@@ -11,7 +11,8 @@ list and plural questions with one line `Answer: <value>`) is served over the
 chat-completions API on 127.0.0.1. The project's tools then collect its answers, snapshot
 q0 = SmolLM2-135M-Instruct, build pairs, train per seed one SFT run
 of W + D steps from q0 (`recipes/smollm2_cpu_seqkd.yml`: its end is SeqKD, its step-W save is
-SODA's warmup q_w) and SODA's D DPO steps from q_w (`recipes/smollm2_cpu_soda.yml`),
+SODA's warmup q_w) and SODA's D DPO steps from q_w (`recipes/smollm2_cpu_soda.yml`), and GAD's warmup and GAD stage
+from q0 on the same teacher answers and step budget (`recipes/smollm2_cpu_gad.yml`),
 evaluate every model on held-out prompts (exact match, the
 judge tool with the teacher as judge, log-probabilities of q0's answers), and analyse
 representations. Results: `<out>/report.md`. Re-running continues a killed run.
@@ -35,6 +36,8 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2 3; quick: 0; long: 0-5)")
     parser.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablation's DPO runs "
                         "(default: seed 0; long: every seed)")
+    parser.add_argument("--gad-seeds", type=int, nargs="*", help="seeds of the GAD runs (default: 0 1; quick and "
+                        "long: every seed); with no value, GAD does not run")
     parser.add_argument("--train-prompts", type=int, dest="n_train")
     parser.add_argument("--test-prompts", type=int, dest="n_test")
     parser.add_argument("--warmup-steps", type=int)
@@ -56,7 +59,8 @@ def main(args: argparse.Namespace) -> None:
     settings = budget_settings(budget, out, seeds=tuple(args.seeds) if args.seeds else None, n_train=args.n_train,
                              n_test=args.n_test, warmup_steps=args.warmup_steps, dpo_steps=args.dpo_steps,
                              ablation=args.ablation, model_dir=args.model_dir,
-                             ablation_seeds=tuple(args.ablation_seeds) if args.ablation_seeds else None)
+                             ablation_seeds=tuple(args.ablation_seeds) if args.ablation_seeds else None,
+                             gad_seeds=tuple(args.gad_seeds) if args.gad_seeds is not None else None)
     summary = run_miniature(settings)
     print("\n" + summary["screen"])
     print(f"\nFull report: {summary['report']}")
