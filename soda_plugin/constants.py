@@ -8,6 +8,8 @@ DEFAULT_FIELD_TEACHER = "teacher_response"
 DEFAULT_FIELD_STUDENT = "student_response"
 # Written by the teacher tool next to each answer (`teacher/records.py`).
 FINISH_REASON_FIELD = "finish_reason"
+# The GRPO view's column (GAD): the teacher's answer rendered as the final turn, for the discriminator.
+GRPO_TEACHER_COLUMN = "teacher_completion"
 
 # Per-dataset keys (already part of Axolotl's dataset schemas, so they survive its
 # validation for both SFT and DPO datasets) that override the default column names.

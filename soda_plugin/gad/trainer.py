@@ -16,13 +16,12 @@ from typing import Any
 import torch
 from axolotl.core.trainers.grpo.trainer import AxolotlGRPOTrainer
 
+from ..constants import GRPO_TEACHER_COLUMN as TEACHER_COLUMN
 from ..log import get_logger
 from .args import GADConfig, PolicyLoss
 from .discriminator import WEIGHTS_DIRNAME, Discriminator
 
 LOG = get_logger(__name__)
-
-TEACHER_COLUMN = "teacher_completion"
 
 
 class GADTrainer(AxolotlGRPOTrainer):
@@ -53,7 +52,7 @@ class GADTrainer(AxolotlGRPOTrainer):
                  path, gad.policy_loss.value, max(gad.critic_warmup - 1, 0))
 
     def _pad_token_id(self) -> int:
-        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        tokenizer = self._text_tokenizer()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ValueError("gad: the tokenizer has neither a pad nor an end-of-sequence token")
@@ -76,6 +75,7 @@ class GADTrainer(AxolotlGRPOTrainer):
         if TEACHER_COLUMN not in columns:
             raise KeyError(f"gad: the dataset rows carry no `{TEACHER_COLUMN}` column; read the teacher file with "
                            "`type: soda` (columns `content` and `teacher_response`).")
+        # As TRL tokenizes string prompts for generation (`GRPOTrainer._tokenize_prompts`).
         prompt_ids = self.processing_class(text=list(prompts))["input_ids"]
         rollouts = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
         scores = self.discriminator.scores(rollouts)

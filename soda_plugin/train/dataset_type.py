@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Mapping
 
-from ..constants import FINISH_REASON_FIELD
+from ..constants import FINISH_REASON_FIELD, GRPO_TEACHER_COLUMN
 from ..log import get_logger
 from ..format.rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row, teacher_flags
 from ..format.flags import FLAGS_FIELD
@@ -116,7 +116,7 @@ def dpo_rows_to_triples(
 ) -> dict[str, list[str]]:
     """Batched transform body: validate each row, keep the good ones as DPO triples (or, for
     GRPO, as prompt + teacher answer: no student answer needed)."""
-    out: dict[str, list[str]] = {"prompt": [], "teacher_completion": []} if grpo else \
+    out: dict[str, list[str]] = {"prompt": [], GRPO_TEACHER_COLUMN: []} if grpo else \
         {"prompt": [], "chosen": [], "rejected": []}
     view = grpo_example if grpo else dpo_example
     tally = BadRowTally(policy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..format.chat_format import render_final_turn, strip_template_bos
-from ..constants import IGNORE_INDEX
+from ..constants import GRPO_TEACHER_COLUMN, IGNORE_INDEX
 from ..format.rows import SodaRow
 
 
@@ -66,4 +66,4 @@ def grpo_example(tokenizer: Any, row: SodaRow) -> dict[str, str]:
         "teacher_completion": "4<|im_end|>"}`.
     """
     turn = render_final_turn(tokenizer, row.messages, row.teacher.strip())
-    return {"prompt": strip_template_bos(tokenizer, turn.prompt), "teacher_completion": turn.completion}
+    return {"prompt": strip_template_bos(tokenizer, turn.prompt), GRPO_TEACHER_COLUMN: turn.completion}
