@@ -42,3 +42,4 @@ def smollm2_dir(tmp_path_factory):
     from soda_plugin.smollm2 import convert_smollm2
 
     return convert_smollm2(tmp_path_factory.mktemp("smollm2") / "SmolLM2-135M-Instruct")
+

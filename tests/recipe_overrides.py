@@ -14,7 +14,7 @@ import yaml
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 # The per-student GPU recipes (the CPU demo's smollm2_* recipes are tested by the demo).
-# GAD's recipes (`*_gad.yml`, a `gad:` block, `rl: grpo`) are tested on their own (tests/unit/test_gad_recipes.py).
+# GAD's recipes (`*_gad.yml`, a `gad:` block, `rl: grpo`) are tested on their own (tests/unit/test_recipes_gad.py).
 GAD_RECIPES = sorted(p for p in RECIPES_DIR.glob("*_gad.yml") if not p.name.startswith("smollm2"))
 GPU_RECIPES = sorted(p for p in RECIPES_DIR.glob("*.yml") if not p.name.startswith("smollm2") and p not in GAD_RECIPES)
 SODA_RECIPES = [p for p in GPU_RECIPES if p.name.endswith("_soda.yml")]

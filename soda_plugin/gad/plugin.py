@@ -6,6 +6,8 @@ from axolotl.integrations.base import BasePlugin
 
 from ..train.registry import register_dataset_type
 
+GAD_PLUGIN = "soda_plugin.GADPlugin"
+
 register_dataset_type()  # `type: soda` reads the teacher file in GRPO's view (prompt + teacher answer)
 
 
@@ -21,8 +23,11 @@ class GADPlugin(BasePlugin):
         from .args import recipe_problems
 
         if cfg.get("gad") is None:
-            raise ValueError("`soda_plugin.GADPlugin` is listed but the recipe has no `gad:` block "
-                             "(see recipes/smollm2_cpu_gad.yml).")
+            if GAD_PLUGIN in (cfg.get("plugins") or []):
+                raise ValueError(f"`{GAD_PLUGIN}` is listed but the recipe has no `gad:` block "
+                                 "(see recipes/smollm2_cpu_gad.yml).")
+            return  # Axolotl 0.19 keeps plugins registered by an earlier config in the same process
+
         problems = recipe_problems(dict(cfg))
         if problems:  # before Axolotl's own validation, which reports GRPO keys in its words
             raise ValueError("this GAD recipe cannot run: " + "; ".join(problems))

@@ -10,6 +10,7 @@ import pytest
 
 import soda_plugin
 from soda_plugin.format.chat_format import ChatTemplateError
+from soda_plugin.cost.table import CostFileError
 from soda_plugin.client.core import MalformedResponseError, RequestFailedError, RequestRejectedError
 from soda_plugin.evalsets import BadEvalRowError
 from soda_plugin.judge.template import UnparsableVerdictError
@@ -46,6 +47,7 @@ INSTANCES = [
     (ReferenceStoreMismatchError("weights: a -> b"), ()),
     (OutputMismatchError("other settings"), ()),
     (BatchWaitError("2 batches still unfinished", ("batch-1", "batch-2")), ("batch_ids",)),
+    (CostFileError("runs/x: no cost.json in it or its sub-folders"), ()),
 ]
 
 
