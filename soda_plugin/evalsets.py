@@ -62,6 +62,7 @@ class EvalSetSpec:
     context_columns: tuple[str, ...] = ()  # appended to the prompt after a blank line
     reference_columns: tuple[str, ...] = ()
     description: str = ""
+    title: str = ""  # the column heading of the judged table
 
 
 _INSTRUCTION_COLUMNS = ("instruction", "prompt", "text", "question")
@@ -70,24 +71,28 @@ _REFERENCE_COLUMNS = ("response", "output", "reference", "answer")
 
 BENCHMARKS: dict[str, EvalSetSpec] = {
     "lmsys": EvalSetSpec(
+        title="LMSYS",
         hub_id="ytz20/LMSYS-Chat-GPT-5-Chat-Response", split="test",
         messages_columns=("content", MESSAGES_COLUMN), prompt_columns=_INSTRUCTION_COLUMNS,
         reference_columns=("teacher_response",) + _REFERENCE_COLUMNS,
         description="LMSYS-Chat-1M-Clean held-out split curated by GAD (~479 prompts); in distribution.",
     ),
     "dolly": EvalSetSpec(
+        title="Dolly",
         hub_id="MiniLLM/dolly", split="validation",
         messages_columns=(MESSAGES_COLUMN,), prompt_columns=_INSTRUCTION_COLUMNS,
         context_columns=_CONTEXT_COLUMNS, reference_columns=_REFERENCE_COLUMNS,
         description="databricks-dolly-15k, the 500 prompts MiniLLM holds out (`valid.jsonl`).",
     ),
     "selfinst": EvalSetSpec(
+        title="SelfInst",
         hub_id="MiniLLM/self-inst", split="validation",
         messages_columns=(MESSAGES_COLUMN,), prompt_columns=_INSTRUCTION_COLUMNS,
         context_columns=_CONTEXT_COLUMNS, reference_columns=_REFERENCE_COLUMNS,
         description="Self-Instruct user-oriented instructions (252) as packaged by MiniLLM.",
     ),
     "vicuna": EvalSetSpec(
+        title="Vicuna",
         hub_id="MiniLLM/Vicuna", split="validation",
         messages_columns=(MESSAGES_COLUMN,), prompt_columns=_INSTRUCTION_COLUMNS,
         context_columns=_CONTEXT_COLUMNS, reference_columns=_REFERENCE_COLUMNS,

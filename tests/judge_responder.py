@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 
 from chat_server import Reply
-from soda_plugin.judge import load_template
+from soda_plugin.verdict import load_template
 
 TEMPLATE = load_template()
 REFERENCE_QUALITY = 8

@@ -29,7 +29,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> None:
     from soda_plugin.analysis.representations import format_table, run_analysis
     from soda_plugin.judge.cli import parse_assignments
-    from soda_plugin.snapshot.prompts import prompts_from_file
+    from soda_plugin.format.prompts import prompts_from_file
 
     (base_name, base_path), = parse_assignments([args.base], "--base").items()
     models = {base_name: base_path, **parse_assignments(args.model, "--model")}

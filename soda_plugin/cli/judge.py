@@ -31,12 +31,14 @@ Protocol and choices: docs/judge.md.
 import argparse
 
 from soda_plugin.cli import stage_parser
+from soda_plugin.evalsets import BENCHMARKS
+from soda_plugin.client.options import add_client_options
+from soda_plugin.snapshot.options import add_engine_options
 
-BENCHMARK_NAMES = ["lmsys", "dolly", "selfinst", "vicuna"]  # soda_plugin.evalsets.BENCHMARKS, checked at run time
 
 
 def _add_benchmarks(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--benchmarks", nargs="+", default=BENCHMARK_NAMES, help="evaluation sets (default: all four); another name is a set of your own, "
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), help=f"evaluation sets (default: {' '.join(BENCHMARKS)}); another name is a set of your own, "
                         "given with --eval-file NAME=FILE")
     parser.add_argument("--eval-file", nargs="+", metavar="BENCHMARK=FILE",
                         help="local .jsonl/.json/.parquet file instead of the Hub copy")
@@ -57,15 +59,8 @@ def _add_answer(sub) -> None:
                         "### Response:'), to compare with GAD's published tables; `score` reads it from the "
                         "answers folder and judges the bare instruction (docs/judge.md)")
     _add_benchmarks(parser)
-    engine = parser.add_argument_group("engine (as tools/snapshot_q0.py)")
-    engine.add_argument("--backend", choices=["vllm", "transformers", "openai"], default="vllm")
-    engine.add_argument("--dtype")
-    engine.add_argument("--batch-size", type=int, default=8, help="transformers backend")
-    engine.add_argument("--tensor-parallel-size", type=int)
-    engine.add_argument("--data-parallel-size", type=int, help="vllm engines; default: all visible GPUs")
-    engine.add_argument("--enforce-eager", action="store_true", help="vllm backend: skip graph capture")
-    engine.add_argument("--base-url", help="openai backend: server URL, key from $OPENAI_API_KEY")
-    engine.add_argument("--concurrency", type=int, default=16, help="openai backend")
+    engine = parser.add_argument_group("engine (as soda snapshot)")
+    add_engine_options(engine, backend_default="vllm")
     engine.add_argument("--shard-size", type=int, default=64, help="prompts per atomic output shard")
 
 
@@ -78,16 +73,13 @@ def _add_score(sub) -> None:
     judge = parser.add_argument_group("judge")
     judge.add_argument("--judge-base-url", required=True)
     judge.add_argument("--judge-model", required=True, help="e.g. gpt-4o (the paper's judge)")
-    judge.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-    judge.add_argument("--template", default="pairwise_v1", help="soda_plugin/judge/templates/<name>.txt")
+    judge.add_argument("--template", default="pairwise_v1", help="soda_plugin/verdict/templates/<name>.txt")
     judge.add_argument("--judge-temperature", type=float, default=0.0)
     judge.add_argument("--reference-max-tokens", type=int, default=1536)
     judge.add_argument("--verdict-max-tokens", type=int, default=512)
     judge.add_argument("--parse-attempts", type=int, default=3,
                        help="requests per verdict before it counts as unparsable")
-    judge.add_argument("--concurrency", type=int, default=16)
-    judge.add_argument("--timeout-s", type=float, default=120.0)
-    judge.add_argument("--max-attempts", type=int, default=6, help="per request, for 429/5xx/timeouts")
+    add_client_options(judge)
     judge.add_argument("--price-in", type=float, help="USD per million prompt tokens (reports the cost)")
     judge.add_argument("--price-out", type=float, help="USD per million completion tokens")
     stats = parser.add_argument_group("statistics")

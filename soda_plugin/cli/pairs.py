@@ -25,6 +25,7 @@ The output folder reads in a recipe as `path: <out>/data`, `ds_type: parquet`, `
 import argparse
 
 from soda_plugin.cli import stage_parser
+from soda_plugin.client.options import add_client_options
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -64,7 +65,6 @@ def _add_judge_filter(parser: argparse.ArgumentParser) -> None:
                        help="ask a judge, in both orders, whether each pair's teacher answer beats its q0 answer")
     judge.add_argument("--judge-base-url", help="any OpenAI-compatible server (required with --judge-filter)")
     judge.add_argument("--judge-model", help="judge model, e.g. gpt-4o (required with --judge-filter)")
-    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     judge.add_argument("--judge-filter-action", choices=["drop", "flag"], default="drop",
                        help="pairs the teacher does not win: drop them (default) or keep them flagged "
                             "(`judge_verdict` column = teacher_not_better)")
@@ -75,14 +75,12 @@ def _add_judge_filter(parser: argparse.ArgumentParser) -> None:
                             "`unjudged_*` (default) or fail the build, writing nothing")
     judge.add_argument("--judge-cache-dir", metavar="DIR",
                        help="verdict cache (default: <out>/judge_cache); may be shared with `soda judge score`")
-    judge.add_argument("--judge-template", default="pairwise_v1", help="soda_plugin/judge/templates/<name>.txt")
+    judge.add_argument("--judge-template", default="pairwise_v1", help="soda_plugin/verdict/templates/<name>.txt")
     judge.add_argument("--judge-temperature", type=float, default=0.0)
     judge.add_argument("--judge-verdict-max-tokens", type=int, default=512)
     judge.add_argument("--judge-parse-attempts", type=int, default=3,
                        help="requests per verdict before it counts as unparsable")
-    judge.add_argument("--judge-concurrency", type=int, default=16)
-    judge.add_argument("--judge-timeout-s", type=float, default=120.0)
-    judge.add_argument("--judge-max-attempts", type=int, default=6, help="per request, for 429/5xx/timeouts")
+    add_client_options(judge, prefix="judge-")
     judge.add_argument("--no-progress", action="store_true", help="no progress bar for the judge's calls")
 
 
@@ -99,22 +97,15 @@ def _judge_filter(args: argparse.Namespace):
                if not value]
     if missing:
         raise SystemExit(f"--judge-filter needs {' and '.join(missing)} (an OpenAI-compatible judge server and model).")
-    import os
-
-    from soda_plugin.client import ClientSettings
-    from soda_plugin.judge import JudgeSettings, load_template
-    from soda_plugin.log import get_logger
+    from soda_plugin.client import client_settings, warn_if_key_missing
     from soda_plugin.pairs import JudgeFilterConfig
+    from soda_plugin.verdict import JudgeSettings, load_template
 
-    if not os.environ.get(args.judge_api_key_env):
-        get_logger(__name__).warning(
-            "`$%s` is not set: the judge is called without a key (fine for a local server; set it, or name another "
-            "variable with `--judge-api-key-env`, for a hosted API).", args.judge_api_key_env)
+    client = client_settings(args, base_url=args.judge_base_url, model=args.judge_model, prefix="judge-")
+    warn_if_key_missing(client, "the judge", "--judge-api-key-env")
     try:
         return JudgeFilterConfig(
-            client=ClientSettings(base_url=args.judge_base_url, model=args.judge_model,
-                                  api_key_env=args.judge_api_key_env, concurrency=args.judge_concurrency,
-                                  timeout_s=args.judge_timeout_s, max_attempts=args.judge_max_attempts),
+            client=client,
             judge=JudgeSettings(args.judge_model, load_template(args.judge_template),
                                 temperature=args.judge_temperature, verdict_max_tokens=args.judge_verdict_max_tokens,
                                 parse_attempts=args.judge_parse_attempts),

@@ -21,6 +21,7 @@ prompts are skipped, nothing is duplicated.
 import argparse
 
 from soda_plugin.cli import stage_parser
+from soda_plugin.snapshot.options import add_engine_options, add_sampling_options
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -33,20 +34,8 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     source.add_argument("--field-messages", default="content", help="column holding the prompt messages")
     source.add_argument("--out", help="output folder; default: soda.snapshot.output_dir or <output_dir>/snapshot_q0")
     source.add_argument("--source", help="label of these answers in the pairs; default q0:<model>")
-    engine = parser.add_argument_group("engine")
-    engine.add_argument("--backend", choices=["vllm", "transformers", "openai"])
-    engine.add_argument("--dtype")
-    engine.add_argument("--batch-size", type=int, default=8, help="transformers backend")
-    engine.add_argument("--device", help="transformers backend: torch device; default cuda when available, else cpu")
-    engine.add_argument("--tensor-parallel-size", type=int)
-    engine.add_argument("--data-parallel-size", type=int,
-                        help="engines, one per GPU group; default: all visible GPUs for vllm")
-    engine.add_argument("--enforce-eager", action="store_true", help="vllm backend: skip graph capture")
-    engine.add_argument("--base-url", help="openai backend: server URL, key from $OPENAI_API_KEY")
-    engine.add_argument("--concurrency", type=int, default=16, help="openai backend")
-    sampling = parser.add_argument_group("sampling (defaults: soda_plugin.snapshot.engine.SamplingSettings)")
-    for flag, kind in (("--temperature", float), ("--top-p", float), ("--max-tokens", int), ("--n", int), ("--seed", int)):
-        sampling.add_argument(flag, type=kind)
+    add_engine_options(parser.add_argument_group("engine"))
+    add_sampling_options(parser.add_argument_group("sampling (defaults: soda_plugin.snapshot.engine.SamplingSettings)"))
     parser.add_argument("--shard-size", type=int)
     parser.add_argument("--max-prompt-tokens", type=int,
                         help="leave out (and list in too_long.jsonl) longer prompts; default: the recipe's sequence_len - 1")

@@ -20,8 +20,8 @@ have no answer. Then: `python tools/build_pairs.py --teacher teacher.jsonl ...`.
 Batch mode (`--batch`: the provider's batch API, about half the price, answers within 24 h;
 same rows, same output file):
 
-    python tools/collect_teacher.py --prompts prompts.jsonl --out teacher.jsonl --batch \
-        --base-url https://api.openai.com/v1 --model gpt-5-chat-latest --max-tokens 1536 \
+    python tools/collect_teacher.py --prompts prompts.jsonl --out teacher.jsonl --batch \\
+        --base-url https://api.openai.com/v1 --model gpt-5-chat-latest --max-tokens 1536 \\
         --price-in 1.25 --price-out 10 --batch-discount 0.5 --batch-poll 60
 
 It uploads request files (at most --batch-max-requests lines and --batch-max-bytes bytes
@@ -39,6 +39,8 @@ Cost: tokens x --price-in/--price-out x --batch-discount (pass the online prices
 import argparse
 
 from soda_plugin.cli import stage_parser
+from soda_plugin.evalsets import BENCHMARKS
+from soda_plugin.client.options import add_client_options
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -51,21 +53,17 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     data.add_argument("--out-field-messages", default="content", help="output column for the prompt messages")
     data.add_argument("--out-field-teacher", default="teacher_response", help="output column for the answer")
     data.add_argument("--exclude-eval", action="append", metavar="NAME[=PATH]",
-                      help="drop prompts of this evaluation set (lmsys, dolly, selfinst, vicuna; PATH: local "
+                      help=f"drop prompts of this evaluation set ({', '.join(BENCHMARKS)}; PATH: local "
                            "file instead of the Hub); repeat for several")
     teacher = parser.add_argument_group("teacher")
     teacher.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
     teacher.add_argument("--model", required=True, help="teacher model name")
-    teacher.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                         help="environment variable holding the API key (never logged or written)")
     teacher.add_argument("--system-prompt", help="system message for prompts that have none")
     teacher.add_argument("--temperature", type=float)
     teacher.add_argument("--top-p", type=float)
     teacher.add_argument("--max-tokens", type=int)
     client = parser.add_argument_group("client")
-    client.add_argument("--concurrency", type=int, default=16, help="requests in flight")
-    client.add_argument("--timeout", type=float, default=120.0, help="seconds per request attempt")
-    client.add_argument("--max-attempts", type=int, default=6, help="attempts per request (429/5xx/timeouts retried)")
+    add_client_options(client, aliases={"timeout_s": "--timeout"})
     cost = parser.add_argument_group("cost")
     cost.add_argument("--price-in", type=float, default=0.0, help="USD per 1M prompt tokens")
     cost.add_argument("--price-out", type=float, default=0.0, help="USD per 1M completion tokens")

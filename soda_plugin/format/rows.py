@@ -243,3 +243,15 @@ class BadRowTally:
             for reason, count in sorted(self.counts.items())
         )
         return f"soda: skipped {self.total} of {seen} rows in {where} (`soda.on_bad_row: skip`): {parts}"
+
+
+@dataclass(frozen=True)
+class TeacherFields:
+    """Column names of the teacher files (`prompt_id`, `finish_reason` and `flags` are
+    optional; `flags` is the list `soda teacher` writes, see `format.flags`)."""
+
+    messages: str = DEFAULT_FIELD_MESSAGES
+    teacher: str = DEFAULT_FIELD_TEACHER
+    prompt_id: str = "prompt_id"
+    finish_reason: str = "finish_reason"
+    flags: str = "flags"

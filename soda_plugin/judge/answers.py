@@ -69,7 +69,7 @@ def check_student(backend: str, model: str) -> None:
         ValueError: naming the merged folder to pass instead.
     """
     if backend in ("vllm", "transformers"):
-        from ..train.merge import refuse_adapter_only
+        from ..format.model_folder import refuse_adapter_only
 
         refuse_adapter_only(model, use=f"the {backend} backend", hub_base_ok=backend == "transformers")
 

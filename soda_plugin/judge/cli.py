@@ -44,7 +44,7 @@ def resolve_benchmarks(args: argparse.Namespace) -> tuple[list[str], dict[str, s
 def run_answer(args: argparse.Namespace) -> str:
     """Student answers (greedy) to every selected set; returns the report."""
     from ..train.args import SnapshotConfig
-    from ..snapshot.cli import data_parallel_size, engine_options, installed_version
+    from ..snapshot.options import data_parallel_size, engine_options, installed_version
     from .answers import PromptFormat, check_student, generate_answers
 
     benchmarks, files = resolve_benchmarks(args)
@@ -68,11 +68,11 @@ def run_answer(args: argparse.Namespace) -> str:
 
 def run_score(args: argparse.Namespace) -> str:
     """Judge every model's answers; writes results.json, prompt_scores.jsonl and the tables."""
-    from ..client import ChatClient, ClientSettings
-    from .calls import JudgeCalls, JudgeSettings
+    from ..client import ChatClient, client_settings, warn_if_key_missing
+    from ..verdict.calls import JudgeCalls, JudgeSettings
     from .report import write_tables
     from .run import ScoreConfig, report, results_document, score_models_sync, write_results
-    from .template import load_template
+    from ..verdict.template import load_template
 
     benchmarks, files = resolve_benchmarks(args)
     models = {name: Path(folder) for name, folder in parse_assignments(args.models, "--models").items()}
@@ -81,16 +81,13 @@ def run_score(args: argparse.Namespace) -> str:
     judge = JudgeSettings(args.judge_model, load_template(args.template), temperature=args.judge_temperature,
                           reference_max_tokens=args.reference_max_tokens, verdict_max_tokens=args.verdict_max_tokens,
                           parse_attempts=args.parse_attempts)
-    if not os.environ.get(args.api_key_env):
-        LOG.warning("`$%s` is not set: the judge is called without a key (fine for a local server; set it, or "
-                    "name another variable with `--api-key-env`, for a hosted API).", args.api_key_env)
     out = Path(args.out)
     config = ScoreConfig(models, benchmarks, out, judge, files, Path(args.cache_dir) if args.cache_dir else None,
                          args.bootstrap_resamples, args.seed, progress=not args.no_progress,
                          length_tokenizer=args.length_tokenizer, length_controlled=args.length_controlled)
-    client = ChatClient(ClientSettings(base_url=args.judge_base_url, model=args.judge_model,
-                                       api_key_env=args.api_key_env, concurrency=args.concurrency,
-                                       timeout_s=args.timeout_s, max_attempts=args.max_attempts))
+    settings = client_settings(args, base_url=args.judge_base_url, model=args.judge_model)
+    warn_if_key_missing(settings, "the judge", "--api-key-env")
+    client = ChatClient(settings)
     calls = JudgeCalls(client, judge, config.cache_dir or out / "cache", progress=config.progress)
 
     results = score_models_sync(config, calls)

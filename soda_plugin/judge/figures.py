@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from .scoring import benchmark_score, order_score
+from ..verdict.scoring import benchmark_score, order_score
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-BENCHMARK_TITLES = {"lmsys": "LMSYS", "dolly": "Dolly", "selfinst": "SelfInst", "vicuna": "Vicuna"}
+from ..evalsets import BENCHMARKS
 
 
 def benchmark_title(benchmark: str) -> str:
-    return BENCHMARK_TITLES.get(benchmark, benchmark)
+    spec = BENCHMARKS.get(benchmark)
+    return spec.title if spec else benchmark
 
 
 def score_grid(document: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:

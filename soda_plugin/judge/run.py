@@ -21,11 +21,11 @@ from ..evalsets import EvalPrompt, load_eval_set
 from ..format.fileio import atomic_write_text
 from ..log import get_logger
 from .answers import PromptFormat, answers_by_eval_prompt, answers_format
-from .calls import JudgeCalls, JudgeSettings, VerdictRequest, verdict_key
+from ..verdict.calls import JudgeCalls, JudgeSettings, VerdictRequest, verdict_key
 from .figures import PromptVerdicts, SubsetScore, subset_score
 from .lengths import counter_name, token_counter
-from .scoring import Order, student_and_reference
-from .template import question_text
+from ..verdict.scoring import Order, student_and_reference
+from ..verdict.template import question_text
 
 LOG = get_logger(__name__)
 

@@ -8,12 +8,13 @@ Modules: `reasons` (drop reasons, truncation policy), `sources` (reading inputs)
 (degraded rejection source), `hub` (upload).
 """
 
+from ..format.rows import TeacherFields
 from .builder import BuildReport, NoPairsError, build_pairs, iter_pairs
 from .degrade import degrade_rows, degrade_snapshot
 from .hub import push_to_hub
 from .judge_filter import FilterAction, JudgeFilterConfig, Mark, UnjudgedPairsError, UnjudgedPolicy
 from .reasons import DropReason, TruncatedPolicy
-from .sources import SnapshotInput, TeacherFields
+from .sources import SnapshotInput
 from .writer import PAIR_COLUMNS
 
 __all__ = [

@@ -11,14 +11,14 @@ from typing import Any, Iterable, Sequence
 
 from ..log import get_logger
 from ..format.prompt_id import prompt_id as compute_prompt_id
-from ..format.rows import BadRowError, BadRowReason, SodaFields, normalize_answer, parse_row
+from ..format.rows import BadRowError, BadRowReason, SodaFields, TeacherFields, normalize_answer, parse_row
 from ..format.flags import TeacherFlag
-from ..judge.template import question_text
+from ..verdict.template import question_text
 from .card import write_card_and_report
 from .judge_filter import FilterAction, JudgeFilter, JudgeFilterConfig, Mark, UnjudgedPairsError, UnjudgedPolicy
 from .length import LengthCheck
 from .reasons import TRUNCATED, DropReason, TruncatedPolicy
-from .sources import Sample, SnapshotIndex, SnapshotInput, TeacherFields, iter_file_rows
+from .sources import Sample, SnapshotIndex, SnapshotInput, iter_file_rows
 from .writer import DATA_DIR, JUDGE_COLUMNS, PAIR_COLUMNS, ROWS_PER_FILE, PairWriter
 
 LOG = get_logger(__name__)

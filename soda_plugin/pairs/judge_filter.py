@@ -5,7 +5,7 @@ SODA assumes teacher > q0 on every pair; public preference sets built by a stron
 turned out to hold many pairs whose "chosen" was not better. The judge is any
 OpenAI-compatible server, asked with soda's own judge template (`judge/template.py`).
 
-Rule: the teacher's score is the paper's S/(S+R) arithmetic (`judge.scoring.prompt_score`)
+Rule: the teacher's score is the paper's S/(S+R) arithmetic (`verdict.scoring.prompt_score`)
 with the teacher in the reference's seat: the mean over both orders of T/(T+Q). The
 teacher wins when that mean exceeds 0.5 + `margin`; a tie is not a win. A pair whose two
 verdicts are not both parsed (still unparsable after `parse_attempts` requests, or a
@@ -14,7 +14,7 @@ evidence against it) or the build fails with nothing written (`unjudged="fail"`)
 ways it is counted.
 
 Every parsed verdict is cached in `<cache_dir>/verdicts.jsonl` under the judge's own
-request key (`judge.calls.verdict_key`) as it arrives, so a re-run after a kill pays only
+request key (`verdict.calls.verdict_key`) as it arrives, so a re-run after a kill pays only
 for what was never answered, and a cache shared with `soda judge score` shares the calls.
 
 Examples:
@@ -35,8 +35,8 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ..client import ChatClient, ClientSettings
-from ..judge.calls import JudgeCalls, JudgeSettings, VerdictRequest, verdict_key
-from ..judge.scoring import Order, prompt_score
+from ..verdict.calls import JudgeCalls, JudgeSettings, VerdictRequest, verdict_key
+from ..verdict.scoring import Order, prompt_score
 
 CACHE_DIR = "judge_cache"  # under the output folder by default: `--overwrite` keeps it
 TIE_TOLERANCE = 1e-9  # (6/14 + 8/14) / 2 is not exactly 0.5 in floating point

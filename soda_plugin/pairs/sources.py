@@ -13,23 +13,10 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 from ..format.fileio import iter_jsonl
-from ..constants import DEFAULT_FIELD_MESSAGES, DEFAULT_FIELD_TEACHER
 from ..snapshot import store
 from .reasons import FINISH_REASONS, DropReason
 
 PARQUET_BATCH_ROWS = 4096
-
-
-@dataclass(frozen=True)
-class TeacherFields:
-    """Column names of the teacher files (`prompt_id`, `finish_reason` and `flags` are
-    optional; `flags` is the list `tools/collect_teacher.py` writes, see `format.flags`)."""
-
-    messages: str = DEFAULT_FIELD_MESSAGES
-    teacher: str = DEFAULT_FIELD_TEACHER
-    prompt_id: str = "prompt_id"
-    finish_reason: str = "finish_reason"
-    flags: str = "flags"
 
 
 def iter_file_rows(path: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -32,7 +32,7 @@ class BundleFile:
 
 
 def _model_files(model_dir: Path) -> list[BundleFile]:
-    from ..train.merge import refuse_adapter_only
+    from ..format.model_folder import refuse_adapter_only
 
     # An adapter on a Hub base is a usable upload; soda's LoRA DPO adapter sits on the local
     # `<warmup dir>/merged`, so whoever downloads it could not load it.

@@ -128,7 +128,7 @@ def judge_table(document: dict[str, Any], rows: CardRows, prompt_scores: Sequenc
     when per-prompt scores are given and match the document; else the aggregates, with a
     note saying whether they cover the same prompts."""
     from ..judge.report import markdown_table
-    from ..judge.scoring import benchmark_score
+    from ..verdict.scoring import benchmark_score
 
     labelled = rows.labelled()
     names = [name for _, name in labelled]

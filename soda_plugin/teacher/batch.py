@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from ..client import ClientSettings, Usage
 from ..client.batch_api import BatchAPI
 from ..log import get_logger
-from ..pairs.sources import TeacherFields
+from ..format.rows import TeacherFields
 from .batch_files import file_bytes, request_line, split_requests
 from .batch_journal import BatchJournal, journal_path
 from .batch_results import BATCH_FAILED, EXPIRED, MALFORMED, MISSING, NOT_RESUBMITTED, parse_item

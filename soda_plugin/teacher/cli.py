@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..client import ClientSettings
-from ..pairs.sources import TeacherFields
+from ..client import client_settings
+from ..format.rows import TeacherFields
 from .collect import CollectionSummary, TeacherRequest, dry_run, run_collection
 from .exclude import EvalExclusion, EvalSetRef
 
@@ -16,7 +16,7 @@ EXIT_BATCHES_OPEN = 4  # batch mode: batches still unfinished after `--batch-max
 
 
 def load_prompts(args: argparse.Namespace) -> list[list[dict[str, str]]]:
-    from ..snapshot.prompts import prompts_from_file, prompts_from_recipe
+    from ..format.prompts import prompts_from_file, prompts_from_recipe
 
     if args.prompts:
         return prompts_from_file(args.prompts, args.field_messages)
@@ -60,8 +60,7 @@ def run_from_args(args: argparse.Namespace) -> tuple[str, int]:
         return report, 0
     if not args.base_url:
         raise ValueError("`--base-url` is required (the teacher's OpenAI-compatible endpoint), except with `--dry-run`.")
-    settings = ClientSettings(base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
-                              concurrency=args.concurrency, timeout_s=args.timeout, max_attempts=args.max_attempts)
+    settings = client_settings(args, base_url=args.base_url, model=args.model)
     if args.batch:
         return _run_batch(args, prompts, settings, request, fields, exclusion, prices)
     summary: CollectionSummary = run_collection(prompts, args.out, settings=settings, request=request, fields=fields,

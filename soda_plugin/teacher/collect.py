@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..client import ChatClient, ChatResult, ClientSettings, RequestFailedError, Usage
 from ..log import get_logger
-from ..pairs.sources import TeacherFields
+from ..format.rows import TeacherFields
 from ..format.prompt_id import prompt_id as compute_prompt_id
 from .estimate import CostEstimate, estimate_cost
 from .exclude import EvalExclusion

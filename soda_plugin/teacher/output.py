@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..format.fileio import atomic_write_text
-from ..pairs.sources import TeacherFields
+from ..format.rows import TeacherFields
 from .records import COMPLETION_TOKENS
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..client import ChatResult
-from ..pairs.sources import TeacherFields
+from ..format.rows import TeacherFields
 from ..format.flags import answer_flags
 
 PROMPT_TOKENS = "prompt_tokens"

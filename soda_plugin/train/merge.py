@@ -7,8 +7,8 @@ With `adapter: lora`, each stage saves only an adapter:
   adapter disabled) is exactly q_w rather than the untouched q0;
 - DPO's is merged when DPO has finished (`chain.merge_final_adapter`). Its base is the local
   `<warmup dir>/merged`, so the adapter alone is a model no one else can load; vLLM
-  (`tools/judge.py answer`) loads no adapter folder at all. `<output_dir>/merged` is the
-  student to evaluate and publish, and `refuse_adapter_only` sends users there.
+  (`soda judge answer`) loads no adapter folder at all. `<output_dir>/merged` is the
+  student to evaluate and publish, and `format.model_folder.refuse_adapter_only` sends users there.
 """
 
 from __future__ import annotations
@@ -17,17 +17,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..format.model_folder import ADAPTER_CONFIG, merged_dir
 from ..log import get_logger
 
 LOG = get_logger(__name__)
-
-MERGED_SUBDIR = "merged"
-ADAPTER_CONFIG = "adapter_config.json"
-
-
-def merged_dir(warmup_dir: str | Path) -> Path:
-    return Path(warmup_dir) / MERGED_SUBDIR
-
 
 def uses_adapter(cfg: Mapping[str, Any]) -> bool:
     return bool(cfg.get("adapter"))
@@ -75,47 +68,3 @@ def merge_warmup_adapter(warmup_cfg: Mapping[str, Any], warmup_dir: str | Path) 
     AutoTokenizer.from_pretrained(str(warmup_dir)).save_pretrained(out)
     LOG.info("soda: merged the adapter of %s into %s", warmup_dir, out)
     return out
-
-
-def _has_full_weights(folder: Path) -> bool:
-    return any(folder.glob("model*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
-
-
-def adapter_base(folder: str | Path) -> str | None:
-    """The base model of an adapter folder (one with `adapter_config.json`); None otherwise.
-
-    A `model.safetensors` beside the adapter does not make it a full model: for `rl` with an
-    adapter, Axolotl also saves the PEFT-wrapped model there (`axolotl/train.py`,
-    `save_trained_model`: `trainer.model.save_pretrained`), keyed `...q_proj.base_layer.weight`
-    / `...lora_A.default.weight`, which plain transformers loads with `q_proj.weight` missing.
-    """
-    config = Path(folder) / ADAPTER_CONFIG
-    if not config.is_file():
-        return None
-    return str(json.loads(config.read_text()).get("base_model_name_or_path") or "")
-
-
-def is_local_base(name: str) -> bool:
-    """A base no other machine can resolve: a path here, not a Hub id (`org/name`)."""
-    path = Path(name)
-    return not name or path.is_absolute() or path.exists() or name.startswith(".") or len(path.parts) > 2
-
-
-def refuse_adapter_only(folder: str | Path, *, use: str, hub_base_ok: bool) -> None:
-    """Raise when `folder` is an adapter folder that `use` cannot work with: any adapter
-    (`hub_base_ok=False`), or one on a local base (a soda LoRA run's DPO adapter sits on
-    `<warmup dir>/merged`). The error names the merged full model to use instead.
-
-    Raises:
-        ValueError: `folder` is such an adapter folder.
-    """
-    base = adapter_base(folder)
-    if base is None or (hub_base_ok and not is_local_base(base)):
-        return
-    merged = merged_dir(folder)
-    where = (f"pass {merged}, the full model soda merged after DPO" if _has_full_weights(merged) else
-             f"{merged} does not exist: soda writes it when a LoRA recipe's DPO stage finishes (for an "
-             f"adapter trained before that, merge it onto `{base or '?'}` with PEFT's `merge_and_unload` "
-             f"and save it there), then pass {merged}")
-    raise ValueError(f"{folder} holds a LoRA adapter on `{base or '?'}`, not a full model, which {use} cannot "
-                     f"use; {where}.")

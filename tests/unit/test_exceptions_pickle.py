@@ -13,7 +13,7 @@ from soda_plugin.format.chat_format import ChatTemplateError
 from soda_plugin.cost.table import CostFileError
 from soda_plugin.client.core import MalformedResponseError, RequestFailedError, RequestRejectedError
 from soda_plugin.evalsets import BadEvalRowError
-from soda_plugin.judge.template import UnparsableVerdictError
+from soda_plugin.verdict.template import UnparsableVerdictError
 from soda_plugin.miniature.pipeline import StageError
 from soda_plugin.pairs.builder import NoPairsError
 from soda_plugin.pairs.judge_filter import UnjudgedPairsError

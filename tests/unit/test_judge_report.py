@@ -13,7 +13,7 @@ from chat_server import ChatServer, no_sleep
 from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder
 from soda_plugin.client import ChatClient, ClientSettings
-from soda_plugin.judge import JudgeCalls, JudgeSettings, load_template
+from soda_plugin.verdict import JudgeCalls, JudgeSettings, load_template
 from soda_plugin.judge.answers import PromptFormat
 from soda_plugin.judge.figures import PromptVerdicts, length_regression, subset_score
 from soda_plugin.judge.lengths import token_counter

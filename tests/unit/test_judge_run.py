@@ -8,7 +8,7 @@ from chat_server import ChatServer, no_sleep
 from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder
 from soda_plugin.client import ChatClient, ClientSettings
-from soda_plugin.judge import JudgeCalls, JudgeSettings, load_template
+from soda_plugin.verdict import JudgeCalls, JudgeSettings, load_template
 from soda_plugin.judge.run import ScoreConfig, results_document, score_models_sync
 
 PROMPTS = ["Name a prime.", "Describe the sea.", "Why is the sky blue?"]

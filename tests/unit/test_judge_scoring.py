@@ -2,7 +2,7 @@
 
 import pytest
 
-from soda_plugin.judge.scoring import (Order, benchmark_score, bootstrap_interval, order_score, prompt_score,
+from soda_plugin.verdict.scoring import (Order, benchmark_score, bootstrap_interval, order_score, prompt_score,
                                        student_and_reference)
 
 

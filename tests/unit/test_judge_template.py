@@ -2,7 +2,7 @@
 
 import pytest
 
-from soda_plugin.judge.template import (JudgeTemplate, UnparsableVerdictError, clamp_to_scale, load_template,
+from soda_plugin.verdict.template import (JudgeTemplate, UnparsableVerdictError, clamp_to_scale, load_template,
                                         parse_verdict, question_text)
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from openai import OpenAI
 
-from soda_plugin.judge.template import load_template, parse_verdict
+from soda_plugin.verdict.template import load_template, parse_verdict
 from soda_plugin.miniature import judge_responder, tasks
 from soda_plugin.miniature.teacher_server import UNKNOWN_REPLY, make_server, running_teacher
 

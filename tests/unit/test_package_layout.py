@@ -7,7 +7,18 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "soda_plugin"
-STAGES = {"train", "teacher", "snapshot", "pairs", "judge", "share", "analysis", "miniature"}
+STAGES = {"train", "teacher", "snapshot", "pairs", "judge", "share", "analysis", "miniature", "gad"}
+# The pipeline's order: a module imports only its own area and areas of a lower rank. The
+# shared layers (the format, the API client, cost records, the judging protocol) sit below
+# every stage; the demo and the command line sit above all.
+RANK = {
+    "root": 0, "format": 0, "client": 0, "cost": 0,
+    "verdict": 1,
+    "teacher": 2, "snapshot": 3, "pairs": 4, "train": 5, "gad": 6, "judge": 7, "analysis": 7, "share": 8,
+    "miniature": 9, "cli": 10,
+}
+SHARED = 0  # the shared layers may import one another (no cycle: `test_no_import_cycle`)
+ENTRY_POINT = "soda_plugin"  # the package itself re-exports the plugins Axolotl names
 MAX_ROOT_MODULES = 8
 
 
@@ -82,6 +93,37 @@ def test_imports_run_command_line_then_stages_then_shared_format():
             if source in ("format", "root") and dest in STAGES and module != "soda_plugin":
                 wrong.append((module, target))  # the shared format imports no stage
     assert not wrong, wrong
+
+
+def wrong_way_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports from an area of higher or equal rank (`RANK`), but among the shared layers; an
+    unranked area is an error too."""
+    wrong = []
+    for module, targets in graph.items():
+        if module == ENTRY_POINT:
+            continue
+        for target in targets:
+            source, dest = _area(module), _area(target)
+            low, high = RANK.get(dest, 99), RANK.get(source, -1)
+            if source != dest and (low > high or (low == high and high != SHARED)):
+                wrong.append((module, target))
+    return sorted(wrong)
+
+
+def test_every_area_has_a_rank():
+    areas = {_area(module) for module in _modules()}
+    assert areas <= set(RANK), sorted(areas - set(RANK))
+
+
+def test_imports_follow_the_pipeline_order():
+    assert not wrong_way_imports(_graph())
+
+
+def test_a_wrong_way_import_is_caught(tmp_path):
+    """The check itself: a teacher module importing the pair builder is flagged."""
+    graph = _graph()
+    graph["soda_plugin.teacher.cli"] = graph["soda_plugin.teacher.cli"] | {"soda_plugin.pairs.sources"}
+    assert ("soda_plugin.teacher.cli", "soda_plugin.pairs.sources") in wrong_way_imports(graph)
 
 
 def test_the_recipe_names_still_resolve():

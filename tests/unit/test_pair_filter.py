@@ -15,7 +15,7 @@ from chat_server import ChatServer, wait_for
 from judge_responder import JudgeResponder
 from soda_plugin.client import ClientSettings
 from soda_plugin.format.prompt_id import prompt_id
-from soda_plugin.judge import JudgeSettings, load_template
+from soda_plugin.verdict import JudgeSettings, load_template
 from soda_plugin.pairs import DropReason, JudgeFilterConfig, UnjudgedPairsError, build_pairs, iter_pairs
 from soda_plugin.pairs.judge_filter import decide, teacher_score
 from soda_data import write_jsonl

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from soda_plugin.snapshot.prompts import prompts_from_recipe
+from soda_plugin.format.prompts import prompts_from_recipe
 
 MESSAGES = [{"role": "user", "content": "What is 12 plus 7?"}]
 

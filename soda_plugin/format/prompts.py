@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..format.fileio import iter_jsonl
-from ..format.rows import BadRowError, SodaFields, parse_messages
+from .fileio import iter_jsonl
+from .rows import BadRowError, SodaFields, parse_messages
 
 
 def _load_rows(path: str, ds_type: str | None = None, split: str = "train") -> Iterable[Mapping[str, Any]]:
@@ -55,7 +55,7 @@ def _missing_dataset_error(path: str, soda: Mapping[str, Any]) -> FileNotFoundEr
         "`--prompts data/teacher/train.jsonl` (the teacher file)"
     return FileNotFoundError(
         f"the recipe's `type: soda` dataset `{path}` does not exist yet: in a SODA recipe it holds "
-        "the pairs that tools/build_pairs.py writes from this snapshot. Pass the prompts with "
+        "the pairs that `soda pairs` writes from this snapshot. Pass the prompts with "
         f"`--prompts`, e.g. {example}."
     )
 
