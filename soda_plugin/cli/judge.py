@@ -2,9 +2,9 @@
 
 1. Student answers, greedy, resumable (one run per model; any snapshot backend):
 
-    python tools/judge.py answer --model outputs/soda --out evals/answers/soda \\
+    soda judge answer --model outputs/soda --out evals/answers/soda \\
         --benchmarks lmsys dolly selfinst vicuna --backend vllm
-    python tools/judge.py answer --model outputs/models/SmolLM2-135M-Instruct --out evals/answers/base \\
+    soda judge answer --model outputs/models/SmolLM2-135M-Instruct --out evals/answers/base \\
         --benchmarks vicuna --eval-file vicuna=vicuna.jsonl --backend transformers --max-tokens 256
 
    A LoRA recipe's student is `--model outputs/<run>/merged` (its DPO adapter merged into
@@ -13,7 +13,7 @@
 2. Judge them (key from $OPENAI_API_KEY, or the variable named by --api-key-env); every
    call is cached, so re-runs and new students pay only for what is new:
 
-    python tools/judge.py score --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o \\
+    soda judge score --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o \\
         --models base=evals/answers/base seqkd=evals/answers/seqkd soda=evals/answers/soda \\
         --benchmarks lmsys dolly selfinst vicuna --out evals/scores
 
@@ -23,7 +23,7 @@
 
 3. Re-draw the table (markdown, CSV, JSON, PNG) of a results file:
 
-    python tools/judge.py table --results evals/scores/results.json
+    soda judge table --results evals/scores/results.json
 
 Protocol and choices: docs/judge.md.
 """

@@ -1,21 +1,21 @@
 """Build SODA preference pairs: teacher answers (chosen) x student snapshot answers (rejected).
 
     # q0 negatives, no length check
-    python tools/build_pairs.py --teacher data/teacher.jsonl --snapshot outputs/snapshots/q0 \
+    soda pairs --teacher data/teacher.jsonl --snapshot outputs/snapshots/q0 \
         --out outputs/pairs/q0
 
     # length check with the recipe's student and sequence_len, then publish
-    python tools/build_pairs.py --teacher data/teacher.parquet --snapshot outputs/snapshots/q0 \
+    soda pairs --teacher data/teacher.parquet --snapshot outputs/snapshots/q0 \
         --recipe recipes/smollm2_cpu_soda.yml --out outputs/pairs/q0 --push-to-hub me/soda-pairs
 
     # ablation: cross-student and degraded negatives (degraded answers are truncated by design)
-    python tools/build_pairs.py --teacher data/teacher.jsonl \
+    soda pairs --teacher data/teacher.jsonl \
         --snapshot outputs/snapshots/other=cross:Qwen2.5-7B --snapshot outputs/snapshots/degraded \
         --truncated teacher_only --out outputs/pairs/ablation
 
     # check that the teacher really beats q0: a judge sees each pair in both orders (cached,
     # key from $OPENAI_API_KEY); pairs the teacher does not win are dropped (or `--judge-filter-action flag`)
-    python tools/build_pairs.py --teacher data/teacher.jsonl --snapshot outputs/snapshots/q0 \
+    soda pairs --teacher data/teacher.jsonl --snapshot outputs/snapshots/q0 \
         --out outputs/pairs/q0 --judge-filter --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o
 
 The output folder reads in a recipe as `path: <out>/data`, `ds_type: parquet`, `type: soda`.

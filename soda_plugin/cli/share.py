@@ -1,11 +1,11 @@
 """Publish a trained student to the Hub: model files, a model card and the recipe bundle.
 
     # show exactly which files and which card would be pushed (no token needed)
-    python tools/share.py --model-dir outputs/qwen7b_soda --recipe recipes/qwen7b_soda.yml \\
+    soda share --model-dir outputs/qwen7b_soda --recipe recipes/qwen7b_soda.yml \\
         --repo me/qwen2.5-7b-soda --teacher gpt-5-chat --scores evals/scores/results.json --model-name soda --dry-run
 
     # push (the token is read from $HF_TOKEN only)
-    HF_TOKEN=... python tools/share.py --model-dir outputs/qwen7b_soda --recipe recipes/qwen7b_soda.yml \\
+    HF_TOKEN=... soda share --model-dir outputs/qwen7b_soda --recipe recipes/qwen7b_soda.yml \\
         --repo me/qwen2.5-7b-soda --teacher gpt-5-chat
 
 The recipe lands in `recipe/` with its DeepSpeed JSON beside it, so

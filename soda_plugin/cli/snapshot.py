@@ -5,13 +5,13 @@ override). The prompts come from `--prompts`: a SODA recipe's `type: soda` datas
 the pairs this snapshot is for, so they do not exist yet (without `--prompts` the tool
 reads them, and says so when they are missing):
 
-    python tools/snapshot_q0.py --recipe recipes/qwen7b_soda.yml --prompts data/teacher/train.jsonl
+    soda snapshot --recipe recipes/qwen7b_soda.yml --prompts data/teacher/train.jsonl
 
 From plain arguments:
 
-    python tools/snapshot_q0.py --model outputs/models/SmolLM2-135M-Instruct \\
+    soda snapshot --model outputs/models/SmolLM2-135M-Instruct \\
         --prompts prompts.jsonl --out snapshots/q0 --backend transformers --temperature 0
-    python tools/snapshot_q0.py --model Qwen/Qwen2.5-7B-Instruct --prompts prompts.jsonl \\
+    soda snapshot --model Qwen/Qwen2.5-7B-Instruct --prompts prompts.jsonl \\
         --out snapshots/q0 --backend openai --base-url http://gpu-box:8000/v1
 
 Re-running the same command after an interruption (even SIGKILL) finishes the job: done

@@ -2,25 +2,25 @@
 
 From a prompts file (any OpenAI-compatible server; the key is read from $OPENAI_API_KEY):
 
-    python tools/collect_teacher.py --prompts prompts.jsonl --out teacher.jsonl \\
+    soda teacher --prompts prompts.jsonl --out teacher.jsonl \\
         --base-url https://api.openai.com/v1 --model gpt-5-chat-latest \\
         --max-tokens 1536 --price-in 1.25 --price-out 10 \\
         --exclude-eval lmsys --exclude-eval dolly=data/dolly_eval.jsonl
 
 From a recipe's `type: soda` datasets, estimating first:
 
-    python tools/collect_teacher.py --recipe recipes/smollm2_cpu_soda.yml --out teacher.jsonl \\
+    soda teacher --recipe recipes/smollm2_cpu_soda.yml --out teacher.jsonl \\
         --model gpt-5-chat-latest --max-tokens 1536 --price-in 1.25 --price-out 10 --dry-run
 
 Re-running the same command after an interruption (even SIGKILL) finishes the job: answers
 already written are kept and never asked again, a half-written last line is cut off, and
 prompts that failed after every retry are asked again. Exit code 3: some prompts still
-have no answer. Then: `python tools/build_pairs.py --teacher teacher.jsonl ...`.
+have no answer. Then: `soda pairs --teacher teacher.jsonl ...`.
 
 Batch mode (`--batch`: the provider's batch API, about half the price, answers within 24 h;
 same rows, same output file):
 
-    python tools/collect_teacher.py --prompts prompts.jsonl --out teacher.jsonl --batch \\
+    soda teacher --prompts prompts.jsonl --out teacher.jsonl --batch \\
         --base-url https://api.openai.com/v1 --model gpt-5-chat-latest --max-tokens 1536 \\
         --price-in 1.25 --price-out 10 --batch-discount 0.5 --batch-poll 60
 

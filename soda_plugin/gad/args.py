@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from ..format.rows import OnBadRow
-from ..train.args import OnWarmupChange, _StrictBlock
+from ..format.strict_block import StrictBlock
+from ..train.args import OnWarmupChange, rl_method
 
 TRAINER_CLS = "soda_plugin.gad.trainer.GADTrainer"
 
@@ -30,7 +31,7 @@ class PolicyLoss(str, Enum):
     SFT = "sft"  # the warmup: SFT on the teacher's answers while D trains on live rollouts
 
 
-class DiscriminatorConfig(_StrictBlock):
+class DiscriminatorConfig(StrictBlock):
     """D = the student's backbone plus a fresh scalar head, scored at the last token."""
 
     _where = "gad.discriminator"
@@ -49,26 +50,39 @@ class DiscriminatorConfig(_StrictBlock):
     )
 
 
-class GADWarmupConfig(_StrictBlock):
+class GADWarmupConfig(StrictBlock):
     """The warmup stage: SFT on the teacher's answers while D learns on live rollouts.
     Unset fields inherit the recipe's top-level value (the GAD stage's)."""
 
     _where = "gad.warmup"
 
-    output_dir: str | None = Field(default=None, json_schema_extra={"description": "Default: `<output_dir>/warmup`."})
+    output_dir: str | None = Field(
+        default=None, json_schema_extra={"description": "Where the warmup's policy and D (`discriminator/`) are "
+                                         "saved, with the stage marker. Default: `<output_dir>/warmup`."})
     on_config_change: OnWarmupChange = Field(
         default=OnWarmupChange.ERROR,
         json_schema_extra={"description": "A finished warmup made by another config: `error` or `rerun`."},
     )
-    learning_rate: float | None = None
-    num_epochs: float | None = None
-    max_steps: int | None = None
-    lr_scheduler: str | None = None
-    warmup_steps: int | None = Field(default=None, ge=0)
-    micro_batch_size: int | None = Field(default=None, ge=1)
+    learning_rate: float | None = Field(
+        default=None, json_schema_extra={"description": "The policy's warmup learning rate. Unset: the recipe's."})
+    num_epochs: float | None = Field(
+        default=None, json_schema_extra={"description": "Warmup epochs. Unset: the recipe's `num_epochs`."})
+    max_steps: int | None = Field(
+        default=None, json_schema_extra={"description": "Cap on the warmup's optimizer steps. Unset: the recipe's."})
+    lr_scheduler: str | None = Field(
+        default=None, json_schema_extra={"description": "Warmup LR scheduler. Unset: the recipe's `lr_scheduler`."})
+    warmup_steps: int | None = Field(
+        default=None, ge=0,
+        json_schema_extra={"description": "LR warmup steps of the warmup stage (replaces the recipe's "
+                           "`warmup_ratio`). Unset: the recipe's."})
+    micro_batch_size: int | None = Field(
+        default=None, ge=1,
+        json_schema_extra={"description": "Warmup rows per micro batch. Unset: the recipe's `micro_batch_size`."})
     gradient_accumulation_steps: int | None = Field(
         default=None, ge=1, json_schema_extra={"description": "Prompts per step = this x micro_batch_size / n."})
-    save_strategy: Literal["no", "steps", "epoch", "best"] | None = None
+    save_strategy: Literal["no", "steps", "epoch", "best"] | None = Field(
+        default=None, json_schema_extra={"description": "Warmup checkpoints (Hugging Face `save_strategy`). Unset: "
+                                         "the recipe's."})
     critic_warmup: int = Field(
         default=10, ge=0,
         json_schema_extra={"description": "verl's `critic_warmup`: the policy trains from step N on; steps "
@@ -90,13 +104,21 @@ class GADWarmupConfig(_StrictBlock):
         return values
 
 
-class GADConfig(_StrictBlock):
+class GADConfig(StrictBlock):
     """Settings of a GAD recipe (`gad:`)."""
 
     _where = "gad"
 
-    stage: GADStage = Field(default=GADStage.CHAIN)
-    on_bad_row: OnBadRow = Field(default=OnBadRow.ERROR)
+    stage: GADStage = Field(
+        default=GADStage.CHAIN,
+        json_schema_extra={"description": "`chain`: the warmup (unless finished) then the GAD stage; `warmup`: the "
+                           "warmup only; `gad`: the GAD stage only, from a finished warmup."},
+    )
+    on_bad_row: OnBadRow = Field(
+        default=OnBadRow.ERROR,
+        json_schema_extra={"description": "`error`: stop at the first bad `soda` row, naming it; `skip`: drop bad "
+                           "rows and log their count per reason (as `soda.on_bad_row`)."},
+    )
     policy_loss: PolicyLoss = Field(
         default=PolicyLoss.GRPO,
         json_schema_extra={"description": "`grpo` (the GAD stage) or `sft` (set by the chain for its warmup)."},
@@ -106,14 +128,22 @@ class GADConfig(_StrictBlock):
         json_schema_extra={"description": "Steps before the policy trains (verl's `critic_warmup`); the GAD "
                            "stage resumes a warmed-up D, so 0."},
     )
-    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
-    warmup: GADWarmupConfig | None = Field(default=None)
+    discriminator: DiscriminatorConfig = Field(
+        default_factory=DiscriminatorConfig,
+        json_schema_extra={"description": "The discriminator D: the student's backbone with a fresh scalar head."},
+    )
+    warmup: GADWarmupConfig | None = Field(
+        default=None,
+        json_schema_extra={"description": "The warmup stage run before the GAD stage (SFT on the teacher's answers "
+                           "while D learns on live rollouts); its unset keys inherit the recipe's top level."},
+    )
 
 
 class GADArgs(BaseModel):
     """Input arguments `GADPlugin` adds to Axolotl's config schema."""
 
-    gad: GADConfig | None = Field(default=None)
+    gad: GADConfig | None = Field(
+        default=None, json_schema_extra={"description": "GAD settings; see `soda_plugin.gad.args.GADConfig`."})
 
     @model_validator(mode="before")
     @classmethod
@@ -129,7 +159,7 @@ class GADArgs(BaseModel):
 def recipe_problems(data: dict[str, Any]) -> list[str]:
     """What stops a GAD recipe, in the user's terms (checked before any model loads)."""
     problems = []
-    rl = getattr(data.get("rl"), "value", data.get("rl"))
+    rl = rl_method(data)
     if rl != "grpo":
         problems.append(f"`rl` is {rl!r}; GAD's policy trains with GRPO: set `rl: grpo`")
     if data.get("trainer_cls") != TRAINER_CLS:

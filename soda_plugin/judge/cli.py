@@ -1,4 +1,4 @@
-"""Resolve `tools/judge.py` arguments into runs: `answer`, `score`, `table`."""
+"""Resolve `soda judge` arguments into runs: `answer`, `score`, `table`."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def resolve_benchmarks(args: argparse.Namespace) -> tuple[list[str], dict[str, s
 
 def run_answer(args: argparse.Namespace) -> str:
     """Student answers (greedy) to every selected set; returns the report."""
-    from ..train.args import SnapshotConfig
+    from ..snapshot.config import SnapshotConfig
     from ..snapshot.options import data_parallel_size, engine_options, installed_version
     from .answers import PromptFormat, check_student, generate_answers
 

@@ -44,7 +44,7 @@ class Excluded:
 
 @dataclass
 class ScoreConfig:
-    models: dict[str, Path]  # name -> answers folder written by `tools/judge.py answer`
+    models: dict[str, Path]  # name -> answers folder written by `soda judge answer`
     benchmarks: list[str]
     out_dir: Path
     judge: JudgeSettings

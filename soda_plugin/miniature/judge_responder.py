@@ -1,5 +1,5 @@
 """The local teacher's judge role: it reads a request rendered from the judge template
-(`soda_plugin.judge.template`) and rates each answer on the task itself, like a strong
+(`soda_plugin.verdict.template`) and rates each answer on the task itself, like a strong
 judge would: the right final value scores high (higher when about as concise as the
 teacher's), a wrong or missing one scores low. Verdict format: "s1 s2", then a reason.
 """
@@ -26,7 +26,7 @@ def rate(question: str, answer: str) -> int:
 
 @lru_cache(maxsize=None)
 def _template():
-    from ..judge.template import load_template
+    from ..verdict.template import load_template
 
     return load_template()
 

@@ -1,14 +1,18 @@
-"""The paper's pipeline in miniature, on a CPU, through the project's own tools only:
+"""The paper's pipeline in miniature, on a CPU, through soda's own stage commands only:
 
-local teacher (HTTP) -> tools/collect_teacher.py -> tools/snapshot_q0.py (q0 = SmolLM2)
--> tools/build_pairs.py (--judge-filter: the local teacher judges teacher vs q0)
+local teacher (HTTP) -> soda teacher -> soda snapshot (q0 = SmolLM2)
+-> soda pairs (--judge-filter: the local teacher judges teacher vs q0)
 -> axolotl train (SODA warmup -> DPO; SeqKD; ablations)
--> student answers + exact match + tools/judge.py (the local teacher as judge)
--> tools/analyze.py -> report.md
+-> student answers (soda judge answer) + exact match + soda judge score (the local teacher as judge)
+-> soda analyze -> report.md
 
-Every stage is a subprocess running a real command, logged to `<out>/logs/`. Stages whose
-outputs exist are reused (the tools resume; training folders with a finished model are
-kept), so a killed run continues where it stopped.
+Every stage is a subprocess running a real command, logged to `<out>/logs/`: the stages as
+`python -m soda_plugin.cli <stage>` on this interpreter, so an installed wheel runs them as a
+clone does (nothing here reads the clone's `tools/`). Recipes come from the installed package
+(`recipe_files.shipped_recipes_dir()`); every path handed to a command is absolute, and the
+commands run in the caller's working directory. Stages whose outputs exist are reused (the
+stages resume; training folders with a finished model are kept), so a killed run continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ import yaml
 
 from ..format.fileio import atomic_write_text, iter_jsonl
 from ..log import get_logger
+from ..recipe_files import shipped_recipes_dir
 from . import tasks
-from .settings import MiniatureSettings
+from .runs import BASE, RunId
+from .settings import STOP_AFTER, MiniatureSettings
 
 LOG = get_logger(__name__)
-REPO = Path(__file__).resolve().parents[2]
-TOOLS = REPO / "tools"
-RECIPES = REPO / "recipes"
+RECIPES = shipped_recipes_dir()  # the clone's recipes/, or the wheel's soda_plugin/recipes/
 TEACHER_MODEL = "program-teacher"
 NEGATIVES = {"q0": "q0 (SODA)", "sibling": "cross-student", "degraded": "degraded teacher"}
 
@@ -200,7 +204,7 @@ def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_ea
                 log.write(f"\n$ {threads}{' '.join(command)}\n")
                 log.flush()
                 # The child keeps its own copy of the descriptor; ours can close at once.
-                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
+                running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env),
                                 command, log_path))
         while True:  # until all finish or one fails
             codes = [proc.poll() for proc, *_ in running]
@@ -220,18 +224,41 @@ def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_ea
                 proc.wait()
 
 
+def command_name(command: Sequence[str]) -> str:
+    """What a failure calls `command`: `soda teacher`, `axolotl train`, `soda_plugin.miniature.mechanism`."""
+    if len(command) > 2 and command[1] == "-m":
+        module, rest = command[2], command[3:]
+        if module == "soda_plugin.cli" and rest:
+            return f"soda {rest[0]}"
+        if module == "axolotl.cli.main" and rest:
+            return f"axolotl {rest[0]}"
+        return module
+    if len(command) > 1 and Path(command[0]).name == "axolotl":
+        return f"axolotl {command[1]}"
+    return Path(command[1]).name if len(command) > 1 else command[0]
+
+
 def _failure_message(command: list[str], code: int, log_path: Path) -> str:
     tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
-    return (f"`{Path(command[1]).name if len(command) > 1 else command[0]}` exited with code {code}; "
-            f"full log: {log_path}\n{tail}")
+    return f"`{command_name(command)}` exited with code {code}; full log: {log_path}\n{tail}"
 
 
-def run_tool(script: str, args: list[str], log_path: Path) -> None:
-    run_command([sys.executable, str(TOOLS / script), *map(str, args)], log_path)
+def soda_command(stage: str, args: Sequence[Any]) -> list[str]:
+    """`soda <stage> args...` on this interpreter (`python -m soda_plugin.cli`), whether soda came
+    from a clone or a wheel, and whether or not its console script is on PATH."""
+    return [sys.executable, "-m", "soda_plugin.cli", stage, *map(str, args)]
+
+
+def run_stage(stage: str, args: Sequence[Any], log_path: Path) -> None:
+    run_command(soda_command(stage, args), log_path)
 
 
 def axolotl_train_command(config: Path) -> list[str]:
-    return [str(Path(sys.executable).with_name("axolotl")), "train", str(config), "--launcher", "python"]
+    """`axolotl train`: the console script beside this interpreter (a venv's bin/), else the same
+    CLI as a module of this interpreter (a `pip install --user`, whose scripts are elsewhere)."""
+    script = Path(sys.executable).with_name("axolotl")
+    launcher = [str(script)] if script.is_file() else [sys.executable, "-m", "axolotl.cli.main"]
+    return [*launcher, "train", str(config), "--launcher", "python"]
 
 
 # Data ---------------------------------------------------------------------------------
@@ -397,20 +424,26 @@ GENERATION_BATCH = 64  # 2 cores, SmolLM2 Base on 240 test prompts x 40 tokens: 
 
 def answer_prompts(models: Mapping[str, Path], prompts_file: Path, settings: MiniatureSettings) -> dict[str, Path]:
     """Greedy answers of every model to `prompts_file`, in `settings.concurrent_runs` processes of
-    `tools/judge.py answer` at once (each loads its models one after another, so a start-up is
-    paid per process, not per model); model name -> its answers folder."""
-    folders = {name: name.replace("/", "_") for name in models}
+    `soda judge answer` at once (each loads its models one after another, so a start-up is paid
+    per process, not per model). `models`: answers folder name (a `RunId.folder`, or the sweep's
+    `seqkd.<variant>`) -> model; returns folder name -> its answers folder."""
     root = settings.out_dir / "eval" / "answers"
     groups = balanced_groups(list(models), settings.concurrent_runs,
-                             weight=lambda name: BASE_ANSWER_WEIGHT if name == "base" else 1)
-    commands = [([sys.executable, str(TOOLS / "judge.py"), "answer", "--models",
-                  *[f"{folders[n]}={models[n]}" for n in group], "--out", str(root), "--benchmarks", BENCHMARK,
-                  "--eval-file", f"{BENCHMARK}={prompts_file}", "--backend", "transformers",
-                  "--max-tokens", str(settings.eval_max_tokens), "--batch-size", str(GENERATION_BATCH),
-                  "--no-progress"], settings.out_dir / "logs" / ("answers.log" if i == 0 else f"answers_{i}.log"))
+                             weight=lambda name: BASE_ANSWER_WEIGHT if name == BASE.folder else 1)
+    commands = [(soda_command("judge", ["answer", "--models", *[f"{n}={models[n]}" for n in group], "--out", root,
+                                        "--benchmarks", BENCHMARK, "--eval-file", f"{BENCHMARK}={prompts_file}",
+                                        "--backend", "transformers", "--max-tokens", settings.eval_max_tokens,
+                                        "--batch-size", GENERATION_BATCH, "--no-progress"]),
+                 settings.out_dir / "logs" / ("answers.log" if i == 0 else f"answers_{i}.log"))
                 for i, group in enumerate(groups)]
     run_commands_concurrently(commands, threads_each=threads_each_of(len(commands)))
-    return {name: root / folder for name, folder in folders.items()}
+    return {name: root / name for name in models}
+
+
+def answer_runs(models: Mapping[RunId, Path], prompts_file: Path, settings: MiniatureSettings) -> dict[RunId, Path]:
+    """`answer_prompts` for the pipeline's runs, each in its `RunId.folder`; run -> its answers folder."""
+    folders = answer_prompts({run.folder: path for run, path in models.items()}, prompts_file, settings)
+    return {run: folders[run.folder] for run in models}
 
 
 # Base rambles to the token limit on most prompts: its answer pass costs about three trained models'.
@@ -445,12 +478,12 @@ def exact_match_by_prompt(answers_dir: Path, test_file: Path) -> dict[str, bool]
 def judge_models(answer_dirs: dict[str, Path], test_file: Path, base_url: str, settings: MiniatureSettings) -> dict:
     """Run the judge tool with the local teacher as judge; return its `results.json`."""
     out = settings.out_dir / "eval" / "judge"
-    run_tool("judge.py", ["score", "--judge-base-url", base_url, "--judge-model", TEACHER_MODEL,
-                          "--api-key-env", "SODA_MINIATURE_KEY", "--models",
-                          *[f"{name}={path}" for name, path in answer_dirs.items()],
-                          "--benchmarks", BENCHMARK, "--eval-file", f"{BENCHMARK}={test_file}",
-                          "--out", out, "--no-progress", "--seed", settings.data_seed],
-             settings.out_dir / "logs" / "judge.log")
+    run_stage("judge", ["score", "--judge-base-url", base_url, "--judge-model", TEACHER_MODEL,
+                         "--api-key-env", "SODA_MINIATURE_KEY", "--models",
+                         *[f"{name}={path}" for name, path in answer_dirs.items()],
+                         "--benchmarks", BENCHMARK, "--eval-file", f"{BENCHMARK}={test_file}",
+                         "--out", out, "--no-progress", "--seed", settings.data_seed],
+              settings.out_dir / "logs" / "judge.log")
     return json.loads((out / "results.json").read_text())
 
 
@@ -460,9 +493,9 @@ KEY_ENV = "SODA_MINIATURE_KEY"  # the local teacher needs no key; the tools stil
 
 
 def collect_teacher(url: str, prompts: Path, out: Path, temperature: float, exclude: Path, log: Path) -> Path:
-    run_tool("collect_teacher.py", ["--prompts", prompts, "--out", out, "--base-url", url, "--model", TEACHER_MODEL,
-                                    "--api-key-env", KEY_ENV, "--temperature", temperature, "--max-tokens", 256,
-                                    "--exclude-eval", f"{BENCHMARK}={exclude}", "--no-progress"], log)
+    run_stage("teacher", ["--prompts", prompts, "--out", out, "--base-url", url, "--model", TEACHER_MODEL,
+                          "--api-key-env", KEY_ENV, "--temperature", temperature, "--max-tokens", 256,
+                          "--exclude-eval", f"{BENCHMARK}={exclude}", "--no-progress"], log)
     return out
 
 
@@ -471,11 +504,11 @@ def snapshot(model_dir: Path, prompts: Path, out: Path, snapshot_cfg: dict, sett
     """`samples` answers per prompt: greedy (the recipe's setting) for one, else sampled at
     `settings.negative_temperature` with the data seed."""
     temperature = snapshot_cfg.get("temperature", 0.0) if samples == 1 else settings.negative_temperature
-    run_tool("snapshot_q0.py", ["--model", model_dir, "--prompts", prompts, "--out", out, "--backend", "transformers",
-                                "--temperature", temperature, "--n", samples,
-                                "--max-tokens", snapshot_cfg["max_tokens"], "--seed", settings.data_seed,
-                                "--batch-size", GENERATION_BATCH,
-                                "--no-progress"], log)
+    run_stage("snapshot", ["--model", model_dir, "--prompts", prompts, "--out", out, "--backend", "transformers",
+                           "--temperature", temperature, "--n", samples,
+                           "--max-tokens", snapshot_cfg["max_tokens"], "--seed", settings.data_seed,
+                           "--batch-size", GENERATION_BATCH,
+                           "--no-progress"], log)
     return out
 
 
@@ -487,8 +520,8 @@ def build_pairs(teacher: Path, negatives: str, out: Path, log: Path, truncated: 
     # truncated teacher answer would teach truncation, so those pairs are dropped.
     judge = (["--judge-filter", "--judge-base-url", judge_url, "--judge-model", TEACHER_MODEL,
               "--judge-api-key-env", KEY_ENV, "--no-progress"] if judge_url else [])
-    run_tool("build_pairs.py", ["--teacher", teacher, "--snapshot", negatives, "--out", out, "--overwrite",
-                                "--truncated", truncated, "--teacher-name", TEACHER_MODEL, *judge], log)
+    run_stage("pairs", ["--teacher", teacher, "--snapshot", negatives, "--out", out, "--overwrite",
+                        "--truncated", truncated, "--teacher-name", TEACHER_MODEL, *judge], log)
     return out
 
 
@@ -536,17 +569,17 @@ def mechanism_rows(answers: Mapping[str, dict], test_file: Path, n_prompts: int)
     return rows
 
 
-def score_mechanism(models: Mapping[str, Path], rows: list[dict[str, Any]], settings: MiniatureSettings) -> dict:
+def score_mechanism(models: Mapping[RunId, Path], rows: list[dict[str, Any]], settings: MiniatureSettings) -> dict:
     """Log-probabilities of `rows` under every model, in `settings.concurrent_runs` processes at
-    once (one part file each, merged); the merged `mechanism.json`."""
+    once (one part file each, merged); the merged `mechanism.json` (its models by `RunId.label`)."""
     out = settings.out_dir / "eval" / "mechanism.json"
     rows_file = settings.out_dir / "eval" / "mechanism_rows.jsonl"
     atomic_write_text(rows_file, "".join(json.dumps(r) + "\n" for r in rows))
     if not out.is_file():
-        groups = balanced_groups(list(models), settings.concurrent_runs, weight=lambda name: 1)
+        groups = balanced_groups(list(models), settings.concurrent_runs, weight=lambda run: 1)
         parts = [out.with_name(f"mechanism.part{i}.json") for i in range(len(groups))]
         commands = [([sys.executable, "-m", "soda_plugin.miniature.mechanism",
-                      *[a for name in group for a in ("--model", f"{name}={models[name]}")],
+                      *[a for run in group for a in ("--model", f"{run.label}={models[run]}")],
                       "--rows", str(rows_file), "--out", str(part)],
                      settings.out_dir / "logs" / ("mechanism.log" if i == 0 else f"mechanism_{i}.log"))
                     for i, (group, part) in enumerate(zip(groups, parts)) if not part.is_file()]
@@ -577,18 +610,29 @@ def ablation_negatives(url: str, teacher: Path, files: Mapping[str, Path], setti
                                     out / "pairs" / "degraded", logs / "pairs_degraded.log", judge_url=url)}
 
 
-def representation_analysis(settings: MiniatureSettings, test_file: Path, models: Mapping[str, Path]) -> Path:
-    """tools/analyze.py on Base, SeqKD and SODA of the first seed; its output folder."""
+def representation_analysis(settings: MiniatureSettings, test_file: Path, models: Mapping[RunId, Path]) -> Path:
+    """`soda analyze` on Base, SeqKD and SODA of the first seed; its output folder."""
     first = settings.seeds[0]
-    run_tool("analyze.py", ["--prompts", test_file, "--limit", settings.analysis_prompts,
-                            "--base", f"base={settings.model_dir}", "--model", f"seqkd={models[f'seqkd/s{first}']}",
-                            "--model", f"soda={models[f'soda/s{first}']}", "--out", settings.out_dir / "analysis"],
-             settings.out_dir / "logs" / "analyze.log")
+    run_stage("analyze", ["--prompts", test_file, "--limit", settings.analysis_prompts,
+                          "--base", f"base={settings.model_dir}", "--model", f"seqkd={models[RunId('seqkd', first)]}",
+                          "--model", f"soda={models[RunId('soda', first)]}", "--out", settings.out_dir / "analysis"],
+              settings.out_dir / "logs" / "analyze.log")
     return settings.out_dir / "analysis"
 
 
-def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
-    """Run every stage (reusing finished ones); write `report.md`; return the summary."""
+def stopped_summary(settings: MiniatureSettings, stage: str, clock: StageClock) -> dict[str, Any]:
+    """What `run_miniature` returns when it stops after `stage`: no report, the stages' times."""
+    return {"stopped_after": stage, "out_dir": str(settings.out_dir), "stage_seconds": dict(clock.seconds),
+            "wall_seconds": clock.wall_seconds()}
+
+
+def run_miniature(settings: MiniatureSettings, stop_after: str | None = None) -> dict[str, Any]:
+    """Run every stage (reusing finished ones); write `report.md`; return the summary. With
+    `stop_after` (one of `STOP_AFTER`), end after that stage: no training, no report, and the
+    ablation's negatives are not made (`stopped_summary`)."""
+    if stop_after is not None and stop_after not in STOP_AFTER:
+        raise ValueError(f"`stop_after` is {stop_after!r}; choose one of {', '.join(STOP_AFTER)} "
+                         f"(or None: every stage)")
     from ..smollm2 import convert_smollm2
     from .teacher_server import running_teacher
 
@@ -601,22 +645,28 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
         convert_smollm2(settings.model_dir)
     data = out / "data"
     files = write_task_files(settings, data)
-    models: dict[str, Path] = {"base": settings.model_dir}
+    models: dict[RunId, Path] = {BASE: settings.model_dir}
     runtimes: dict[str, list[float]] = {"sft": [], "dpo": []}
     with running_teacher(logs / "teacher_server.log") as url:
         with clock.stage("teacher answers"):
             teacher = collect_teacher(url, files["train"], data / "teacher.jsonl", 0.0, files["test"], logs / "teacher.log")
+        if stop_after == "teacher":
+            return stopped_summary(settings, stop_after, clock)
         ablation_stage = ((lambda: ablation_negatives(url, teacher, files, settings, recipe["soda"]["snapshot"]))
-                          if settings.ablation else None)
+                          if settings.ablation and stop_after is None else None)
         with stage_beside("ablation negatives", clock, ablation_stage, in_thread=settings.overlap_stages,
                           beside_what="the q0 snapshot and the first SFT run") as ablation:
             with clock.stage("q0 snapshot"):
                 q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
                               recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log",
                               samples=settings.negatives)
+            if stop_after == "snapshot":
+                return stopped_summary(settings, stop_after, clock)
             with clock.stage("pairs"):
                 pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log",
                                            judge_url=url)}
+            if stop_after == "pairs":
+                return stopped_summary(settings, stop_after, clock)
             first = settings.seeds[:settings.concurrent_runs]
             train_sft(settings, first, teacher, models, runtimes, clock)
         pairs.update(ablation.result() or {})
@@ -625,7 +675,7 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
         train_dpo(settings, pairs, models, runtimes, clock)
         train_gad(settings, teacher, models, clock)
         with clock.stage("student answers"):
-            answers = answer_prompts(models, files["test"], settings)
+            answers = answer_runs(models, files["test"], settings)
         from ..judge.answers import read_answers
 
         matches = {name: exact_match_by_prompt(path, files["test"]) for name, path in answers.items()}
@@ -634,10 +684,10 @@ def run_miniature(settings: MiniatureSettings) -> dict[str, Any]:
                           lambda: representation_analysis(settings, files["test"], models),
                           in_thread=settings.overlap_stages, beside_what="the judge and the log-probs"):
             with clock.stage("judge"):
-                judged = judge_models({n.replace("/", "_"): p for n, p in answers.items()}, files["test"], url,
+                judged = judge_models({run.folder: path for run, path in answers.items()}, files["test"], url,
                                       settings)
             with clock.stage("mechanism log-probs"):
-                mechanism = score_mechanism(models, mechanism_rows(answer_rows["base"], files["test"],
+                mechanism = score_mechanism(models, mechanism_rows(answer_rows[BASE], files["test"],
                                                                    settings.mechanism_prompts), settings)
     from .summary import write_report
 
@@ -650,7 +700,7 @@ def in_groups(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def train_sft(settings: MiniatureSettings, seeds: Sequence[int], teacher: Path, models: dict[str, Path],
+def train_sft(settings: MiniatureSettings, seeds: Sequence[int], teacher: Path, models: dict[RunId, Path],
               runtimes: dict[str, list[float]], clock: StageClock) -> None:
     """Each seed's one SFT run (W + D steps from q0), the seeds at once: records q_w (the run's
     step-W save) and SeqKD (its end) in `models` and, when they trained here, their runtimes."""
@@ -659,34 +709,34 @@ def train_sft(settings: MiniatureSettings, seeds: Sequence[int], teacher: Path, 
         trained = train_concurrently({f"sft_s{seed}": sft_config(settings, seed, teacher, out)
                                       for seed, out in outs.items()}, settings)
     for seed, out in outs.items():
-        models[f"seqkd/s{seed}"] = trained[f"sft_s{seed}"]
-        models[f"qw/s{seed}"] = warmup_checkpoint(out, settings.warmup_steps)
+        models[RunId("seqkd", seed)] = trained[f"sft_s{seed}"]
+        models[RunId("qw", seed)] = warmup_checkpoint(out, settings.warmup_steps)
         runtimes["sft"] += _train_runtimes(settings.out_dir / "logs" / f"train_sft_s{seed}.log")[:1]
 
 
-def train_gad(settings: MiniatureSettings, teacher: Path, models: dict[str, Path], clock: StageClock) -> None:
+def train_gad(settings: MiniatureSettings, teacher: Path, models: dict[RunId, Path], clock: StageClock) -> None:
     """GAD's warmup and GAD stage from q0 on each GAD seed, `settings.concurrent_runs` at a time."""
-    runs = {f"gad_s{seed}": gad_config(settings, seed, teacher, settings.out_dir / "runs" / f"seed{seed}" / "gad")
+    runs = {RunId("gad", seed): gad_config(settings, seed, teacher, settings.out_dir / "runs" / f"seed{seed}" / "gad")
             for seed in settings.gad_run_seeds}
     with clock.stage("GAD runs (warmup W, GAD stage D)"):
         for group in in_groups(list(runs), settings.concurrent_runs):
-            trained = train_concurrently({name: runs[name] for name in group}, settings)
-            for name in group:
-                models[f"gad/s{name.rsplit('_s', 1)[1]}"] = trained[name]
+            trained = train_concurrently({run.folder: runs[run] for run in group}, settings)
+            for run in group:
+                models[run] = trained[run.folder]
 
 
-def train_dpo(settings: MiniatureSettings, pairs: Mapping[str, Path], models: dict[str, Path],
+def train_dpo(settings: MiniatureSettings, pairs: Mapping[str, Path], models: dict[RunId, Path],
               runtimes: dict[str, list[float]], clock: StageClock) -> None:
     """SODA's D DPO steps from each seed's q_w on q0's pairs and, on the ablation seeds, the same
     from the same q_w on each other rejection source; `settings.concurrent_runs` at a time."""
-    runs: dict[str, tuple[str, dict[str, Any]]] = {}  # run name -> (model name, config)
+    runs: dict[str, tuple[RunId, dict[str, Any]]] = {}  # training run name -> (the model's run, config)
     for seed in settings.seeds:
         sources = ["q0", *(["sibling", "degraded"] if settings.ablation and seed in settings.ablation_seeds else [])]
         for source in sources:
             folder = "soda" if source == "q0" else f"soda_{source}"
-            runs[f"{folder}_s{seed}"] = (f"{folder.replace('_', '-')}/s{seed}", dpo_config(
+            runs[f"{folder}_s{seed}"] = (RunId(folder.replace("_", "-"), seed), dpo_config(
                 settings, seed, pairs[source], settings.out_dir / "runs" / f"seed{seed}" / folder,
-                models[f"qw/s{seed}"]))
+                models[RunId("qw", seed)]))
     with clock.stage("DPO runs (SODA, and the ablation's)"):
         for group in in_groups(list(runs), settings.concurrent_runs):
             trained = train_concurrently({name: runs[name][1] for name in group}, settings)

@@ -10,7 +10,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..smollm2 import DEFAULT_DIR as SMOLLM2_DIR
+
 BUDGETS = ("quick", "full", "long")
+# The stages a run can stop after (`soda demo --stop-after`), in order; each one's outputs are complete.
+STOP_AFTER = ("teacher", "snapshot", "pairs")
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,8 @@ class MiniatureSettings:
     eval_max_tokens: int = 40
     hot_teacher_temperature: float = 1.5  # above the local teacher's careless threshold (1.2)
     sibling_noise: float = 0.02  # std of the seeded weight noise that makes the perturbed sibling
-    model_dir: Path = field(default=Path("outputs/models/SmolLM2-135M-Instruct"))
-    # Training knobs the validation sweep (tools/tune_miniature.py) varies; None = the recipe's value.
+    model_dir: Path = field(default=Path(SMOLLM2_DIR))  # relative: to the caller's working directory
+    # Training knobs the validation sweep (soda_plugin.miniature.tune) varies; None = the recipe's value.
     beta: float | None = None  # DPO beta (recipes/smollm2_cpu_soda.yml: trl.beta)
     dpo_learning_rate: float | None = None  # DPO stage learning rate
     # The one SFT run per seed (SeqKD; its first W steps are SODA's warmup): rate and schedule
@@ -121,7 +125,8 @@ def budget_settings(budget: str, out_dir: Path, **overrides: Any) -> MiniatureSe
         unknown = set(subset) - set(settings.seeds)
         if unknown:
             raise ValueError(f"{what} seeds {sorted(unknown)} are not training seeds {list(settings.seeds)}")
-    # The stages run as subprocesses from the repository root: every path is made absolute.
+    # Relative paths are the caller's working directory's; made absolute, they stay right for every
+    # stage's subprocess whatever its working directory.
     return replace(settings, out_dir=Path(settings.out_dir).resolve(), model_dir=Path(settings.model_dir).resolve())
 
 

@@ -21,6 +21,7 @@ from . import metrics as text_metrics
 from . import stats
 from .machine import machine_facts, machine_line
 from .report import markdown_table, spread, timing_table
+from .runs import BASE, RunId
 from .settings import MiniatureSettings
 
 MAIN = {"base": "Base (q0: SmolLM2-135M-Instruct)", "qw": "q_w (the SFT run at step W)",
@@ -38,28 +39,19 @@ GOAL_RATIO = 2.5
 RESAMPLES = 10_000
 
 
-def group_of(name: str) -> str:
-    return name.split("/")[0]
-
-
-def seed_of(name: str) -> int | None:
-    """`soda/s1` -> 1; `base` (untrained, deterministic) -> None."""
-    return int(name.split("/")[1][1:]) if "/" in name else None
-
-
-def runs_by_group(names: Sequence[str]) -> dict[str, list[str]]:
-    """group -> its model names, ordered by seed."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for name in names:
-        groups[group_of(name)].append(name)
-    return {g: sorted(runs, key=lambda n: seed_of(n) or 0) for g, runs in groups.items()}
+def runs_by_group(runs: Sequence[RunId]) -> dict[str, list[RunId]]:
+    """method -> its runs, ordered by seed."""
+    groups: dict[str, list[RunId]] = defaultdict(list)
+    for run in runs:
+        groups[run.method].append(run)
+    return {g: sorted(members, key=lambda r: r.seed or 0) for g, members in groups.items()}
 
 
 class Evidence:
     """Per-prompt results of every model on the test prompts, in the test file's order."""
 
-    def __init__(self, test_file: Path, matches: Mapping[str, Mapping[str, bool]],
-                 answers: Mapping[str, Mapping[str, dict]], judge_scores: Mapping[str, Mapping[str, float]]):
+    def __init__(self, test_file: Path, matches: Mapping[RunId, Mapping[str, bool]],
+                 answers: Mapping[RunId, Mapping[str, dict]], judge_scores: Mapping[RunId, Mapping[str, float]]):
         tests = list(iter_jsonl(test_file))
         self.prompt_ids = [prompt_id(row["content"]) for row in tests]
         self.questions = {pid: row["content"][-1]["content"] for pid, row in zip(self.prompt_ids, tests)}
@@ -72,16 +64,16 @@ class Evidence:
                     raise ValueError(f"{source} of `{name}` lack {len(missing)} test prompts (first: {missing[0]})")
         self.groups = runs_by_group(list(matches))
 
-    def exact(self, runs: Sequence[str]) -> np.ndarray:
+    def exact(self, runs: Sequence[RunId]) -> np.ndarray:
         """0/1 matrix seeds x prompts."""
         return np.array([[float(self.matches[n][pid]) for pid in self.prompt_ids] for n in runs])
 
-    def judge(self, runs: Sequence[str]) -> np.ndarray:
+    def judge(self, runs: Sequence[RunId]) -> np.ndarray:
         """The judge's per-prompt score, a fraction (x 100 is the paper's GPT-4o Score)."""
         return np.array([[self.judge_scores[n][pid] for pid in self.prompt_ids] for n in runs])
 
-    def on_seeds(self, group: str, seeds: Sequence[int]) -> list[str]:
-        return [n for n in self.groups.get(group, []) if seed_of(n) in set(seeds)]
+    def on_seeds(self, group: str, seeds: Sequence[int]) -> list[RunId]:
+        return [r for r in self.groups.get(group, []) if r.seed in set(seeds)]
 
 
 def rate_interval(values: np.ndarray) -> stats.Interval:
@@ -91,14 +83,15 @@ def rate_interval(values: np.ndarray) -> stats.Interval:
     return stats.bootstrap_mean(values, resamples=RESAMPLES)
 
 
-def judge_prompt_scores(judge_dir: Path, names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """model name (`soda/s0`, judged as `soda_s0`) -> prompt_id -> the judge's score, mean S/(S+R) over
-    both orders (`prompt_scores.jsonl`)."""
-    by_judge_name = {name.replace("/", "_"): name for name in names}
-    scores: dict[str, dict[str, float]] = defaultdict(dict)
+def judge_prompt_scores(judge_dir: Path, runs: Sequence[RunId]) -> dict[RunId, dict[str, float]]:
+    """run (judged under its folder name, `soda_s0`) -> prompt_id -> the judge's score, mean S/(S+R)
+    over both orders (`prompt_scores.jsonl`); the judge's other models are left out."""
+    wanted = set(runs)
+    scores: dict[RunId, dict[str, float]] = defaultdict(dict)
     for row in iter_jsonl(judge_dir / "prompt_scores.jsonl"):
-        if row["model"] in by_judge_name:
-            scores[by_judge_name[row["model"]]][row["prompt_id"]] = row["score"]
+        run = RunId.parse(row["model"])
+        if run in wanted:
+            scores[run][row["prompt_id"]] = row["score"]
     return dict(scores)
 
 
@@ -106,8 +99,8 @@ def judge_prompt_scores(judge_dir: Path, names: Sequence[str]) -> dict[str, dict
 
 def headline_block(ev: Evidence, a: str = "soda", b: str = "seqkd") -> dict[str, Any]:
     """`a` - `b` (SODA - SeqKD by default), paired over seeds and prompts: exact match (points) and judge score."""
-    seeds = [seed_of(n) for n in ev.groups[a] if f"{b}/s{seed_of(n)}" in ev.matches]
-    runs_a, runs_b = [f"{a}/s{s}" for s in seeds], [f"{b}/s{s}" for s in seeds]
+    seeds = [r.seed for r in ev.groups[a] if r.on_seed(b) in ev.matches]
+    runs_a, runs_b = [RunId(a, s) for s in seeds], [RunId(b, s) for s in seeds]
     ea, eb = ev.exact(runs_a), ev.exact(runs_b)
     return {
         "a": a, "b": b, "seeds": seeds, "n_prompts": len(ev.prompt_ids),
@@ -168,7 +161,7 @@ def main_rows(ev: Evidence, labels: Mapping[str, str], seeds: Sequence[int] | No
         for family in dict.fromkeys(ev.families.values()):
             cols = [i for i, pid in enumerate(ev.prompt_ids) if ev.families[pid] == family]
             by_family[family] = 100.0 * float(exact[:, cols].mean())
-        figures[group] = {"runs": runs, "exact_match": em.to_dict(), "judge": judge.to_dict(), "by_family": by_family}
+        figures[group] = {"runs": [r.label for r in runs], "exact_match": em.to_dict(), "judge": judge.to_dict(), "by_family": by_family}
         rows.append([label, str(len(runs)), em.format(), judge.format()])
     return rows, figures
 
@@ -220,14 +213,14 @@ def logp_figures(ev: Evidence, mechanism: Mapping[str, Any]) -> dict[str, dict[s
     """group -> S (q0's answers), S_head (their first tokens), I (the teacher's answers): mean
     over prompts and seeds of (log p_model - log p_qw(seed)) per token, with bootstrap intervals.
     Base is compared with every seed's q_w."""
-    scored = {name: {r["prompt_id"]: r for r in rows} for name, rows in mechanism["models"].items()}
+    scored = {RunId.parse(name): {r["prompt_id"]: r for r in rows} for name, rows in mechanism["models"].items()}
     ids = sorted({pid.split(":", 1)[1] for pid in next(iter(scored.values()))})
     out = {}
     for group, runs in ev.groups.items():
         if group == "qw":
             continue
         pairs = ([(runs[0], q) for q in ev.groups["qw"]] if group == "base"
-                 else [(n, f"qw/s{seed_of(n)}") for n in runs])
+                 else [(r, r.on_seed("qw")) for r in runs])
         figures = {}
         for key, kind, logp, count in (("S", "q0", "logp", "n_tokens"), ("S_head", "q0", "logp_head", "n_head"),
                                        ("I", "teacher", "logp", "n_tokens")):
@@ -254,13 +247,13 @@ def movement_figures(ev: Evidence) -> dict[str, dict[str, float]]:
     for group, runs in ev.groups.items():
         if group in ("base", "qw"):
             continue
-        vs_qw = [text_metrics.movement(ev.answers[n], ev.answers[f"qw/s{seed_of(n)}"], ev.prompt_ids) for n in runs]
-        vs_base = [text_metrics.movement(ev.answers[n], ev.answers["base"], ev.prompt_ids) for n in runs]
+        vs_qw = [text_metrics.movement(ev.answers[r], ev.answers[r.on_seed("qw")], ev.prompt_ids) for r in runs]
+        vs_base = [text_metrics.movement(ev.answers[r], ev.answers[BASE], ev.prompt_ids) for r in runs]
         out[group] = {"changed_vs_qw": float(np.mean([m.changed_rate for m in vs_qw])),
                       "distance_vs_qw": float(np.mean([m.mean_edit_distance for m in vs_qw])),
                       "changed_vs_base": float(np.mean([m.changed_rate for m in vs_base])),
                       "distance_vs_base": float(np.mean([m.mean_edit_distance for m in vs_base]))}
-    qw_vs_base = [text_metrics.movement(ev.answers[n], ev.answers["base"], ev.prompt_ids) for n in ev.groups["qw"]]
+    qw_vs_base = [text_metrics.movement(ev.answers[r], ev.answers[BASE], ev.prompt_ids) for r in ev.groups["qw"]]
     out["qw"] = {"changed_vs_qw": 0.0, "distance_vs_qw": 0.0,
                  "changed_vs_base": float(np.mean([m.changed_rate for m in qw_vs_base])),
                  "distance_vs_base": float(np.mean([m.mean_edit_distance for m in qw_vs_base]))}
@@ -369,15 +362,15 @@ def pair_filter_lines(counts: Mapping[str, Mapping[str, int]]) -> str:
                      for name, c in counts.items())
 
 
-def judge_bias_table(judged: Mapping[str, Any], groups: Mapping[str, Sequence[str]], labels: Mapping[str, str]) -> str:
+def judge_bias_table(judged: Mapping[str, Any], groups: Mapping[str, Sequence[RunId]], labels: Mapping[str, str]) -> str:
     """The judge's own figures per group (mean and range over seeds): score per presentation
     order, how often the orders disagree, answer and reference lengths."""
-    by_model = {r["model"]: headline(r) for r in judged["results"]}
+    by_model = {RunId.parse(r["model"]): headline(r) for r in judged["results"]}
     keys = {"student_first": "student first", "reference_first": "reference first",
             "order_disagreement": "orders disagree %", "model_tokens": "tokens", "reference_tokens": "reference tokens"}
     rows = []
     for group, label in labels.items():
-        records = [by_model.get(n.replace("/", "_")) for n in groups.get(group, [])]
+        records = [by_model.get(run) for run in groups.get(group, [])]
         if not records or any(r is None or any(r.get(k) is None for k in keys) for r in records):
             continue
         rows.append([label, *[spread([(100.0 if k == "order_disagreement" else 1.0) * r[k] for r in records])
@@ -386,7 +379,7 @@ def judge_bias_table(judged: Mapping[str, Any], groups: Mapping[str, Sequence[st
 
 
 def write_report(settings: MiniatureSettings, seconds: Mapping[str, float], runtimes: Mapping[str, Sequence[float]],
-                 matches: Mapping[str, Mapping[str, bool]], answers: Mapping[str, Mapping[str, dict]],
+                 matches: Mapping[RunId, Mapping[str, bool]], answers: Mapping[RunId, Mapping[str, dict]],
                  judged: Mapping[str, Any],
                  mechanism: Mapping[str, Any], files: Mapping[str, Path],
                  pair_filter: Mapping[str, Mapping[str, int]] | None = None,
@@ -452,7 +445,7 @@ Each method against the warmup it shares (same seeds, same prompts):
 
 Exact match: the answer's final value (after its last `Answer:`, else its last line) equals the task's.
 Intervals: Wilson over prompts for a single run, else the seeds x prompts bootstrap; both stay in [0, 100].
-Judge score: the paper's GPT-4o Score protocol (`tools/judge.py`) with the local teacher as judge;
+Judge score: the paper's GPT-4o Score protocol (`soda judge`) with the local teacher as judge;
 50 means "as good as the judge's own reference answer".
 
 Exact match % by task family (mean over seeds):

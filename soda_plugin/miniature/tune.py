@@ -1,5 +1,14 @@
-"""Tuning the miniature on its validation split only (never the test prompts), with the same
-number of validation runs for each method.
+"""Tune the miniature on its validation split, the same number of runs for SeqKD and for SODA.
+
+    python -m soda_plugin.miniature.tune              # both grids, seed 0
+    python -m soda_plugin.miniature.tune --seed 1
+    python -m soda_plugin.miniature.tune --gad        # phase 3 only: GAD's knobs
+    python tools/tune_miniature.py ...                # the same, in a clone
+
+Uses the full budget's prompts (the same train set as `soda demo`), evaluates on the
+validation prompts only (never the test prompts) and prints one table with both methods
+(also `<out>/sweep.md` and `sweep.json`), the same number of validation runs for each method.
+Re-running continues a killed sweep.
 
 Phase 1, SeqKD's knobs: each SFT variant (rate, schedule) is one SFT run from q0 of W + D
 steps; its end is a SeqKD model, answered on validation. The best by exact match is SeqKD's
@@ -19,6 +28,7 @@ runs, answers) is reused, so a killed sweep continues.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import shutil
@@ -334,3 +344,28 @@ def write_gad_sweep_report(settings: MiniatureSettings, variants: Sequence[GadVa
     atomic_write_text(settings.out_dir / "sweep_gad.json", json.dumps(summary, indent=2))
     atomic_write_text(settings.out_dir / "sweep_gad.md", text)
     return {"table": text, "report": str(settings.out_dir / "sweep_gad.md"), **summary}
+
+
+def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("outputs/miniature-tune"),
+                        help="default: ./outputs/miniature-tune in the current directory")
+    parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct as an HF folder (as `soda demo`)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every run")
+    parser.add_argument("--gad", action="store_true", help="phase 3 only: GAD's knobs (sweep_gad.md)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    from .settings import mode_settings
+
+    settings = mode_settings(False, args.out, seeds=(args.seed,), model_dir=args.model_dir, ablation=False,
+                             gad_seeds=(args.seed,))
+    summary = run_gad_sweep(settings) if args.gad else run_sweep(settings)
+    print("\n" + summary["table"])
+    print(f"Full results: {summary['report']}")
+
+
+if __name__ == "__main__":
+    main(make_parser().parse_args())

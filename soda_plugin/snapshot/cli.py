@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..train.args import SnapshotConfig
+from .config import SnapshotConfig
 from ..format.prompts import prompts_from_file, prompts_from_recipe
 from .engine import EngineInfo, SamplingSettings, create_engine
 from .options import data_parallel_size, engine_options, installed_version, max_prompt_tokens, sampling_overrides

@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from ..client.options import add_client_options
-from ..train.args import SnapshotConfig
+from .config import SnapshotConfig
 from .engine import SamplingSettings
 
 BACKENDS = ("vllm", "transformers", "openai")

@@ -1,4 +1,4 @@
-"""Resolve `tools/collect_teacher.py` arguments into one collection (or a dry run)."""
+"""Resolve `soda teacher` arguments into one collection (or a dry run)."""
 
 from __future__ import annotations
 

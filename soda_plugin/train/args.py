@@ -18,16 +18,24 @@ NOTE: defaults that differ from the host's:
 
 from __future__ import annotations
 
-import difflib
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from ..constants import DATASET_KEY_MESSAGES, DATASET_KEY_STUDENT, DATASET_KEY_TEACHER
 from ..format.rows import OnBadRow
+from ..format.strict_block import StrictBlock
+from ..snapshot.config import SnapshotConfig
 
 SODA_TYPES = ("soda", "soda_plugin.soda")
+
+
+def rl_method(cfg: Any) -> str | None:
+    """The recipe's `rl` as a plain string (`"dpo"`, `"grpo"`...), or None for SFT: Axolotl's
+    validated config holds an `RLType` enum, the raw YAML a string."""
+    rl = cfg.get("rl") if cfg else None
+    return str(getattr(rl, "value", rl)) if rl else None
 
 
 class Stage(str, Enum):
@@ -45,21 +53,6 @@ class ReferenceLogps(str, Enum):
 class OnWarmupChange(str, Enum):
     ERROR = "error"
     RERUN = "rerun"
-
-
-def _reject_unknown_keys(model: type[BaseModel], data: Any, where: str) -> None:
-    if not isinstance(data, dict):
-        return
-    known = set(model.model_fields)
-    for key in data:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(str(key), sorted(known), n=1)
-        hint = f"did you mean `{where}.{close[0]}`? " if close else ""
-        raise ValueError(
-            f"unknown key `{where}.{key}`: {hint}valid keys under `{where}` are "
-            f"{', '.join(sorted(known))}."
-        )
 
 
 def record_dataset_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -91,18 +84,7 @@ def record_dataset_fields(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class _StrictBlock(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
-    _where = "soda"
-
-    @model_validator(mode="before")
-    @classmethod
-    def check_known_keys(cls, data: Any) -> Any:
-        _reject_unknown_keys(cls, data, cls._where.default)  # type: ignore[attr-defined]
-        return data
-
-
-class WarmupConfig(_StrictBlock):
+class WarmupConfig(StrictBlock):
     """The SFT warmup stage (SeqKD on teacher answers) that precedes DPO.
 
     Unset fields inherit the recipe's top-level value (the DPO stage's).
@@ -113,41 +95,53 @@ class WarmupConfig(_StrictBlock):
     # Output
     output_dir: str | None = Field(
         default=None,
-        json_schema_extra={"description": "Where q_w is saved. Default: `<output_dir>/warmup`."},
+        json_schema_extra={"description": "Where q_w is saved, with its `soda_stage.json` marker. Default: "
+                           "`<output_dir>/warmup`."},
     )
     on_config_change: OnWarmupChange = Field(
         default=OnWarmupChange.ERROR,
         json_schema_extra={
-            "description": "What to do when a finished warmup was made by a different warmup "
-            "config: `error` (stop and show the changed keys) or `rerun` (train it again)."
+            "description": "A finished warmup made by another warmup config: `error` stops and lists the "
+            "changed keys, `rerun` trains it again."
         },
     )
     # Data
     datasets: list[dict[str, Any]] | None = Field(
         default=None,
         json_schema_extra={
-            "description": "Warmup datasets; default: the recipe's `datasets`, read in the SFT "
-            "view (teacher answer only)."
+            "description": "Warmup data, read in the SFT view (loss on the teacher's answer only). "
+            "Unset: the recipe's `datasets`."
         },
     )
     # Training
-    learning_rate: float | None = Field(default=None, json_schema_extra={"description": "Warmup learning rate."})
-    num_epochs: float | None = Field(default=None, json_schema_extra={"description": "Warmup epochs."})
-    max_steps: int | None = Field(default=None, json_schema_extra={"description": "Warmup optimizer steps cap."})
-    lr_scheduler: str | None = Field(default=None, json_schema_extra={"description": "Warmup LR scheduler."})
-    warmup_ratio: float | None = Field(default=None, json_schema_extra={"description": "LR warmup ratio of the warmup stage."})
+    learning_rate: float | None = Field(
+        default=None, json_schema_extra={"description": "Warmup learning rate. Unset: the recipe's `learning_rate`."})
+    num_epochs: float | None = Field(
+        default=None, json_schema_extra={"description": "Warmup epochs. Unset: the recipe's `num_epochs`."})
+    max_steps: int | None = Field(
+        default=None, json_schema_extra={"description": "Cap on the warmup's optimizer steps. Unset: the recipe's "
+                                         "`max_steps`."})
+    lr_scheduler: str | None = Field(
+        default=None, json_schema_extra={"description": "Warmup LR scheduler. Unset: the recipe's `lr_scheduler`."})
+    warmup_ratio: float | None = Field(
+        default=None, json_schema_extra={"description": "LR warmup ratio of the warmup stage (replaces the recipe's "
+                                         "`warmup_steps`). Unset: the recipe's `warmup_ratio`."})
     warmup_steps: int | None = Field(
         default=None, ge=0,
-        json_schema_extra={"description": "LR warmup steps of the warmup stage (replaces the recipe's `warmup_ratio`)."},
+        json_schema_extra={"description": "LR warmup steps of the warmup stage (replaces the recipe's `warmup_ratio`). "
+                           "Unset: the recipe's `warmup_steps`."},
     )
-    micro_batch_size: int | None = Field(default=None, json_schema_extra={"description": "Warmup micro batch size."})
+    micro_batch_size: int | None = Field(
+        default=None, json_schema_extra={"description": "Warmup rows per micro batch. Unset: the recipe's "
+                                         "`micro_batch_size`."})
     pad_to_multiple_of: int | None = Field(
         default=None,
         json_schema_extra={"description": "Pad warmup batches to a multiple of this (Axolotl's default is 64). "
                            "Warmup only: the DPO stage cannot take it (see `check_dpo_padding`)."},
     )
     gradient_accumulation_steps: int | None = Field(
-        default=None, json_schema_extra={"description": "Warmup gradient accumulation steps."}
+        default=None, json_schema_extra={"description": "Warmup gradient accumulation steps. Unset: the recipe's "
+                                         "`gradient_accumulation_steps`."}
     )
     # Checkpoints
     save_strategy: Literal["no", "steps", "epoch", "best"] | None = Field(
@@ -175,58 +169,22 @@ class WarmupConfig(_StrictBlock):
         return values
 
 
-class SnapshotBackend(str, Enum):
-    VLLM = "vllm"
-    TRANSFORMERS = "transformers"
-    OPENAI = "openai"
-
-
-class SnapshotConfig(_StrictBlock):
-    """How `tools/snapshot_q0.py` samples q0's answers. Unset sampling values take the
-    defaults of `soda_plugin.snapshot.engine.SamplingSettings` (declared there only)."""
-
-    _where = "soda.snapshot"
-
-    backend: SnapshotBackend = Field(default=SnapshotBackend.VLLM, json_schema_extra={"description": "Engine."})
-    output_dir: str | None = Field(
-        default=None, json_schema_extra={"description": "Snapshot folder. Default: `<output_dir>/snapshot_q0`."}
-    )
-    temperature: float | None = Field(default=None, json_schema_extra={"description": "Sampling temperature."})
-    top_p: float | None = Field(default=None, json_schema_extra={"description": "Nucleus sampling mass."})
-    max_tokens: int | None = Field(default=None, json_schema_extra={"description": "Max new tokens per answer."})
-    n: int | None = Field(default=None, json_schema_extra={"description": "Answers sampled per prompt."})
-    seed: int | None = Field(default=None, json_schema_extra={"description": "Sampling seed."})
-    shard_size: int = Field(default=256, json_schema_extra={"description": "Prompts per atomic output shard."})
-    max_prompt_tokens: int | None = Field(
-        default=None, ge=1,
-        json_schema_extra={"description": "Leave out (and list) prompts longer than this. Default: the recipe's "
-                           "`sequence_len` - 1, since no answer fits after a longer prompt."},
-    )
-    dtype: str | None = Field(default=None, json_schema_extra={"description": "Engine dtype (vllm/transformers)."})
-    tensor_parallel_size: int = Field(default=1, json_schema_extra={"description": "vLLM tensor parallelism."})
-    data_parallel_size: int | None = Field(
-        default=None, json_schema_extra={"description": "vLLM engines, one per GPU. Default: all visible GPUs."}
-    )
-    base_url: str | None = Field(default=None, json_schema_extra={"description": "Server URL (`openai` backend)."})
-
-    def sampling_overrides(self) -> dict[str, Any]:
-        keys = ("temperature", "top_p", "max_tokens", "n", "seed")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-
-
-class DatasetFields(_StrictBlock):
+class DatasetFields(StrictBlock):
     """Column names of one `type: soda` dataset entry, as written in `datasets:`."""
 
     _where = "soda.dataset_fields[]"
 
-    path: str | None = None
-    name: str | None = None
-    field_messages: str | None = None
-    field_chosen: str | None = None
-    field_rejected: str | None = None
+    path: str | None = Field(default=None, json_schema_extra={"description": "The dataset entry's `path`."})
+    name: str | None = Field(default=None, json_schema_extra={"description": "The dataset entry's `name`."})
+    field_messages: str | None = Field(
+        default=None, json_schema_extra={"description": "Column of the prompt messages (default `content`)."})
+    field_chosen: str | None = Field(
+        default=None, json_schema_extra={"description": "Column of the teacher's answer (default `teacher_response`)."})
+    field_rejected: str | None = Field(
+        default=None, json_schema_extra={"description": "Column of q0's answer (default `student_response`)."})
 
 
-class SodaConfig(_StrictBlock):
+class SodaConfig(StrictBlock):
     """Settings of the SODA plugin (`soda:` in a recipe)."""
 
     _where = "soda"
@@ -242,8 +200,9 @@ class SodaConfig(_StrictBlock):
     on_bad_row: OnBadRow = Field(
         default=OnBadRow.ERROR,
         json_schema_extra={
-            "description": "`error`: stop at the first bad `soda` row, naming it; `skip`: drop bad "
-            "rows and log their count per reason."
+            "description": "`error`: stop at the first bad `soda` row, before any model loads, naming its "
+            "file, row, field and reason; `skip`: drop bad rows, log their count per reason and list them in "
+            "`<dataset_prepared_path>/soda_rows/*.skipped.jsonl`."
         },
     )
     free_reference_model: bool = Field(
@@ -309,10 +268,12 @@ class SodaConfig(_StrictBlock):
     )
     warmup: WarmupConfig | None = Field(
         default=None,
-        json_schema_extra={"description": "The SFT warmup stage; absent: DPO starts from `base_model`."},
+        json_schema_extra={"description": "The SFT warmup stage run before DPO (SeqKD on the teacher's answers: "
+                           "q_w); its unset keys inherit the recipe's top level. Absent: DPO starts from "
+                           "`base_model`."},
     )
     snapshot: SnapshotConfig | None = Field(
-        default=None, json_schema_extra={"description": "Settings of the q0 snapshot tool."}
+        default=None, json_schema_extra={"description": "How `soda snapshot` samples q0's answers (docs/snapshot.md)."}
     )
     dataset_fields: list[DatasetFields] = Field(
         default_factory=list,
@@ -328,7 +289,7 @@ class SODAArgs(BaseModel):
     """Input arguments the plugin adds to Axolotl's config schema."""
 
     soda: SodaConfig | None = Field(
-        default=None, json_schema_extra={"description": "SODA settings; see `soda_plugin.train.args.SodaConfig`."}
+        default=None, json_schema_extra={"description": "SODA settings: `SodaConfig`, every key listed in docs/recipe_keys.md."}
     )
 
     @model_validator(mode="before")
@@ -355,8 +316,7 @@ class SODAArgs(BaseModel):
             return data
         soda = data["soda"]
         stage = str(soda.get("stage") or Stage.CHAIN.value)
-        rl = data.get("rl")
-        rl = getattr(rl, "value", rl)
+        rl = rl_method(data)
         if stage in (Stage.CHAIN.value, Stage.WARMUP.value) and soda.get("warmup") is not None and rl != "dpo":
             raise ValueError(
                 f"`soda.warmup` chains an SFT warmup into DPO, but `rl` is {rl!r}. Set `rl: dpo`, "
@@ -376,7 +336,7 @@ class SODAArgs(BaseModel):
         # at the first batch, after the warmup has already trained.
         if not isinstance(data, dict) or not isinstance(data.get("soda"), dict):
             return data
-        rl = getattr(data.get("rl"), "value", data.get("rl"))
+        rl = rl_method(data)
         if rl == "dpo" and data.get("pad_to_multiple_of"):
             raise ValueError(
                 f"`pad_to_multiple_of: {data['pad_to_multiple_of']}` with `rl: dpo` makes Axolotl use its own DPO "

@@ -1,16 +1,19 @@
 """The README's main job on the real SmolLM2-135M-Instruct, in quick mode: the whole
-miniature pipeline (local HTTP teacher -> tools -> axolotl train -> judge -> report).
+miniature pipeline (local HTTP teacher -> soda's stages -> axolotl train -> judge -> report),
+run as a user without a clone runs it: `soda demo --quick` from the wheel's venv
+(tests/e2e/wheel_venv.py), in a working directory outside the clone.
 Asserts the pipeline's invariants, not which method wins."""
 
 import json
 import math
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from wheel_venv import clean_env, installed_wheel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -19,13 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, smollm2_dir):
     out = tmp_path_factory.mktemp("miniature") / "quick"
-    # Through the installed console script, as `soda demo --quick` (tools/cpu_demo.sh runs the same main).
-    soda = Path(sys.executable).with_name("soda")
-    assert soda.is_file(), f"{soda}: the venv has no `soda` console script; reinstall with tools/env.sh"
-    proc = subprocess.run([str(soda), "demo", "--quick", "--out", str(out), "--model-dir", str(smollm2_dir)],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=880)
+    work = out.parent / "work"  # the working directory: not the clone, and nothing in it
+    work.mkdir()
+    # Through the wheel's console script, as `soda demo --quick` (tools/cpu_demo.sh runs the same main
+    # from the clone's editable install).
+    _, venv = installed_wheel(tmp_path_factory)
+    proc = subprocess.run([str(venv / "bin" / "soda"), "demo", "--quick", "--out", str(out), "--model-dir",
+                           str(smollm2_dir)], cwd=work, env=clean_env(venv), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=880)
     (out.parent / "demo.log").write_text(proc.stdout)
     assert proc.returncode == 0, proc.stdout[-4000:]
+    assert not list(work.iterdir())  # every output under --out
     return out, proc.stdout, json.loads((out / "summary.json").read_text())
 
 
@@ -179,10 +186,9 @@ def test_tables_are_complete_and_scores_in_range(quick_run):
                     "## Moved from q_w", "## The judge on the same prompts", "## Pairs the judge filter kept",
                     "## Rejection-source ablation", "## Representations", "## Wall time per stage", "## Machine"):
         assert heading in report
-    # What it ran on, from this process's own view of the machine and the checkout.
+    # What it ran on, from this process's own view of the machine; soda came from the wheel, not a checkout.
     machine = summary["machine"]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    assert machine["soda_commit"].split("+")[0] == head and machine["cores"] > 0
+    assert machine["soda_commit"] is None and "soda (not a git checkout)" in report and machine["cores"] > 0
     assert machine["torch_threads"] >= 1 and machine["packages"]["axolotl"] and machine["cpu"] in report
     assert "(not run)" not in report and "a perturbed copy of q0" in report
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())

@@ -1,29 +1,24 @@
 """soda from its wheel, as a user without a clone gets it: the wheel carries the recipes and
 their DeepSpeed JSON; installed into a fresh venv, outside the repo, `soda fetch recipes ./r`
-copies them and Axolotl's `load_cfg` of `./r/qwen7b_soda.yml` resolves its `deepspeed:` file.
-
-No download: the wheel is built without build isolation (this venv's setuptools), and the
-fresh venv sees this venv's site-packages (the dependencies) through a .pth file, without
-the editable install's finder; soda_plugin itself comes from the wheel only.
+copies them and Axolotl's `load_cfg` of `./r/qwen7b_soda.yml` resolves its `deepspeed:` file,
+and `soda demo` runs its stages in any working directory (tests/e2e/test_smollm2_demo.py runs
+the whole quick demo from the same wheel). The wheel and its venv: tests/e2e/wheel_venv.py.
 """
 
 import json
-import os
 import shutil
-import site
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ports import reserved_port
+from wheel_venv import ROOT, installed_wheel
+from wheel_venv import run as _run
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "soda_plugin", "recipes")
 STAGES = ("fetch", "teacher", "snapshot", "pairs", "judge", "analyze", "share", "demo")
 # Run in the fresh venv: Axolotl's own config loading of the fetched recipe, and the shipped
 # fallback for a recipe that has no deepspeed/ beside it (`axolotl train https://…/recipe.yml`).
@@ -48,45 +43,14 @@ with open(result, "w") as f:
 """
 
 
-def _run(args, *, cwd, timeout=300, **env_extra):
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **env_extra}  # nothing from the clone
-    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{args} failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return proc
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"  # a copy: the build writes build/ and *.egg-info, and must not do so in the clone
-    src.mkdir()
-    for name in SOURCES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(ROOT / name, src / name)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-          "-w", tmp / "dist", src], cwd=tmp)
-    wheel, = (tmp / "dist").glob("soda_plugin-*.whl")
-    return wheel
+    return installed_wheel(tmp_path_factory)[0]
 
 
 @pytest.fixture(scope="module")
-def venv(wheel, tmp_path_factory):
-    """A fresh venv with only the wheel installed; this venv's site-packages supply the dependencies."""
-    venv = tmp_path_factory.mktemp("venv") / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=venv.parent)
-    python = venv / "bin" / "python"
-    # Installed before the .pth below exists, so pip sees no soda-plugin already installed (the
-    # editable one) and touches nothing outside the fresh venv.
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
-         cwd=venv.parent)
-    purelib = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                        cwd=venv.parent).stdout.strip())
-    # Plain path lines: the directories join sys.path after the venv's own site-packages, and
-    # their .pth files (the editable install's finder among them) are not run.
-    (purelib / "zz_soda_test_dependencies.pth").write_text("".join(f"{p}\n" for p in site.getsitepackages()))
-    return venv
+def venv(tmp_path_factory):
+    return installed_wheel(tmp_path_factory)[1]
 
 
 def test_wheel_carries_the_recipes_deepspeed_json_and_entry_points(wheel):
@@ -95,7 +59,9 @@ def test_wheel_carries_the_recipes_deepspeed_json_and_entry_points(wheel):
     deepspeed = {f"soda_plugin/recipes/deepspeed/{p.name}" for p in (ROOT / "recipes" / "deepspeed").glob("*.json")}
     assert "soda_plugin/recipes/qwen7b_soda.yml" in recipes and len(deepspeed) == 2
     assert recipes | deepspeed <= names
-    assert {"soda_plugin/cli/main.py", "soda_plugin/recipe_files.py", "soda_plugin/judge/templates/pairwise_v1.txt"} <= names
+    templates = {f"soda_plugin/{p.relative_to(ROOT / 'soda_plugin').as_posix()}"
+                 for p in (ROOT / "soda_plugin").rglob("templates/*.txt")}  # the judge's prompt templates
+    assert templates and {"soda_plugin/cli/main.py", "soda_plugin/recipe_files.py", *templates} <= names
     assert not [n for n in names if n.split("/")[0] in ("recipes", "tests", "tools") or "__pycache__" in n]
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt")))
     assert "soda = soda_plugin.cli.main:main" in entry_points.decode()
@@ -122,6 +88,16 @@ def test_fetched_recipe_resolves_its_deepspeed_json_in_load_cfg(venv, tiny_model
     alone = tmp_path / "downloaded" / "qwen14b_soda.yml"  # a recipe without its deepspeed/ folder
     alone.parent.mkdir()
     shutil.copy2(work / "r" / "qwen14b_soda.yml", alone)
+    # The recipe's data, where `soda teacher` and `soda pairs` would write it: the plugin refuses a
+    # recipe whose local data does not exist yet, and only the paths are read here.
+    recipe = yaml.safe_load((work / "r" / "qwen7b_soda.yml").read_text())
+    for entry in [*recipe["datasets"], *recipe["soda"]["warmup"]["datasets"]]:
+        data = work / entry["path"]
+        data.parent.mkdir(parents=True, exist_ok=True)
+        if data.suffix:
+            data.touch()
+        else:
+            data.mkdir()
     result = tmp_path / "result.json"
     with reserved_port() as port:
         _run([venv / "bin" / "python", "-c", LOAD, "r/qwen7b_soda.yml", tiny_model_dirs["qwen2"], tmp_path,
@@ -138,3 +114,35 @@ def test_fetched_recipe_resolves_its_deepspeed_json_in_load_cfg(venv, tiny_model
     shipped = Path(loaded["shipped"])
     assert shipped.is_relative_to(venv) and shipped.parts[-3:] == ("recipes", "deepspeed", "zero3.json")
     assert shipped.read_bytes() == (ROOT / "recipes" / "deepspeed" / "zero3.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_demo_runs_its_stages_from_the_wheel_in_any_directory(venv, tmp_path):
+    """`soda demo` from the wheel, in a directory that is not the clone, with its default paths:
+    SmolLM2 converted into ./outputs/models, the teacher's answers and q0's snapshot in
+    ./outputs/miniature-quick, and nothing else written there."""
+    from soda_plugin.miniature import tasks
+    from soda_plugin.miniature.settings import budget_settings
+    from soda_plugin.snapshot.store import iter_rows
+
+    work = tmp_path / "work"
+    work.mkdir()
+    _run([venv / "bin" / "soda", "demo", "--quick", "--stop-after", "snapshot"], cwd=work, venv=venv, timeout=600)
+    out = work / "outputs" / "miniature-quick"
+    assert sorted(p.name for p in work.iterdir()) == ["outputs"]
+    assert sorted(p.name for p in (work / "outputs").iterdir()) == ["miniature-quick", "models"]
+    assert (work / "outputs" / "models" / "SmolLM2-135M-Instruct" / "model.safetensors").is_file()
+    n_train = budget_settings("quick", out).n_train
+    prompts = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    teacher = [json.loads(line) for line in (out / "data" / "teacher.jsonl").read_text().splitlines()]
+    assert len(prompts) == len(teacher) == n_train
+    # The local teacher answered every training prompt, through `soda teacher`, with its program's answer.
+    assert sorted(json.dumps(row["content"]) for row in teacher) == sorted(json.dumps(row["content"]) for row in prompts)
+    assert all(row["teacher_response"] == tasks.teacher_answer(row["content"][-1]["content"]) for row in teacher)
+    snapshot = out / "snapshots" / "q0"
+    assert sorted(snapshot.glob("shards/shard-*.jsonl"))
+    rows = list(iter_rows(snapshot))
+    assert len(rows) == n_train and {r["prompt_id"] for r in rows} == {r["prompt_id"] for r in teacher}
+    assert all(r["finish_reason"] in ("stop", "length") for r in rows) and any(r["response"].strip() for r in rows)
+    # Stopped after the snapshot: no pairs, no training, no report.
+    assert not any((out / name).exists() for name in ("pairs", "runs", "configs", "report.md", "summary.json"))

@@ -128,6 +128,7 @@ def test_answer_passes_split_the_models_by_weight_and_keep_their_order():
 
 def test_dpo_runs_start_from_their_own_seeds_step_w_save_in_groups(tmp_path, monkeypatch):
     import soda_plugin.miniature.pipeline as pipeline
+    from soda_plugin.miniature.runs import RunId
     from soda_plugin.miniature.settings import mode_settings
 
     settings = mode_settings(False, tmp_path / "run", seeds=(0, 1, 2))
@@ -145,6 +146,6 @@ def test_dpo_runs_start_from_their_own_seeds_step_w_save_in_groups(tmp_path, mon
         for name, cfg in batch.items():
             seed = cfg["seed"]
             assert cfg["base_model"] == str(tmp_path / "run" / "runs" / f"seed{seed}" / "sft" / f"checkpoint-{settings.warmup_steps}"), name
-            assert models[f"qw/s{seed}"] == pipeline.Path(cfg["base_model"])
-    assert models["seqkd/s1"] == tmp_path / "run" / "runs" / "seed1" / "sft"
-    assert models["soda-sibling/s0"] == tmp_path / "run" / "runs" / "seed0" / "soda_sibling"
+            assert models[RunId("qw", seed)] == pipeline.Path(cfg["base_model"])
+    assert models[RunId("seqkd", 1)] == tmp_path / "run" / "runs" / "seed1" / "sft"
+    assert models[RunId("soda-sibling", 0)] == tmp_path / "run" / "runs" / "seed0" / "soda_sibling"

@@ -9,6 +9,7 @@ import pytest
 
 from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.miniature import summary, tasks
+from soda_plugin.miniature.runs import RunId
 
 
 @pytest.fixture
@@ -26,9 +27,10 @@ def _answers(drawn, text_of):
 
 
 def _evidence(test_file, right):
-    """`right`: model -> set of task indices it gets right (teacher answer), else a q0-style answer."""
+    """`right`: model label (`soda/s0`) -> set of task indices it gets right (teacher answer), else a
+    q0-style answer."""
     path, drawn = test_file
-    answers = {name: _answers(drawn, lambda t, ok=ok: tasks.teacher_answer(t.question) if drawn.index(t) in ok
+    answers = {RunId.parse(name): _answers(drawn, lambda t, ok=ok: tasks.teacher_answer(t.question) if drawn.index(t) in ok
                               else f"Let me think about '{t.question}' first.")
                for name, ok in right.items()}
     matches = {name: {pid: tasks.exact_match(row["response"], next(t.answer for t in drawn
@@ -62,7 +64,7 @@ def test_a_model_missing_a_prompt_is_an_error_not_a_smaller_table(test_file):
     path, drawn = test_file
     ev_args = _evidence(test_file, {"base": set(), "soda/s0": {0}})
     answers = dict(ev_args.answers)
-    answers["soda/s0"] = dict(list(answers["soda/s0"].items())[1:])
+    answers[RunId("soda", 0)] = dict(list(answers[RunId("soda", 0)].items())[1:])
     with pytest.raises(ValueError, match="answers of `soda/s0` lack 1 test prompts"):
         summary.Evidence(path, ev_args.matches, answers, ev_args.judge_scores)
 

@@ -186,3 +186,28 @@ def test_full_mode_runs_gad_on_fewer_seeds_and_refuses_unknown_ones(tmp_path):
     assert mode_settings(True, tmp_path).gad_run_seeds == mode_settings(True, tmp_path).seeds
     with pytest.raises(ValueError, match="GAD seeds"):
         mode_settings(False, tmp_path, gad_seeds=(9,))
+
+
+@pytest.mark.parametrize("script, module", [("tune_miniature.py", "soda_plugin.miniature.tune"),
+                                            ("convert_smollm2.py", "soda_plugin.smollm2")])
+def test_tools_script_is_a_two_line_shim_over_the_package(script, module):
+    """The sweep and the SmolLM2 conversion live in the package (`python -m <module>` from a wheel);
+    the clone's tools/ script only re-exports their parser and main."""
+    import importlib
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "tools" / script
+    spec = importlib.util.spec_from_file_location(f"shim_{path.stem}", path)
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    package = importlib.import_module(module)
+    assert shim.make_parser is package.make_parser and shim.main is package.main and shim.__doc__ == package.__doc__
+    assert len(path.read_text().splitlines()) == 2
+    assert f"python -m {module}" in package.__doc__
+
+
+def test_tune_parser_defaults_are_relative_to_the_working_directory():
+    from soda_plugin.miniature.tune import make_parser
+
+    args = make_parser().parse_args([])
+    assert (args.out, args.model_dir, args.seed, args.gad) == (Path("outputs/miniature-tune"), None, 0, False)
