@@ -71,7 +71,7 @@ def plan_from_cfg(cfg: Mapping[str, Any] | None) -> PassPlan | None:
     soda = soda_config(cfg) if cfg is not None else None
     if soda is None or not is_dpo(cfg) or ReferenceLogps(soda.reference_logps) is ReferenceLogps.OFF:
         return None
-    from .merge import MERGED_SUBDIR
+    from ..format.model_folder import MERGED_SUBDIR
 
     reference = str(cfg.get("base_model"))
     # q_w's warmup marker: in its folder, or one up for a LoRA warmup's `merged/`.
