@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from axolotl.integrations.base import BasePlugin
 
-from ..train.registry import register_dataset_type
+from ..train.host_patches import register_dataset_type
 
 GAD_PLUGIN = "soda_plugin.GADPlugin"
 
@@ -20,6 +20,7 @@ class GADPlugin(BasePlugin):
     def register(self, cfg) -> None:
         from ..train.chain import remember_raw_config
         from ..train.deepspeed_path import resolve_deepspeed_path
+        from ..train.preflight import check_recipe_can_start
         from .args import recipe_problems
 
         if cfg.get("gad") is None:
@@ -31,15 +32,19 @@ class GADPlugin(BasePlugin):
         problems = recipe_problems(dict(cfg))
         if problems:  # before Axolotl's own validation, which reports GRPO keys in its words
             raise ValueError("this GAD recipe cannot run: " + "; ".join(problems))
+        check_recipe_can_start(cfg)  # before `load_cfg` sets DeepSpeed up
         resolve_deepspeed_path(cfg)
         remember_raw_config(cfg)
 
     def load_datasets(self, cfg, preprocess: bool = False):
         from ..train.distributed import place_model_on_cpu_without_accelerator
+        from ..train.preflight import check_precision_has_gpu
         from .chain import prepare_gad_stage
 
         if cfg.get("gad") is None:
             return None
+        if not preprocess:  # `axolotl preprocess` of a GPU recipe may run on a CPU
+            check_precision_has_gpu(cfg)
         place_model_on_cpu_without_accelerator(cfg)
         if not preprocess:
             prepare_gad_stage(cfg)

@@ -4,6 +4,7 @@
 `strict_rows` (the `soda` dataset type and its rows as written), `chain`/`stages`/`merge`/
 `release` (warmup → DPO in one process), `reference`/`reference_cache`/`trim` (the
 precomputed reference), `distributed`/`deepspeed_path` (ranks and DeepSpeed config),
-`registry` (the names Axolotl resolves `type: soda` by). Nothing is imported here: the
-tools read `args` in environments without Axolotl.
+`host_patches` (every patch of Axolotl's, TRL's and datasets' code, among them the names
+Axolotl resolves `type: soda` by), `preflight` (the checks before anything heavy starts).
+Nothing is imported here: the tools read `args` in environments without Axolotl.
 """

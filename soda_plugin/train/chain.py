@@ -20,8 +20,9 @@ from pathlib import Path
 from ..log import get_logger
 from typing import Any, Iterator, Mapping
 
-from .args import OnWarmupChange, SodaConfig, Stage
+from .args import OnWarmupChange, SodaConfig, Stage, rl_method
 from .distributed import decide_on_main, on_main_only, on_main_then_barrier, place_model_on_cpu_without_accelerator
+from .host_patches import keep_process_group, second_deepspeed_setup
 from .merge import merge_warmup_adapter, merged_dir, uses_adapter
 from .release import log_memory_per_rank, release_stage
 from .stages import (
@@ -70,47 +71,7 @@ def soda_config(cfg: Mapping[str, Any]) -> SodaConfig | None:
 
 
 def is_dpo(cfg: Mapping[str, Any]) -> bool:
-    rl = cfg.get("rl")
-    return str(getattr(rl, "value", rl)) == "dpo"
-
-
-@contextlib.contextmanager
-def _keep_process_group() -> Iterator[None]:
-    """Axolotl's `train` destroys the process group when it ends; DPO still needs it."""
-    import axolotl.train as axolotl_train
-
-    original = getattr(axolotl_train, "cleanup_distributed", None)
-    if original is None:
-        yield
-        return
-    axolotl_train.cleanup_distributed = lambda: None
-    try:
-        yield
-    finally:
-        axolotl_train.cleanup_distributed = original
-
-
-@contextlib.contextmanager
-def _second_deepspeed_setup(enabled: bool) -> Iterator[None]:
-    """Let the warmup's `load_cfg` set DeepSpeed up although the recipe's already did.
-
-    Axolotl's `setup_deepspeed_env` raises "Distributed State already initialized before
-    Deepspeed setup" once its distributed state exists, which the recipe's own `load_cfg`
-    created. The process-wide part (process group, Accelerate state) is shared by both
-    stages and is reused as it is; only the per-stage environment is written again.
-    """
-    if not enabled:
-        yield
-        return
-    import axolotl.utils.distributed as axolotl_distributed
-
-    saved = axolotl_distributed.distributed_state
-    axolotl_distributed.distributed_state = None
-    try:
-        yield
-    finally:
-        if axolotl_distributed.distributed_state is None:
-            axolotl_distributed.distributed_state = saved
+    return rl_method(cfg) == "dpo"
 
 
 @contextlib.contextmanager
@@ -143,7 +104,7 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
     cfg = None
     try:
         with _restore_accelerate_env():
-            with _second_deepspeed_setup(bool(warmup_cfg.get("deepspeed"))):
+            with second_deepspeed_setup(bool(warmup_cfg.get("deepspeed"))):
                 cfg = load_cfg(DictDefault(copy.deepcopy(dict(warmup_cfg))))
             place_model_on_cpu_without_accelerator(cfg)
             if cfg.get("rl"):  # GAD's warmup is a GRPO run
@@ -153,7 +114,7 @@ def run_warmup(warmup_cfg: Mapping[str, Any]) -> None:
             else:
                 clean_soda_datasets(cfg, need_student=False, policy=bad_row_policy(cfg))
                 dataset_meta = load_datasets(cfg=cfg, cli_args=TrainerCliArgs())
-            with _keep_process_group():
+            with keep_process_group():
                 model, tokenizer, trainer = axolotl_train.train(cfg=cfg, dataset_meta=dataset_meta)
             del model, tokenizer, dataset_meta
             release_stage(trainer)

@@ -6,7 +6,7 @@
   the row function plus `map` kwargs. It is batched so that skipped rows can be dropped.
 - GRPO (`default` with `rl: grpo`, GAD): the same contract, rows of prompt + teacher answer.
 
-`registry.py` makes these reachable as `type: soda` and `type: soda_plugin.soda`.
+`host_patches.register_dataset_type` makes these reachable as `type: soda` and `type: soda_plugin.soda`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..constants import FINISH_REASON_FIELD, GRPO_TEACHER_COLUMN
 from ..log import get_logger
 from ..format.rows import BadRowError, BadRowReason, BadRowTally, OnBadRow, SodaFields, parse_row, teacher_flags
 from ..format.flags import FLAGS_FIELD
+from .args import rl_method
 from .views import dpo_example, grpo_example, sft_example
 
 LOG = get_logger(__name__)
@@ -166,7 +167,7 @@ def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
     fields = SodaFields.from_dataset_config(entry, (cfg or {}).get("soda"))
     policy = bad_row_policy(cfg)
     source = entry.get("path")
-    grpo = _rl_name(cfg) == "grpo"
+    grpo = rl_method(cfg) == "grpo"
     map_kwargs: dict[str, Any] = {"batched": True, "remove_columns": "__all__"}
 
     if _host_passes_row_indices():
@@ -186,7 +187,3 @@ def default(cfg: Mapping[str, Any], dataset_idx: int = 0, **kwargs: Any):
 
     return transform_counting, map_kwargs
 
-
-def _rl_name(cfg: Mapping[str, Any] | None) -> str:
-    rl = (cfg or {}).get("rl")
-    return str(getattr(rl, "value", rl))

@@ -95,8 +95,9 @@ def place_model_on_cpu_without_accelerator(cfg) -> None:
         cfg.device_map = "cpu"
 
 
-def start_cpu_data_parallel_if_launched() -> None:
-    """Make a multi-process launch on a machine without accelerator data-parallel.
+def start_cpu_data_parallel_if_launched() -> bool:
+    """Make a multi-process launch on a machine without accelerator data-parallel; True if
+    this is such a launch.
 
     `torchrun`/`accelerate launch` on CPU otherwise leaves Accelerate in single-process
     mode (`DistributedType.NO`): every rank trains on all the data and they race to
@@ -106,30 +107,13 @@ def start_cpu_data_parallel_if_launched() -> None:
     import torch
 
     if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
+        return False
     from accelerate import PartialState
 
-    _skip_cuda_peer_check_without_gpu()
     os.environ["ACCELERATE_USE_CPU"] = "true"
     state = PartialState(cpu=True)
     LOG.info("soda: CPU multi-process launch: %s over %d processes.", state.distributed_type, state.num_processes)
-
-
-def _skip_cuda_peer_check_without_gpu() -> None:
-    """Axolotl 0.21's `load_cfg` → `prepare_optim_env` asks torch whether GPU `LOCAL_RANK`
-    can reach a peer (`utils/environment.py`, `check_cuda_p2p_support`) in every multi-process
-    launch. A CPU torch raises AssertionError there, which Axolotl catches; the CUDA build
-    (the only torch 2.13 wheel the index serves for Python 3.12) on a machine without a
-    driver raises RuntimeError, which it does not, and the launch dies. There is no peer
-    without a GPU: answer "no P2P" as Axolotl's own fallback would. Runs from
-    `SODAPlugin.register`, which `load_cfg` calls before `prepare_optim_env`. Delete when
-    Axolotl catches the RuntimeError itself."""
-    try:
-        import axolotl.utils.environment as axolotl_environment
-    except ImportError:
-        return
-    if hasattr(axolotl_environment, "check_cuda_p2p_support"):
-        axolotl_environment.check_cuda_p2p_support = lambda: False
+    return True
 
 
 def world_size() -> int:

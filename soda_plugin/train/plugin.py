@@ -1,10 +1,11 @@
-"""SODAPlugin: wiring only. The logic lives in `chain`, `reference`, `reference_pass` and `dataset_type`."""
+"""SODAPlugin: wiring only. The logic lives in `chain`, `reference`, `reference_pass` and `dataset_type`;
+every patch of a host's code in `host_patches`, the checks before anything heavy in `preflight`."""
 
 from __future__ import annotations
 
 from axolotl.integrations.base import BasePlugin
 
-from .registry import register_dataset_type
+from .host_patches import register_dataset_type
 
 # Axolotl imports the plugin before it loads any dataset: `type: soda` resolves from here on.
 register_dataset_type()
@@ -16,11 +17,11 @@ def cost_stage(cfg) -> str:
     `soda.warmup.output_dir`), else `sft`."""
     from pathlib import Path
 
-    from .chain import is_dpo
+    from .args import rl_method
 
-    rl = cfg.get("rl")
+    rl = rl_method(cfg)
     if rl:
-        return "dpo" if is_dpo(cfg) else str(getattr(rl, "value", rl))
+        return rl
     if cfg.get("soda") is not None and Path(str(cfg.get("output_dir") or "")).name == "warmup":
         return "warmup"
     return "sft"
@@ -35,24 +36,35 @@ class SODAPlugin(BasePlugin):
     def register(self, cfg) -> None:
         from .args import record_dataset_fields
         from .chain import remember_raw_config
-        from .dataset_save import install_in_process_single_save
         from .deepspeed_path import resolve_deepspeed_path
         from .distributed import start_cpu_data_parallel_if_launched
-        from .reference import install_reference_model_skip
-        from .reference_pass import install_reference_pass
+        from .host_patches import (
+            install_in_process_single_save,
+            install_reference_model_skip,
+            install_reference_pass,
+            skip_cuda_peer_check_without_gpu,
+        )
+        from .preflight import check_recipe_can_start
+        from .reference_pass import precompute_ref_logps
 
-        start_cpu_data_parallel_if_launched()
+        if cfg.get("gad") is None:  # a GAD recipe is GADPlugin's (Axolotl 0.19 keeps both registered)
+            check_recipe_can_start(cfg)  # before `load_cfg` sets DeepSpeed up
+        if start_cpu_data_parallel_if_launched():
+            skip_cuda_peer_check_without_gpu()  # before `load_cfg` reaches `prepare_optim_env`
         record_dataset_fields(cfg)
         resolve_deepspeed_path(cfg)
         remember_raw_config(cfg)
         install_reference_model_skip()
-        install_reference_pass()
+        install_reference_pass(precompute_ref_logps)
         install_in_process_single_save()
 
     def load_datasets(self, cfg, preprocess: bool = False):
         from .dataset_type import bad_row_policy
+        from .preflight import check_precision_has_gpu
         from .strict_rows import clean_soda_datasets
 
+        if not preprocess:  # `axolotl preprocess` of a GPU recipe may run on a CPU
+            check_precision_has_gpu(cfg)
         # Before any warmup trains: a bad preference row must not cost a warmup first.
         clean_soda_datasets(cfg, need_student=bool(cfg.get("rl")), policy=bad_row_policy(cfg))
         if cfg.get("soda") is None:

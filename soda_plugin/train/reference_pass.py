@@ -2,9 +2,10 @@
 
 soda replaces TRL's `DPOTrainer._precompute_ref_logps` (`trl/trainer/dpo_trainer.py`, called
 from `__init__` for the train and eval sets when `precompute_ref_log_probs` is on) for a
-soda DPO stage. TRL's version SHA-256s every weight on the CPU (`hash_module`: minutes at
-8-14B, and blind under ZeRO-3), scores the pairs in file order at the training micro batch,
-and keeps them in one cache file that any other q_w or dataset fingerprint misses. Here:
+soda DPO stage (`host_patches.install_reference_pass` routes it to `precompute_ref_logps`).
+TRL's version SHA-256s every weight on the CPU (`hash_module`: minutes at 8-14B, and blind
+under ZeRO-3), scores the pairs in file order at the training micro batch, and keeps them
+in one cache file that any other q_w or dataset fingerprint misses. Here:
 
 - each pair is looked up by its tokens in a `ReferenceStore` made under this reference
   (`reference_identity`): a beta sweep, a re-run or a resumed DPO stage computes nothing;
@@ -22,7 +23,6 @@ and loss read (`DataCollatorForPreference.torch_call`, `_compute_loss`: `if self
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import time
@@ -286,31 +286,17 @@ def run_reference_pass(config: str | os.PathLike, batch_size: int | None = None)
     return PassSummary(plan.store_dir, {name: entry["rows"] for name, entry in datasets.items()})
 
 
-def install_reference_pass() -> bool:
-    """Route a soda DPO stage's reference precompute through `attach_reference_logps`
-    (idempotent). Returns False when this TRL has no `_precompute_ref_logps`."""
-    import trl.trainer.dpo_trainer as dpo
+def precompute_ref_logps(trainer: Any, dataset: Any, name: str, batch_size: int, trl_precompute: Any) -> Any:
+    """`DPOTrainer._precompute_ref_logps` under soda (`host_patches.install_reference_pass`):
+    soda's stored pass for a soda DPO stage, TRL's own `trl_precompute` for any other run."""
+    from axolotl.integrations.base import PluginManager
 
-    original = getattr(dpo.DPOTrainer, "_precompute_ref_logps", None)
-    if original is None:
-        LOG.warning("soda: this TRL has no `DPOTrainer._precompute_ref_logps`; reference log-probs are not stored.")
-        return False
-    if getattr(original, "_soda_wrapped", False):
-        return True
-
-    @functools.wraps(original)
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        from axolotl.integrations.base import PluginManager
-
-        plan = plan_from_cfg(PluginManager.get_instance().cfg)
-        if plan is None:
-            return original(self, dataset, name, batch_size)
-        return attach_reference_logps(self, dataset, name, batch_size, plan)
-
-    _precompute_ref_logps._soda_wrapped = True  # type: ignore[attr-defined]
-    dpo.DPOTrainer._precompute_ref_logps = _precompute_ref_logps
-    return True
+    plan = plan_from_cfg(PluginManager.get_instance().cfg)
+    if plan is None:
+        return trl_precompute(trainer, dataset, name, batch_size)
+    return attach_reference_logps(trainer, dataset, name, batch_size, plan)
 
 
-__all__ = ["PassPlan", "PassSummary", "run_reference_pass", "ReferenceLogps", "ReferenceLogpsMissingError", "attach_reference_logps", "install_reference_pass",
+__all__ = ["PassPlan", "PassSummary", "run_reference_pass", "ReferenceLogps", "ReferenceLogpsMissingError", "attach_reference_logps",
+           "precompute_ref_logps",
            "plan_from_cfg", "reference_identity", "pair_keys", "score_pairs", "REFERENCE_COLUMNS"]

@@ -66,6 +66,7 @@ def _axolotl_cfg(model_dir, tmp_path, **extra):
         "soda": {"warmup": {"learning_rate": 5e-6}},
     }
     cfg.update(extra)
+    (tmp_path / "d.jsonl").touch()  # soda's preflight refuses a recipe whose data is not built yet
     return DictDefault(cfg)
 
 

@@ -20,7 +20,7 @@ else:
     from datasets import Dataset
 
     if sys.argv[1] == "patched":
-        from soda_plugin.train.dataset_save import install_in_process_single_save
+        from soda_plugin.train.host_patches import install_in_process_single_save
 
         install_in_process_single_save()
         install_in_process_single_save()  # idempotent: one wrapper, not two

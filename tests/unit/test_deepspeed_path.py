@@ -71,6 +71,8 @@ def test_recipe_fetched_by_url_loads_with_its_deepspeed_json(tiny_model_dirs, tm
             pass
 
     monkeypatch.setattr(requests, "get", lambda url, timeout: Response())
+    # a GPU recipe: soda's preflight would stop it on this CPU machine before the path is resolved
+    monkeypatch.setattr("soda_plugin.train.preflight._has_cuda", lambda: True)
     monkeypatch.chdir(tmp_path)
     local = axolotl_config.check_remote_config("https://example.org/soda/recipes/qwen7b_soda.yml")
     assert Path(local).parent != RECIPES_DIR and not (Path(local).parent / "deepspeed").exists()

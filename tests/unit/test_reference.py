@@ -1,6 +1,7 @@
 import pytest
 
-from soda_plugin.train.reference import install_reference_model_skip, should_skip_reference_model
+from soda_plugin.train.host_patches import install_reference_model_skip
+from soda_plugin.train.reference import should_skip_reference_model
 
 BASE = {"rl": "dpo", "precompute_ref_log_probs": True, "soda": {"free_reference_model": True}}
 

@@ -16,9 +16,10 @@ from soda_data import valid_rows
 from soda_plugin.train.reference_pass import (
     REFERENCE_COLUMNS,
     ReferenceLogpsMissingError,
-    install_reference_pass,
     plan_from_cfg,
+    precompute_ref_logps,
 )
+from soda_plugin.train.host_patches import install_reference_pass
 from soda_plugin.train.reference_store import ReferenceStore
 from tiny_models import build_model
 
@@ -47,7 +48,7 @@ def _soda_cfg(model_dir, store, mode="reuse"):
 
 @pytest.fixture
 def plugin_cfg():
-    install_reference_pass()
+    install_reference_pass(precompute_ref_logps)
     manager = PluginManager.get_instance()
     saved = manager.cfg
     yield manager
