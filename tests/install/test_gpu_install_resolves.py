@@ -6,13 +6,11 @@ install command as `pip install --dry-run` in a throwaway Python 3.12 venv. It i
 skipped when the network is missing: a GPU install that nobody can check is a failure.
 """
 
-import os
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
+from scripts import run_script
 import yaml
 
 pytestmark = pytest.mark.e2e  # resolves against PyPI: minutes, not the unit tier
@@ -62,17 +60,8 @@ def _pinned(constraints):
 
 @pytest.mark.timeout(CHECK_TIMEOUT_S + 60)
 def test_gpu_install_commands_resolve_on_pypi():
-    proc = subprocess.Popen(
-        ["bash", str(CHECKER)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=CHECK_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the checker's background pip runs too
-        output, _ = proc.communicate()
-        pytest.fail(f"tools/check_gpu_install.sh ran past {CHECK_TIMEOUT_S} s:\n{output[-6000:]}")
-    assert proc.returncode == 0, f"tools/check_gpu_install.sh failed (rc {proc.returncode}):\n{output[-6000:]}"
+    returncode, output = run_script(CHECKER, timeout_s=CHECK_TIMEOUT_S)
+    assert returncode == 0, f"tools/check_gpu_install.sh failed (rc {returncode}):\n{output[-6000:]}"
 
 
 def _recipe_backends():

@@ -8,12 +8,10 @@ that only a local wheel folder serves (`torch==2.13.0+cpu`, the build these mach
 Those two are marked e2e (pip in a subprocess, the network); the usage checks need neither.
 """
 
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
+from scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKER = ROOT / "tools" / "check_pins.sh"
@@ -21,17 +19,7 @@ TIMEOUT_S = 240
 
 
 def _check_pins(*args):
-    proc = subprocess.Popen(
-        ["bash", str(CHECKER), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the script's background pip runs too
-        output, _ = proc.communicate()
-        pytest.fail(f"tools/check_pins.sh {' '.join(args)} ran past {TIMEOUT_S} s:\n{output[-4000:]}")
-    return proc.returncode, output
+    return run_script(CHECKER, *args, timeout_s=TIMEOUT_S, tail=4000)
 
 
 def _set_line(output, name):
