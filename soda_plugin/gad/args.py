@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from ..format.rows import OnBadRow
 from ..format.strict_block import StrictBlock
-from ..train.args import OnWarmupChange, rl_method
+from ..train.args import OnWarmupChange, rl_method, warmup_overrides
 
 TRAINER_CLS = "soda_plugin.gad.trainer.GADTrainer"
 
@@ -95,13 +95,8 @@ class GADWarmupConfig(StrictBlock):
     )
 
     def overrides(self) -> dict[str, Any]:
-        skip = {"output_dir", "on_config_change", "critic_warmup", "kl_coef"}
-        values = {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in skip}
-        if values.get("save_strategy", "steps") != "steps":
-            values["save_steps"] = None
-        if "warmup_steps" in values:
-            values.setdefault("warmup_ratio", None)
-        return values
+        """The top-level Axolotl keys this block sets for GAD's warmup (its D keys are GAD's own)."""
+        return warmup_overrides(self, skip={"output_dir", "on_config_change", "critic_warmup", "kl_coef"})
 
 
 class GADConfig(StrictBlock):

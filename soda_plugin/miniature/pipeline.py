@@ -535,11 +535,6 @@ def pair_filter_counts(pairs: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
     return counts
 
 
-def q0_name(settings: MiniatureSettings) -> str:
-    """Folder name of q0's snapshot and pairs: `q0`, or `q0x<k>` for k sampled answers per prompt."""
-    return "q0" if settings.negatives == 1 else f"q0x{settings.negatives}"
-
-
 def _train_runtimes(log: Path) -> list[float]:
     """`train_runtime` of each trainer in an axolotl log (warmup then DPO for a chain); none
     when the run was reused from an earlier invocation and left no log here."""
@@ -657,13 +652,13 @@ def run_miniature(settings: MiniatureSettings, stop_after: str | None = None) ->
         with stage_beside("ablation negatives", clock, ablation_stage, in_thread=settings.overlap_stages,
                           beside_what="the q0 snapshot and the first SFT run") as ablation:
             with clock.stage("q0 snapshot"):
-                q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
+                q0 = snapshot(settings.model_dir, files["train"], out / "snapshots" / settings.q0_name,
                               recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log",
                               samples=settings.negatives)
             if stop_after == "snapshot":
                 return stopped_summary(settings, stop_after, clock)
             with clock.stage("pairs"):
-                pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / q0_name(settings), logs / "pairs.log",
+                pairs = {"q0": build_pairs(teacher, str(q0), out / "pairs" / settings.q0_name, logs / "pairs.log",
                                            judge_url=url)}
             if stop_after == "pairs":
                 return stopped_summary(settings, stop_after, clock)

@@ -78,6 +78,11 @@ class MiniatureSettings:
         return self.seeds if self.gad_seeds is None else self.gad_seeds
 
     @property
+    def q0_name(self) -> str:
+        """Folder name of q0's snapshot and pairs: `q0`, or `q0x<k>` for k sampled answers per prompt."""
+        return "q0" if self.negatives == 1 else f"q0x{self.negatives}"
+
+    @property
     def total_steps(self) -> int:
         """SODA's and SeqKD's equal optimizer-step budget: W warmup steps, then D of DPO or of SFT."""
         return self.warmup_steps + self.dpo_steps

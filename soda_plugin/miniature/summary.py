@@ -305,7 +305,7 @@ def method_costs(settings: MiniatureSettings) -> dict[str, dict[str, Any]]:
     from ..cost.table import read_stage
 
     out = settings.out_dir
-    snapshot_file = out / "snapshots" / ("q0" if settings.negatives == 1 else f"q0x{settings.negatives}") / COST_FILENAME
+    snapshot_file = out / "snapshots" / settings.q0_name / COST_FILENAME
 
     def stage(path: Path):
         return read_stage(path) if path.is_file() else None

@@ -43,7 +43,7 @@ from ..format.fileio import atomic_write_text
 from ..judge.grid import headline
 from ..log import get_logger
 from .pipeline import (KEY_ENV, RECIPES, StageClock, answer_prompts, build_pairs, collect_teacher, dpo_config,
-                       exact_match_by_prompt, gad_config, in_groups, judge_models, q0_name, sft_config, snapshot,
+                       exact_match_by_prompt, gad_config, in_groups, judge_models, sft_config, snapshot,
                        train_concurrently, warmup_checkpoint, write_task_files)
 from .report import markdown_table
 from .settings import MiniatureSettings
@@ -179,9 +179,9 @@ def run_sweep(settings: MiniatureSettings, sft_variants: Sequence[SftVariant] = 
             teacher = collect_teacher(url, files["train"], out / "data" / "teacher.jsonl", 0.0, files["test"],
                                       logs / "teacher.log")
         with clock.stage("q0 snapshot and pairs"):
-            snap = snapshot(settings.model_dir, files["train"], out / "snapshots" / q0_name(settings),
+            snap = snapshot(settings.model_dir, files["train"], out / "snapshots" / settings.q0_name,
                             recipe["soda"]["snapshot"], settings, logs / "snapshot_q0.log")
-            pairs = build_pairs(teacher, str(snap), out / "pairs" / q0_name(settings), logs / "pairs.log", judge_url=url)
+            pairs = build_pairs(teacher, str(snap), out / "pairs" / settings.q0_name, logs / "pairs.log", judge_url=url)
         sft_dirs = {v.name: out / "runs" / f"sft-{v.name}" / f"seed{seed}" for v in sft_variants}
         with clock.stage("SeqKD: SFT runs"):  # `concurrent_runs` at a time: tuning reads no runtime
             for batch in in_groups(sft_variants, settings.concurrent_runs):

@@ -155,18 +155,23 @@ class WarmupConfig(StrictBlock):
 
     def overrides(self) -> dict[str, Any]:
         """The top-level Axolotl keys this block sets for the warmup stage."""
-        skip = {"output_dir", "on_config_change"}
-        values = {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in skip}
-        if values.get("save_strategy", "steps") != "steps":
-            # The recipe's `save_steps` is the DPO stage's; Axolotl refuses it beside any other
-            # strategy (axolotl/utils/schemas/validation.py:534-541, `check_saves`).
-            values["save_steps"] = None
-        # Axolotl refuses `warmup_steps` beside `warmup_ratio`: the block's one replaces the recipe's other.
-        if "warmup_steps" in values:
-            values.setdefault("warmup_ratio", None)
-        elif "warmup_ratio" in values:
-            values["warmup_steps"] = None
-        return values
+        return warmup_overrides(self, skip={"output_dir", "on_config_change"})
+
+
+def warmup_overrides(block: BaseModel, skip: set[str]) -> dict[str, Any]:
+    """The top-level Axolotl keys a warmup block sets (SODA's and GAD's), its keys in `skip`
+    left out, with the recipe keys Axolotl refuses beside them cleared."""
+    values = {k: v for k, v in block.model_dump(exclude_none=True).items() if k not in skip}
+    if values.get("save_strategy", "steps") != "steps":
+        # The recipe's `save_steps` is the next stage's; Axolotl refuses it beside any other
+        # strategy (`axolotl.utils.schemas.validation`, `check_saves`).
+        values["save_steps"] = None
+    # Axolotl refuses `warmup_steps` beside `warmup_ratio`: the block's one replaces the recipe's other.
+    if "warmup_steps" in values:
+        values.setdefault("warmup_ratio", None)
+    elif "warmup_ratio" in values:
+        values["warmup_steps"] = None
+    return values
 
 
 class DatasetFields(StrictBlock):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from soda_plugin.miniature.pipeline import dpo_config, q0_name, sft_config, warmup_checkpoint
+from soda_plugin.miniature.pipeline import dpo_config, sft_config, warmup_checkpoint
 from soda_plugin.miniature.settings import mode_settings
 from soda_plugin.miniature.tune import (DPO_GRID, SFT_GRID, DpoVariant, SftVariant, pick, prune_checkpoints,
                                         save_every, write_sweep_report)
@@ -60,7 +60,7 @@ def test_the_grids_give_both_methods_the_same_number_of_runs(full, tmp_path):
     assert all(v.apply(full).total_steps == full.total_steps for v in DPO_GRID)
     every = save_every(full, DPO_GRID)
     assert all(v.apply(full).warmup_steps % every == 0 for v in DPO_GRID)
-    assert q0_name(full) == "q0"
+    assert full.q0_name == "q0"
     sft = tmp_path / "sft"
     for step in (4, 8, 12, 16, 20):
         (sft / f"checkpoint-{step}").mkdir(parents=True)
