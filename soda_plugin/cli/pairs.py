@@ -19,7 +19,8 @@
         --out outputs/pairs/q0 --judge-filter --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o
 
 The output folder reads in a recipe as `path: <out>/data`, `ds_type: parquet`, `type: soda`.
-`--push-to-hub` reads the token from `HF_TOKEN` only.
+`--push-to-hub` reads the token from `$HF_TOKEN` only (never the cached `huggingface-cli login`),
+and checks it is set before building anything.
 """
 
 import argparse
@@ -141,8 +142,14 @@ def _load_tokenizer(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> None:
+    from soda_plugin.client.hub_token import hub_token
     from soda_plugin.pairs import SnapshotInput, TeacherFields, build_pairs, push_to_hub
 
+    if args.push_to_hub:
+        try:  # before the build: a missing token should not cost a build
+            hub_token()
+        except PermissionError as err:
+            raise SystemExit(f"soda pairs: {err}") from None
     judge_filter = _judge_filter(args)
     tokenizer, sequence_len, student_name = _load_tokenizer(args)
     fields = TeacherFields(messages=args.field_messages, teacher=args.field_teacher,

@@ -59,7 +59,14 @@ def main(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
+    from soda_plugin.client.hub_token import hub_token
     from soda_plugin.share import model_card, plan_bundle, publish
+
+    if not args.dry_run:
+        try:  # before the bundle and the card are built
+            hub_token()
+        except PermissionError as err:
+            raise SystemExit(f"soda share: {err}") from None
 
     import sys
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
 from typing import Sequence
 
+from ..client.hub_token import hub_token
 from ..pairs.card import mask_secrets
 from .bundle import BundleFile
 
-TOKEN_ENV = "HF_TOKEN"
 CARD = "README.md"
 
 
@@ -41,15 +40,16 @@ def publish(repo_id: str, files: Sequence[BundleFile], card: str, *, private: bo
             dry_run: bool = False) -> str:
     """Push `files` and `card` in one commit; with `dry_run`, return the report instead.
 
-    The token is read from `HF_TOKEN` only, handed to `huggingface_hub`, and never printed
-    or written.
+    The token is read from `$HF_TOKEN` only (`client.hub_token`, never the cached Hub
+    login), handed to `huggingface_hub`, and never printed or written.
+
+    Raises:
+        PermissionError: `HF_TOKEN` is unset (not for `dry_run`), before any call to the Hub.
     """
     _check_no_secret(files, card)
     if dry_run:
         return dry_run_report(repo_id, files, card)
-    token = os.environ.get(TOKEN_ENV)
-    if not token:
-        raise PermissionError(f"set `{TOKEN_ENV}` (a Hub write token) in the environment to publish.")
+    token = hub_token()
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(token=token)

@@ -1,6 +1,7 @@
-"""Bad `soda` rows through the real `axolotl train`: a fast non-zero exit naming the file,
-the row, the field and the reason, in the SFT and the DPO view, with one or two dataset
-workers and under a two-process launch; under `skip`, good rows arrive as written."""
+"""Bad `soda` rows through the real `axolotl train`: a non-zero exit before any model is
+built (`fault_plugin` counts model constructions), naming the file, the row, the field and
+the reason, in the SFT and the DPO view, with one or two dataset workers and under a
+two-process launch; under `skip`, good rows arrive as written."""
 
 import json
 import re
@@ -10,10 +11,23 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from axolotl_run import axolotl_train, base_config, dpo_chain_config, two_process_launcher, write_config
+from model_checks import causal_lm_constructions
 from soda_data import valid_rows, write_jsonl
 
 pytestmark = pytest.mark.e2e
 
+# `fault_plugin` writes one line to $SODA_TEST_EVENTS per model constructed, in any process.
+PROBED = ["soda_plugin.SODAPlugin", "fault_plugin.FaultPlugin"]
+
+
+def _probed_train(cfg: dict, config: Path, events: Path, **kwargs):
+    cfg["plugins"] = PROBED
+    return axolotl_train(write_config(cfg, config), env={"SODA_TEST_EVENTS": str(events)}, **kwargs)
+
+
+def _models_built(events: Path) -> list[str]:
+    """Every model construction `fault_plugin` recorded (inner modules such as `Qwen2Model` too)."""
+    return [line for line in events.read_text().splitlines() if line.startswith("model ")] if events.exists() else []
 
 
 def _mixed_types(n=24):
@@ -25,20 +39,22 @@ def _mixed_types(n=24):
     return rows
 
 
-def _assert_fast_failure(run, line: str):
+def _assert_failure_before_any_model(run, events: Path, line: str):
     print(f"axolotl train exited {run.returncode} after {run.seconds:.1f} s")
     assert run.returncode != 0
     assert any(line in out for out in run.output.splitlines()), run.output[-4000:]
-    assert run.seconds < 60, f"took {run.seconds:.0f} s"
+    assert _models_built(events) == [], "a model was built before the bad row stopped the run"
 
 
 @pytest.mark.parametrize("num_proc", [1, 2])
-def test_dpo_bad_row_stops_within_a_minute_naming_file_line_field_reason(num_proc, tiny_model_dirs, tmp_path):
+def test_dpo_bad_row_stops_before_any_model_naming_file_line_field_reason(num_proc, tiny_model_dirs, tmp_path):
     data = write_jsonl(_mixed_types(), tmp_path / "pairs.jsonl")
     cfg = base_config(tiny_model_dirs["qwen2"], data, tmp_path / "out", rl="dpo", trl={"beta": 0.1},
                       precompute_ref_log_probs=True, dataset_num_proc=num_proc, soda={"on_bad_row": "error"})
-    run = axolotl_train(write_config(cfg, tmp_path / "dpo.yml"), timeout=300)
-    _assert_fast_failure(run, f"{data}:3: field `teacher_response` is float, not a string (reason: not_string)")
+    events = tmp_path / "events.txt"
+    run = _probed_train(cfg, tmp_path / "dpo.yml", events, timeout=300)
+    _assert_failure_before_any_model(
+        run, events, f"{data}:3: field `teacher_response` is float, not a string (reason: not_string)")
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
@@ -51,9 +67,10 @@ def test_dpo_bad_row_in_a_saved_dataset_stops_from_the_map_workers(tiny_model_di
     cfg = base_config(tiny_model_dirs["qwen2"], tmp_path / "saved", tmp_path / "out", rl="dpo",
                       trl={"beta": 0.1}, precompute_ref_log_probs=True, dataset_num_proc=2)
     cfg["datasets"] = [{"path": str(tmp_path / "saved"), "type": "soda"}]
-    run = axolotl_train(write_config(cfg, tmp_path / "dpo.yml"), timeout=300)
+    events = tmp_path / "events.txt"
+    run = _probed_train(cfg, tmp_path / "dpo.yml", events, timeout=300)
     print(f"axolotl train exited {run.returncode} after {run.seconds:.1f} s")
-    assert run.returncode != 0 and run.seconds < 60
+    assert run.returncode != 0 and _models_built(events) == [], run.output[-4000:]
     assert re.search(rf"{tmp_path / 'saved'} row \d+: field `student_response` equals `teacher_response`", run.output)
 
 
@@ -65,8 +82,9 @@ def test_warmup_bad_row_stops_before_any_training_in_the_sft_view(tiny_model_dir
     teacher.write_text("\n".join(lines) + "\n")
     cfg = dpo_chain_config(tiny_model_dirs["qwen2"], pairs, tmp_path / "out", dataset_num_proc=2)
     cfg["soda"]["warmup"]["datasets"] = [{"path": str(teacher), "ds_type": "json", "type": "soda"}]
-    run = axolotl_train(write_config(cfg, tmp_path / "chain.yml"), timeout=300)
-    _assert_fast_failure(run, f"{teacher}:7: field `(line)` is not a JSON line")
+    events = tmp_path / "events.txt"
+    run = _probed_train(cfg, tmp_path / "chain.yml", events, timeout=300)
+    _assert_failure_before_any_model(run, events, f"{teacher}:7: field `(line)` is not a JSON line")
     assert "fix or remove that line" in run.output
     assert not run.step_logs() and not (tmp_path / "out" / "warmup" / "model.safetensors").exists()
 
@@ -74,10 +92,10 @@ def test_warmup_bad_row_stops_before_any_training_in_the_sft_view(tiny_model_dir
 def test_two_process_launch_stops_on_a_bad_row(tiny_model_dirs, tmp_path, held_port):
     data = write_jsonl(_mixed_types(), tmp_path / "pairs.jsonl")
     cfg = dpo_chain_config(tiny_model_dirs["qwen2"], data, tmp_path / "out")
-    run = axolotl_train(write_config(cfg, tmp_path / "chain2.yml"), launcher=two_process_launcher(held_port),
-                        timeout=300)
+    events = tmp_path / "events.txt"
+    run = _probed_train(cfg, tmp_path / "chain2.yml", events, launcher=two_process_launcher(held_port), timeout=300)
     print(f"two-process axolotl train exited {run.returncode} after {run.seconds:.1f} s")
-    assert run.returncode != 0 and run.seconds < 120
+    assert run.returncode != 0 and _models_built(events) == [], run.output[-4000:]
     assert run.output.count(f"{data}:3: field `teacher_response` is float") >= 2  # both ranks say why
     assert not (tmp_path / "out" / "warmup").exists()
 
@@ -88,8 +106,11 @@ def test_skip_keeps_good_rows_as_written_and_lists_each_skipped_one(tiny_model_d
     cfg = base_config(tiny_model_dirs["qwen2"], data, tmp_path / "out", rl="dpo", trl={"beta": 0.1},
                       precompute_ref_log_probs=True, max_steps=1, dataset_prepared_path=str(prepared),
                       soda={"on_bad_row": "skip"})
-    run = axolotl_train(write_config(cfg, tmp_path / "dpo.yml"))
+    events = tmp_path / "events.txt"
+    run = _probed_train(cfg, tmp_path / "dpo.yml", events)
     assert run.returncode == 0, run.output[-4000:]
+    # The probe the failing tests rely on sees models when they are built: one policy here.
+    assert len(causal_lm_constructions(events)) == 1, _models_built(events)
     # Axolotl's own prepared copy of the preference set: 22 rows, row 0's answer unchanged.
     saved = [load_from_disk(str(p.parent)) for p in prepared.rglob("dataset_info.json") if "soda_rows" not in str(p)]
     assert len(saved) == 1 and len(saved[0]) == 22

@@ -2,10 +2,10 @@
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from soda_plugin.snapshot import store
 
 pytestmark = pytest.mark.e2e
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "snapshot_q0.py"
+HOLD = Path(__file__).resolve().parent / "hold_after_shard.py"
 PROMPTS = [[{"role": "user", "content": f"Sort the list: {i}, {i + 7}, {i + 3}"}] for i in range(40)]
 
 
@@ -29,15 +30,23 @@ def _command(model, prompts, out):
 def test_sigkill_then_rerun_finishes_with_no_loss_and_no_duplicates(tiny_model_dirs, tmp_path):
     prompts = write_jsonl([{"content": p} for p in PROMPTS], tmp_path / "prompts.jsonl")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    killed = subprocess.Popen(_command(tiny_model_dirs["llama"], prompts, tmp_path / "killed"), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(store.shard_paths(tmp_path / "killed")) < 2 and time.time() < deadline and killed.poll() is None:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    # The run holds itself still after its second shard (of ten) and says so on a pipe; the
+    # kill lands there, so it is mid-run by construction.
+    held_read, held_write = os.pipe()
+    command = _command(tiny_model_dirs["llama"], prompts, tmp_path / "killed")
+    killed = subprocess.Popen([sys.executable, str(HOLD), "2", str(held_write), *command[1:]], env=env,
+                              pass_fds=(held_write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(held_write)
+    try:
+        ready, _, _ = select.select([held_read], [], [], 240)
+        held = os.read(held_read, 4096).decode() if ready else ""
+    finally:
+        os.close(held_read)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert held.endswith("shard-000001.jsonl\n"), f"the run did not reach its second shard: {held!r}"
     partial = store.done_prompt_ids(tmp_path / "killed")
-    assert 0 < len(partial) < 40, "the kill must land mid-run"
+    assert len(partial) == 8, "two shards of four prompts each are on disk"
 
     rerun = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "killed"), env=env,
                            capture_output=True, text=True, timeout=300)

@@ -13,14 +13,27 @@ PAIRS = [
 ]
 
 
-def _trl_has_the_chunked_path() -> bool:
+def _trl_1_9() -> bool:
+    import trl
+
+    return trl.__version__.startswith("1.9")
+
+
+# Skipped by the version, never by probing TRL's private method: on any other TRL (the main
+# leg's 1.14) a renamed `_get_per_token_logps_and_entropies` turns the chunked path off
+# (soda warns and falls back to the full logits), and these tests must then fail.
+needs_chunked_path = pytest.mark.skipif(
+    _trl_1_9(), reason="TRL 1.9's `use_liger_kernel` is Liger's fused DPO loss, with no chunked log-prob path")
+
+
+@needs_chunked_path
+def test_this_trl_has_the_chunked_path():
     from trl import DPOTrainer
 
-    return hasattr(DPOTrainer, "_get_per_token_logps_and_entropies")
+    from soda_plugin.train.memory import chunked_path_blocker
 
-
-needs_chunked_path = pytest.mark.skipif(
-    not _trl_has_the_chunked_path(), reason="this TRL's `use_liger_kernel` is Liger's fused DPO loss (TRL 1.9)")
+    assert hasattr(DPOTrainer, "_get_per_token_logps_and_entropies")
+    assert chunked_path_blocker({}) is None
 
 
 @needs_chunked_path

@@ -322,3 +322,55 @@ def test_length_check_tokenizes_only_pairs_the_byte_bound_cannot_rule_in(chatml_
     assert counting.texts == 3, "only the long pair's prompt, teacher and student answers are tokenized"
     n_long = len(chatml_tokenizer(long + "<|im_end|>", add_special_tokens=False)["input_ids"])
     assert n_long > 256  # the tokenized verdict, not the byte bound, decided the second pair
+
+
+ENV_TOKEN = "hf_ENVtokenFAKE0123456789"  # a fake, never a real token
+
+
+def _pairs_cli(tmp_path, *extra):
+    from soda_plugin.cli.main import main
+
+    t = write_jsonl([teacher(1), teacher(2)], tmp_path / "teacher.jsonl")
+    s = write_jsonl([snap(1), snap(2)], tmp_path / "snap.jsonl")
+    return main(["pairs", "--teacher", str(t), "--snapshot", str(s), "--out", str(tmp_path / "out"), *extra])
+
+
+def test_push_to_hub_without_hf_token_exits_before_building_even_with_a_cached_login(tmp_path, monkeypatch, capsys):
+    from fake_hub import CACHED_TOKEN, cached_login_and_fake_hub
+
+    hub = cached_login_and_fake_hub(tmp_path, monkeypatch)
+    with pytest.raises(SystemExit, match=r"^soda pairs: set `HF_TOKEN` \(a Hub write token\)"):
+        _pairs_cli(tmp_path, "--push-to-hub", "me/soda-pairs")
+    assert hub.calls == [], "the Hub was called without HF_TOKEN"
+    assert not (tmp_path / "out").exists(), "pairs were built before the token check"
+    out = capsys.readouterr()
+    assert CACHED_TOKEN not in out.out + out.err
+
+
+def test_push_to_hub_without_hf_token_raises_before_any_hub_call(tmp_path, monkeypatch):
+    from fake_hub import cached_login_and_fake_hub
+
+    from soda_plugin.pairs import push_to_hub
+
+    hub = cached_login_and_fake_hub(tmp_path, monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "  ")  # blank is unset
+    with pytest.raises(PermissionError, match="set `HF_TOKEN`"):
+        push_to_hub(tmp_path, "me/soda-pairs")
+    assert hub.calls == []
+
+
+def test_push_to_hub_hands_hf_token_to_the_hub_not_the_cached_login(tmp_path, monkeypatch, capsys):
+    from fake_hub import CACHED_TOKEN, cached_login_and_fake_hub
+
+    hub = cached_login_and_fake_hub(tmp_path, monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", ENV_TOKEN)
+    _pairs_cli(tmp_path, "--push-to-hub", "me/soda-pairs", "--private")
+    assert hub.calls == [
+        ("HfApi", ENV_TOKEN),
+        ("create_repo", "me/soda-pairs", {"repo_type": "dataset", "private": True, "exist_ok": True}),
+        ("upload_folder", "me/soda-pairs", "dataset"),
+    ]
+    out = capsys.readouterr()
+    assert "https://huggingface.co/datasets/me/soda-pairs" in out.out
+    assert ENV_TOKEN not in out.out + out.err and CACHED_TOKEN not in out.out + out.err
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and ENV_TOKEN in p.read_text(errors="replace")]

@@ -108,34 +108,42 @@ def test_dry_run_prints_files_and_card_and_never_the_token(model_dir, scores):
     assert SECRET not in run.stdout + run.stderr
 
 
-def test_push_uses_the_environment_token_and_one_commit(model_dir, monkeypatch):
-    import huggingface_hub
+def test_push_uses_the_environment_token_and_one_commit(model_dir, tmp_path, monkeypatch):
+    from fake_hub import cached_login_and_fake_hub
 
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
-
-        def create_repo(self, repo_id, **kwargs):
-            calls["repo"] = (repo_id, kwargs)
-
-        def create_commit(self, repo_id, operations, **kwargs):
-            calls["paths"] = sorted(op.path_in_repo for op in operations)
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    hub = cached_login_and_fake_hub(tmp_path, monkeypatch)  # HF_TOKEN wins over a cached login
     monkeypatch.setenv("HF_TOKEN", SECRET)
     files = plan_bundle(model_dir, RECIPE)
     url = publish("me/qwen-soda", files, "card", private=True)
-    assert url == "https://huggingface.co/me/qwen-soda" and calls["token"] == SECRET
-    assert calls["repo"] == ("me/qwen-soda", {"repo_type": "model", "private": True, "exist_ok": True})
-    assert "README.md" in calls["paths"] and "recipe/deepspeed/zero2.json" in calls["paths"]
+    assert url == "https://huggingface.co/me/qwen-soda"
+    assert hub.calls[:2] == [("HfApi", SECRET),
+                             ("create_repo", "me/qwen-soda", {"repo_type": "model", "private": True, "exist_ok": True})]
+    (name, repo, paths), = hub.calls[2:]
+    assert (name, repo) == ("create_commit", "me/qwen-soda")
+    assert "README.md" in paths and "recipe/deepspeed/zero2.json" in paths
 
 
-def test_push_without_token_fails_before_any_call(model_dir, monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+def test_push_without_token_fails_before_any_call_even_with_a_cached_login(model_dir, tmp_path, monkeypatch):
+    from fake_hub import cached_login_and_fake_hub
+
+    hub = cached_login_and_fake_hub(tmp_path, monkeypatch)
     with pytest.raises(PermissionError, match="set `HF_TOKEN`"):
         publish("me/x", plan_bundle(model_dir, RECIPE), "card")
+    assert hub.calls == []
+
+
+def test_soda_share_without_token_exits_naming_it_before_any_call(model_dir, tmp_path, monkeypatch, capsys):
+    from fake_hub import CACHED_TOKEN, cached_login_and_fake_hub
+
+    from soda_plugin.cli.main import main
+
+    hub = cached_login_and_fake_hub(tmp_path, monkeypatch)
+    with pytest.raises(SystemExit, match=r"^soda share: set `HF_TOKEN` \(a Hub write token\)"):
+        main(["share", "--model-dir", str(model_dir), "--recipe", str(RECIPE), "--repo", "me/qwen-soda",
+              "--teacher", "gpt-5-chat"])
+    assert hub.calls == []
+    out = capsys.readouterr()
+    assert CACHED_TOKEN not in out.out + out.err
 
 
 def test_a_recipe_holding_the_token_is_refused(model_dir, tmp_path, monkeypatch):
