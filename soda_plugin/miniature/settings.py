@@ -91,7 +91,7 @@ class MiniatureSettings:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
+def budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
     if budget == "quick":
         # CI: every stage on a few prompts, one seed, two small steps each, stages side by side and the
         # three DPO runs at once (goal 6 min; docs/miniature.md has the measured time).
@@ -125,7 +125,7 @@ def _budget_defaults(budget: str, out_dir: Path) -> MiniatureSettings:
 
 def budget_settings(budget: str, out_dir: Path, **overrides: Any) -> MiniatureSettings:
     """Defaults of `budget` with `overrides` (None = keep the default)."""
-    settings = replace(_budget_defaults(budget, out_dir), **{k: v for k, v in overrides.items() if v is not None})
+    settings = replace(budget_defaults(budget, out_dir), **{k: v for k, v in overrides.items() if v is not None})
     for what, subset in (("ablation", settings.ablation_seeds), ("GAD", settings.gad_run_seeds)):
         unknown = set(subset) - set(settings.seeds)
         if unknown:
