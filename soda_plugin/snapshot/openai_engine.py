@@ -13,13 +13,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+from ..client.core import ClientSettings
 from .engine import Completion, EngineInfo, FinishReason, Messages, SamplingSettings, SnapshotEngine, seeds_for
 
 
 class OpenAIEngine(SnapshotEngine):
     backend = "openai"
 
-    def __init__(self, model: str, *, base_url: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 16,
+    def __init__(self, model: str, *, base_url: str, api_key_env: str = ClientSettings.api_key_env,
+                 concurrency: int = ClientSettings.concurrency,
                  timeout_s: float = 600.0, max_retries: int = 6):
         import openai
 

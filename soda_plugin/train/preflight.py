@@ -58,10 +58,16 @@ def _process_group_exists() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _recipe_path(cfg: Mapping[str, Any]) -> str:
+    """The recipe's path, or "" when `load_cfg` was given a dict (it names a temporary copy,
+    which says nothing to the user)."""
+    path = str(cfg.get("axolotl_config_path") or "")
+    return path if path and not Path(path).name.startswith("axolotl_config_") else ""
+
+
 def _recipe_name(cfg: Mapping[str, Any]) -> str:
-    """The recipe's file name; `load_cfg` given a dict names a temporary copy, which says nothing."""
-    name = Path(str(cfg.get("axolotl_config_path") or "")).name
-    return f"`{name}`" if name and not name.startswith("axolotl_config_") else "this recipe"
+    path = _recipe_path(cfg)
+    return f"`{Path(path).name}`" if path else "this recipe"
 
 
 def gpu_settings(cfg: Mapping[str, Any]) -> list[str]:
@@ -141,8 +147,7 @@ def _writer(path: str, kind: str, recipe: str) -> str:
 
 def missing_data(cfg: Mapping[str, Any]) -> list[str]:
     """One phrase per local `type: soda` dataset `path` that does not exist, with its writer."""
-    config_path = str(cfg.get("axolotl_config_path") or "")
-    recipe = config_path if config_path and not Path(config_path).name.startswith("axolotl_config_") else ""
+    recipe = _recipe_path(cfg)
     missing = []
     for where, entry, kind in _soda_entries(cfg):
         if not isinstance(entry, Mapping) or entry.get("type") not in SODA_TYPES:
