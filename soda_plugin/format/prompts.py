@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .dataset_path import is_missing_local_path
 from .fileio import iter_jsonl
 from .rows import BadRowError, SodaFields, parse_messages
 
@@ -41,13 +42,6 @@ def prompts_from_file(path: str, field: str = "content", ds_type: str | None = N
     return prompts
 
 
-def _is_missing_local_path(path: str) -> bool:
-    """A path that names a local file or folder (not a Hub id `owner/name`) and is absent."""
-    if Path(path).expanduser().exists():
-        return False
-    return path.startswith((".", "/", "~")) or path.count("/") != 1
-
-
 def _missing_dataset_error(path: str, soda: Mapping[str, Any]) -> FileNotFoundError:
     teacher = [entry.get("path") for entry in ((soda.get("warmup") or {}).get("datasets") or [])
                if isinstance(entry, Mapping) and entry.get("path")]
@@ -72,7 +66,7 @@ def prompts_from_recipe(cfg: Mapping[str, Any]) -> list[list[dict[str, str]]]:
     for entry in cfg.get("datasets") or []:
         if entry.get("type") not in ("soda", "soda_plugin.soda"):
             continue
-        if _is_missing_local_path(str(entry["path"])):
+        if is_missing_local_path(str(entry["path"])):
             raise _missing_dataset_error(str(entry["path"]), soda)
         fields = SodaFields.from_dataset_config(entry, soda)
         prompts.extend(prompts_from_file(entry["path"], fields.messages, entry.get("ds_type")))

@@ -10,6 +10,7 @@ the teacher's answers instead of GRPO; for the first `critic_warmup - 1` steps o
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -32,6 +33,9 @@ class GADTrainer(AxolotlGRPOTrainer):
         # one reward is this trainer's method, which also trains D.
         self.discriminator: Discriminator | None = None
         self.gad = GADConfig()
+        # The warmup reads each teacher answer twice per step (D's update, then the SFT loss):
+        # tokenize it once. Bounded: a step holds a few hundred distinct answers at most.
+        self._teacher_ids = functools.lru_cache(maxsize=0)(self._tokenize_teacher_answer)
         super().__init__(model, [self.discriminator_reward], *args, **kwargs)
 
     # -- set-up -------------------------------------------------------------------------
@@ -87,11 +91,11 @@ class GADTrainer(AxolotlGRPOTrainer):
             self._metrics["train"]["discriminator/grad_norm"].append(stats.grad_norm)
         return scores.tolist()
 
-    def _teacher_ids(self, text: str) -> list[int]:
+    def _tokenize_teacher_answer(self, text: str) -> tuple[int, ...]:
         """The teacher's answer as D sees it: its text and the template's end of turn (a rollout
         that stopped on its own ends with the end-of-sequence token too), cut at the rollout
-        limit as a long rollout is."""
-        return self._text_tokenizer()(text, add_special_tokens=False)["input_ids"][: self.max_completion_length]
+        limit as a long rollout is. Read through `self._teacher_ids`, its cache."""
+        return tuple(self._text_tokenizer()(text, add_special_tokens=False)["input_ids"][: self.max_completion_length])
 
     def _teacher_sequences(self, prompt_ids: list[list[int]], answers: list[str]) -> tuple[list[list[int]], list[int]]:
         """Each distinct (prompt, teacher answer) once, and which one each rollout pairs with."""
@@ -101,7 +105,7 @@ class GADTrainer(AxolotlGRPOTrainer):
             key = (tuple(prompt), answer)
             if key not in index:
                 index[key] = len(sequences)
-                sequences.append(list(prompt) + self._teacher_ids(answer))
+                sequences.append(list(prompt) + list(self._teacher_ids(answer)))
             group_of.append(index[key])
         return sequences, group_of
 

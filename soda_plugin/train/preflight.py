@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NoReturn
 
+from ..format.dataset_path import looks_local
 from ..log import get_logger
 from .args import SODA_TYPES, rl_method
 
@@ -29,8 +30,6 @@ LOG = get_logger(__name__)
 
 # transformers' `TrainingArguments` refuses each of these `true` without a CUDA device.
 GPU_ONLY_SWITCHES = ("bf16", "fp16", "tf32")
-# File suffixes that make a dataset `path` a local file, never a Hub id.
-_DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow", ".csv")
 CPU_RECIPES = {"soda": "recipes/smollm2_cpu_soda.yml", "seqkd": "recipes/smollm2_cpu_seqkd.yml",
                "gad": "recipes/smollm2_cpu_gad.yml"}
 
@@ -111,11 +110,6 @@ def check_precision_has_gpu(cfg: Mapping[str, Any]) -> None:
     """
     if any(cfg.get(key) is True for key in GPU_ONLY_SWITCHES) and not _has_cuda():
         _needs_gpu(cfg)
-
-
-def looks_local(path: str) -> bool:
-    """A path soda checks; anything else may be a Hub id (`owner/name`, `name`) and is left to Axolotl."""
-    return path.startswith((".", "/", "~")) or path.endswith(_DATA_SUFFIXES) or path.count("/") >= 2
 
 
 def _soda_entries(cfg: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any], str]]:

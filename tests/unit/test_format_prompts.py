@@ -34,3 +34,28 @@ def test_existing_dataset_is_read(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"content": MESSAGES, "teacher_response": "19"}) + "\n")
     assert prompts_from_recipe({"datasets": [{"path": str(path), "ds_type": "json", "type": "soda"}]}) == [MESSAGES]
+
+
+@pytest.mark.parametrize("path, missing", [
+    ("./data/pairs/llama8b/data", True), ("data/teacher/train.jsonl", True), ("teacher.jsonl", True),
+    ("data/pairs/qwen7b/data", True), ("~/no-such-soda-folder", True),
+    ("someone/pairs", False), ("imdb", False),  # may be Hub ids: left to Axolotl's loader
+])
+def test_one_local_path_rule_for_the_snapshot_and_the_preflight(path, missing, monkeypatch, tmp_path):
+    """`soda snapshot --recipe` and `axolotl train`'s preflight call a path missing by the same rule."""
+    from soda_plugin.format import dataset_path
+    from soda_plugin.train import preflight
+
+    monkeypatch.chdir(tmp_path)
+    assert dataset_path.is_missing_local_path(path) is missing
+    assert preflight.looks_local is dataset_path.looks_local
+    if missing:
+        with pytest.raises(FileNotFoundError, match="does not exist yet"):
+            prompts_from_recipe({"datasets": [{"path": path, "type": "soda"}]})
+
+
+def test_an_existing_local_path_is_not_missing(tmp_path):
+    from soda_plugin.format.dataset_path import is_missing_local_path
+
+    (tmp_path / "pairs.jsonl").write_text("")
+    assert not is_missing_local_path(str(tmp_path / "pairs.jsonl"))

@@ -137,6 +137,31 @@ def test_the_warmup_policy_learns_the_teacher_answers(tiny_model_dirs, tmp_path)
     assert any(not torch.equal(p, policy_before[n]) for n, p in trainer.model.state_dict().items())
 
 
+def test_the_warmup_tokenizes_each_teacher_answer_once(tiny_model_dirs, tmp_path):
+    """D's update and the SFT loss both read the teacher's answers in a warmup step."""
+    trainer, tokenizer = _trainer(tiny_model_dirs, tmp_path, critic_warmup=1, policy_loss="sft")
+    answers = {f"{i + 1}<|im_end|>" for i in range(8)}
+    calls: list[str] = []
+    original = type(tokenizer).__call__
+
+    def counting(self, text=None, *args, **kwargs):
+        if isinstance(text, str) and text in answers:
+            calls.append(text)
+        return original(self, text, *args, **kwargs)
+
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    type(tokenizer).__call__ = counting
+    try:
+        output = trainer._generate_and_score_completions(batch)
+    finally:
+        type(tokenizer).__call__ = original
+    seen = {row["teacher_completion"] for row in batch}
+    assert sorted(calls) == sorted(seen), "a teacher answer was tokenized more than once (or never)"
+    expected = [tokenizer(row["teacher_completion"], add_special_tokens=False)["input_ids"][:8] for row in batch]
+    assert [ids[mask.bool()].tolist() for ids, mask in zip(output["teacher_ids"], output["teacher_mask"])] == expected
+
+
 def test_a_gad_recipe_names_what_stops_it():
     problems = recipe_problems({"rl": "dpo", "trainer_cls": None, "trl": {"reward_funcs": ["x.y"]}, "adapter": "lora"})
     assert len(problems) == 4

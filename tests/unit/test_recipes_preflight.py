@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from recipe_overrides import GAD_RECIPES, RECIPES_DIR, cpu_recipe, load_recipe, write_fixtures
-from soda_plugin.train.preflight import check_deepspeed_has_gpu, check_precision_has_gpu, looks_local, missing_data
+from soda_plugin.format.dataset_path import looks_local
+from soda_plugin.train.preflight import check_deepspeed_has_gpu, check_precision_has_gpu, missing_data
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 SODA_GPU = RECIPES_DIR / "llama8b_soda.yml"
