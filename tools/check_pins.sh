@@ -176,10 +176,13 @@ print(f"stand-in torch {version}: " + ", ".join(keep))
 EOF
 }
 
-# reachable PY URL: whether URL answers within 10 s.
+# reachable PY URL: whether URL answers within 10 s (a file:// index: whether its folder exists).
 reachable() {
   "$work/venv-$1/bin/python" - "$2" <<'EOF' >/dev/null 2>&1
-import sys, urllib.request
+import os, sys, urllib.parse, urllib.request
+url = urllib.parse.urlsplit(sys.argv[1])
+if url.scheme == "file":
+    sys.exit(0 if os.path.exists(urllib.request.url2pathname(url.path)) else 1)
 urllib.request.urlopen(sys.argv[1], timeout=10).read(1)
 EOF
 }
