@@ -18,7 +18,8 @@ on (`held` counts the holds reached).
 `inject("500", "429")`: the next API calls (any route) fail with those statuses.
 
 Counts: `uploads`, `batches_created`, `submitted` (per prompt: how many batches carried
-it), `retrievals`, `downloads`, `lists`, `authorizations`.
+it), `paid` (per prompt: how many times it was run and billed, i.e. given an HTTP 200 line,
+malformed or garbled ones included), `retrievals`, `downloads`, `lists`, `authorizations`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class BatchServer(LocalServer):
         self.batches: dict[str, dict] = {}
         self.uploads = self.batches_created = self.retrievals = self.downloads = self.lists = self.held = 0
         self.submitted: Counter = Counter()
+        self.paid: Counter = Counter()
         self.api_faults: deque[str] = deque()
         self.faulted: Counter = Counter()
         self.authorizations: set[str] = set()
@@ -134,6 +136,8 @@ class BatchServer(LocalServer):
                 errors.append({**line, "response": {"status_code": int(fault), "request_id": "r",
                                                     "body": {"error": {"message": f"fault {fault}"}}}})
                 continue
+            with self.lock:
+                self.paid[content] += 1
             if fault == "garbled":
                 output.append(f'{{"custom_id": "{item["custom_id"]}", "response": {{"status_'.encode())
                 continue

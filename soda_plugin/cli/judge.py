@@ -17,6 +17,14 @@
         --models base=evals/answers/base seqkd=evals/answers/seqkd soda=evals/answers/soda \\
         --benchmarks lmsys dolly selfinst vicuna --out evals/scores
 
+   With `--batch` the references, then the verdicts, go through the provider's batch API
+   (about half the price; `--price-in/--price-out` are the online prices, costed x
+   `--batch-discount`); a re-run resumes the open batches and pays nothing twice:
+
+    soda judge score --batch --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o \\
+        --models base=evals/answers/base soda=evals/answers/soda --out evals/scores \\
+        --price-in 2.5 --price-out 10 --batch-poll 60
+
    The tables lead with every model on the same (paired) prompts and add the score from
    each order, how often the orders disagree and the answer lengths; `--length-controlled`
    adds the score at equal length, `answer --gad-wrapper` asks in GAD's evaluation wrapper.
@@ -32,6 +40,7 @@ import argparse
 
 from soda_plugin.cli import stage_parser
 from soda_plugin.evalsets import BENCHMARKS
+from soda_plugin.client.batch_options import add_batch_options
 from soda_plugin.client.options import add_client_options
 from soda_plugin.snapshot.options import add_engine_options
 
@@ -82,6 +91,7 @@ def _add_score(sub) -> None:
     add_client_options(judge)
     judge.add_argument("--price-in", type=float, help="USD per million prompt tokens (reports the cost)")
     judge.add_argument("--price-out", type=float, help="USD per million completion tokens")
+    add_batch_options(parser.add_argument_group("batch mode (docs/judge.md)"), "the references and the verdicts")
     stats = parser.add_argument_group("statistics")
     stats.add_argument("--bootstrap-resamples", type=int, default=1000)
     stats.add_argument("--seed", type=int, default=0)
@@ -106,7 +116,13 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> int:
+    from soda_plugin.client.batch_core import EXIT_BATCHES_OPEN, BatchWaitError
     from soda_plugin.judge.cli import COMMANDS
 
-    print(COMMANDS[args.command](args))
+    try:
+        print(COMMANDS[args.command](args))
+    except BatchWaitError as error:
+        print(f"judge (batch): {error}", flush=True)
+        return EXIT_BATCHES_OPEN
+    return 0

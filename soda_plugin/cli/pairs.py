@@ -18,6 +18,12 @@
     soda pairs --teacher data/teacher.jsonl --snapshot outputs/snapshots/q0 \
         --out outputs/pairs/q0 --judge-filter --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o
 
+    # the same through the provider's batch API (about half the price, answers within 24 h;
+    # journaled in the cache folder: a re-run resumes the open batches and pays nothing twice)
+    soda pairs --teacher data/teacher.jsonl --snapshot outputs/snapshots/q0 --out outputs/pairs/q0 \
+        --judge-filter --judge-base-url https://api.openai.com/v1 --judge-model gpt-4o --batch \
+        --judge-price-in 2.5 --judge-price-out 10
+
 The output folder reads in a recipe as `path: <out>/data`, `ds_type: parquet`, `type: soda`.
 `--push-to-hub` reads the token from `$HF_TOKEN` only (never the cached `huggingface-cli login`),
 and checks it is set before building anything.
@@ -26,6 +32,7 @@ and checks it is set before building anything.
 import argparse
 
 from soda_plugin.cli import stage_parser
+from soda_plugin.client.batch_options import add_batch_options
 from soda_plugin.client.options import add_client_options
 
 
@@ -82,14 +89,18 @@ def _add_judge_filter(parser: argparse.ArgumentParser) -> None:
     judge.add_argument("--judge-parse-attempts", type=int, default=3,
                        help="requests per verdict before it counts as unparsable")
     add_client_options(judge, prefix="judge-")
+    judge.add_argument("--judge-price-in", type=float, metavar="USD",
+                       help="USD per million prompt tokens, online price (reports the judge's cost)")
+    judge.add_argument("--judge-price-out", type=float, metavar="USD", help="USD per million completion tokens")
     judge.add_argument("--no-progress", action="store_true", help="no progress bar for the judge's calls")
+    add_batch_options(parser.add_argument_group("judge filter in batch mode (docs/pairs.md)"), "the judge's verdicts")
 
 
 def _judge_filter(args: argparse.Namespace):
     """The `JudgeFilterConfig` of --judge-filter, or None; judge options without it are an error."""
     if not args.judge_filter:
         options = (("--judge-base-url", args.judge_base_url), ("--judge-model", args.judge_model),
-                   ("--judge-cache-dir", args.judge_cache_dir))
+                   ("--judge-cache-dir", args.judge_cache_dir), ("--batch", args.batch))
         given = [flag for flag, value in options if value]
         if given:
             raise SystemExit(f"{', '.join(given)} given without --judge-filter; add --judge-filter to judge the pairs.")
@@ -99,11 +110,15 @@ def _judge_filter(args: argparse.Namespace):
     if missing:
         raise SystemExit(f"--judge-filter needs {' and '.join(missing)} (an OpenAI-compatible judge server and model).")
     from soda_plugin.client import client_settings, warn_if_key_missing
+    from soda_plugin.client.batch_options import batch_options
     from soda_plugin.pairs import JudgeFilterConfig
     from soda_plugin.verdict import JudgeSettings, load_template
 
     client = client_settings(args, base_url=args.judge_base_url, model=args.judge_model, prefix="judge-")
     warn_if_key_missing(client, "the judge", "--judge-api-key-env")
+    if (args.judge_price_in is None) != (args.judge_price_out is None):
+        raise SystemExit("give both --judge-price-in and --judge-price-out (online prices), or neither.")
+    prices = (args.judge_price_in, args.judge_price_out) if args.judge_price_in is not None else None
     try:
         return JudgeFilterConfig(
             client=client,
@@ -111,7 +126,8 @@ def _judge_filter(args: argparse.Namespace):
                                 temperature=args.judge_temperature, verdict_max_tokens=args.judge_verdict_max_tokens,
                                 parse_attempts=args.judge_parse_attempts),
             action=args.judge_filter_action, margin=args.judge_filter_margin, unjudged=args.judge_filter_unjudged,
-            cache_dir=args.judge_cache_dir, progress=not args.no_progress)
+            cache_dir=args.judge_cache_dir, progress=not args.no_progress, batch=batch_options(args),
+            prices=prices)
     except ValueError as error:
         raise SystemExit(str(error).replace("`judge_filter_margin`", "`--judge-filter-margin`")) from None
 
@@ -141,7 +157,8 @@ def _load_tokenizer(args: argparse.Namespace):
     return AutoTokenizer.from_pretrained(args.tokenizer), args.sequence_len, args.student_name
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> int:
+    from soda_plugin.client.batch_core import EXIT_BATCHES_OPEN, BatchWaitError
     from soda_plugin.client.hub_token import hub_token
     from soda_plugin.pairs import SnapshotInput, TeacherFields, build_pairs, push_to_hub
 
@@ -154,18 +171,28 @@ def main(args: argparse.Namespace) -> None:
     tokenizer, sequence_len, student_name = _load_tokenizer(args)
     fields = TeacherFields(messages=args.field_messages, teacher=args.field_teacher,
                            prompt_id=args.field_prompt_id, finish_reason=args.field_finish_reason)
-    report = build_pairs(
-        args.teacher, [SnapshotInput.parse(s) for s in args.snapshot], args.out, fields=fields,
-        truncated=args.truncated, first_sample_only=args.first_sample_only, tokenizer=tokenizer,
-        sequence_len=sequence_len, teacher_name=args.teacher_name, student_name=student_name,
-        overwrite=args.overwrite, judge_filter=judge_filter,
-    )
+    try:
+        report = build_pairs(
+            args.teacher, [SnapshotInput.parse(s) for s in args.snapshot], args.out, fields=fields,
+            truncated=args.truncated, first_sample_only=args.first_sample_only, tokenizer=tokenizer,
+            sequence_len=sequence_len, teacher_name=args.teacher_name, student_name=student_name,
+            overwrite=args.overwrite, judge_filter=judge_filter,
+        )
+    except BatchWaitError as error:  # nothing written; the verdicts received are cached, the batches journaled
+        print(f"soda pairs: judge filter (batch): {error}", flush=True)
+        return EXIT_BATCHES_OPEN
     print(report.table())
     if report.judge_filter:
-        calls = report.judge_filter["calls"]
+        calls, usage = report.judge_filter["calls"], report.judge_filter["usage"]
         print(f"judge verdicts: {calls['verdicts_new']} new, {calls['verdicts_cached']} cached, "
-              f"{calls['verdicts_unparsable']} unparsable, failed {calls['verdicts_failed'] or 0}")
+              f"{calls['verdicts_unparsable']} unparsable, failed {calls['verdicts_failed'] or 0}"
+              + (f"; cost {usage['cost']:.4f}" if "cost" in usage else ""))
+        if "batch" in usage:
+            batch = usage["batch"]
+            print(f"judge batches: {batch['batches_created']} created, {batch['batches_resumed']} resumed; items "
+                  f"submitted {batch['items_submitted']} (resubmitted {batch['items_resubmitted']})")
     print(f"kept by rejected_source: {report.kept_by_source}")
     print(f"wrote {args.out}/data ({len(report.files)} files), README.md, build_report.json")
     if args.push_to_hub:
         print(push_to_hub(args.out, args.push_to_hub, private=args.private))
+    return 0

@@ -40,6 +40,7 @@ import argparse
 
 from soda_plugin.cli import stage_parser
 from soda_plugin.evalsets import BENCHMARKS
+from soda_plugin.client.batch_options import add_batch_options
 from soda_plugin.client.options import add_client_options
 
 
@@ -69,17 +70,7 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     cost.add_argument("--price-out", type=float, default=0.0, help="USD per 1M completion tokens")
     cost.add_argument("--dry-run", action="store_true", help="estimate tokens and cost; send nothing")
     cost.add_argument("--tokenizer", help="dry run: count prompt tokens with this local HF tokenizer")
-    batch = parser.add_argument_group("batch mode")
-    batch.add_argument("--batch", action="store_true", help="send through the batch API (files + batches), resumable")
-    batch.add_argument("--batch-poll", type=float, default=30.0, help="seconds between polls of the open batches")
-    batch.add_argument("--batch-max-wait", type=float, default=25 * 3600.0,
-                       help="seconds this run waits for its batches in all, then exits 4 (re-run to resume)")
-    batch.add_argument("--batch-max-requests", type=int, default=50_000, help="requests per uploaded file")
-    batch.add_argument("--batch-max-bytes", type=int, default=200_000_000, help="bytes per uploaded file")
-    batch.add_argument("--batch-rounds", type=int, default=3,
-                       help="batches a prompt is sent in per run (failed/expired items are resubmitted)")
-    batch.add_argument("--batch-discount", type=float, default=0.5,
-                       help="batch price / online price, applied to --price-in/--price-out (1: they are batch prices)")
+    add_batch_options(parser.add_argument_group("batch mode"), "the prompts")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 

@@ -10,12 +10,21 @@ import random
 import time
 from collections import Counter
 from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 from .core import ClientSettings, _classify, _retry_after_s
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
 LIST_PAGES_MAX = 20  # batches.list pages scanned (100 each) when looking for a lost batch id
+
+
+def public_url(url: str) -> str:
+    """`url` without user info, query or fragment: safe in a message, a manifest or a card."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class BatchAPI:
@@ -97,4 +106,4 @@ class BatchAPI:
         self._client.close()
 
 
-__all__ = ["BATCH_ENDPOINT", "BatchAPI", "COMPLETION_WINDOW"]
+__all__ = ["BATCH_ENDPOINT", "BatchAPI", "COMPLETION_WINDOW", "public_url"]

@@ -69,6 +69,8 @@ def run_answer(args: argparse.Namespace) -> str:
 def run_score(args: argparse.Namespace) -> str:
     """Judge every model's answers; writes results.json, prompt_scores.jsonl and the tables."""
     from ..client import ChatClient, client_settings, warn_if_key_missing
+    from ..client.batch_options import batch_options
+    from ..verdict.batch import BatchChat
     from ..verdict.calls import JudgeCalls, JudgeSettings
     from .report import write_tables
     from .run import ScoreConfig, report, results_document, score_models_sync, write_results
@@ -87,11 +89,15 @@ def run_score(args: argparse.Namespace) -> str:
                          length_tokenizer=args.length_tokenizer, length_controlled=args.length_controlled)
     settings = client_settings(args, base_url=args.judge_base_url, model=args.judge_model)
     warn_if_key_missing(settings, "the judge", "--api-key-env")
-    client = ChatClient(settings)
-    calls = JudgeCalls(client, judge, config.cache_dir or out / "cache", progress=config.progress)
+    cache_dir = config.cache_dir or out / "cache"
+    batch = batch_options(args)
+    client = BatchChat(settings, cache_dir, batch) if batch else ChatClient(settings)
+    calls = JudgeCalls(client, judge, cache_dir, progress=config.progress)
 
-    results = score_models_sync(config, calls)
+    results = score_models_sync(config, calls)  # BatchWaitError: `soda judge` exits 4, a re-run resumes
     prices = (args.price_in, args.price_out) if args.price_in is not None and args.price_out is not None else None
+    if prices and batch:
+        prices = batch.prices(*prices)
     document = results_document(config, results, calls, prices)
     write_results(out, document)
     paths = write_tables(document, out)

@@ -21,6 +21,7 @@ from ..evalsets import EvalPrompt, load_eval_set
 from ..format.fileio import atomic_write_text
 from ..log import get_logger
 from .answers import PromptFormat, answers_by_eval_prompt, answers_format
+from ..verdict.batch import BatchChat
 from ..verdict.calls import JudgeCalls, JudgeSettings, VerdictRequest, verdict_key
 from .figures import PromptVerdicts, SubsetScore, subset_score
 from .lengths import counter_name, token_counter
@@ -209,8 +210,10 @@ def score_models_sync(config: ScoreConfig, calls: JudgeCalls) -> list[ModelResul
 def results_document(config: ScoreConfig, results: Sequence[ModelResult], calls: JudgeCalls,
                      price_per_m: tuple[float, float] | None = None) -> dict[str, Any]:
     """The `results.json` document: protocol, one record per model and benchmark, calls
-    paid and cached, retries by kind. Holds no credential."""
+    paid and cached, retries by kind (in batch mode, the batch counts, and the cost at the
+    batch prices the caller passes). Holds no credential."""
     usage = calls.client.usage
+    batch = calls.client.stats.to_dict() if isinstance(calls.client, BatchChat) else None
     return {
         "protocol": {**config.judge.protocol(), "bootstrap_resamples": config.resamples, "seed": config.seed,
                      "ci_level": 0.95, "score_scale": list(config.judge.template.scale),
@@ -221,8 +224,8 @@ def results_document(config: ScoreConfig, results: Sequence[ModelResult], calls:
         "calls": calls.stats.to_dict(),
         "usage": {"requests": usage.requests, "prompt_tokens": usage.prompt_tokens,
                   "completion_tokens": usage.completion_tokens, "retries": dict(usage.retries),
-                  "failures": usage.failures,
-                  **({"cost": usage.cost(*price_per_m)} if price_per_m else {})},
+                  "failures": usage.failures, "mode": "batch" if batch else "online",
+                  **({"cost": usage.cost(*price_per_m)} if price_per_m else {}), **({"batch": batch} if batch else {})},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -257,4 +260,10 @@ def report(document: dict[str, Any]) -> str:
     cost = f", cost {u['cost']:.4f}" if "cost" in u else ""
     lines.append(f"judge usage: {u['requests']} requests, {u['prompt_tokens']} prompt + {u['completion_tokens']} "
                  f"completion tokens{cost}; retries by kind {u['retries'] or 0}; failed requests {u['failures']}")
+    if "batch" in u:
+        b = u["batch"]
+        lines.append(f"judge batches: {b['batches_created']} created, {b['batches_resumed']} resumed, closed "
+                     f"{b['statuses'] or 0}; items submitted {b['items_submitted']} (resubmitted "
+                     f"{b['items_resubmitted']}), unreadable result lines {b['unreadable_lines']}, API retries "
+                     f"{b['api_retries'] or 0}")
     return "\n".join(lines)

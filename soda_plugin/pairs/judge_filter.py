@@ -16,6 +16,8 @@ ways it is counted.
 Every parsed verdict is cached in `<cache_dir>/verdicts.jsonl` under the judge's own
 request key (`verdict.calls.verdict_key`) as it arrives, so a re-run after a kill pays only
 for what was never answered, and a cache shared with `soda judge score` shares the calls.
+With `batch` the verdicts go through the provider's batch API (`verdict/batch.py`), on the
+same cache and keys.
 
 Examples:
     >>> teacher_score(teacher_first=(9, 3), q0_first=(6, 5))  # (9/12 + 5/11) / 2
@@ -32,9 +34,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from ..client import ChatClient, ClientSettings
+from ..client.batch_api import public_url
+from ..client.batch_core import BatchOptions
+from ..verdict.batch import BatchChat
 from ..verdict.calls import JudgeCalls, JudgeSettings, VerdictRequest, verdict_key
 from ..verdict.scoring import Order, prompt_score
 
@@ -90,6 +94,8 @@ class JudgeFilterConfig:
     cache_dir: Path | None = None  # default: <out_dir>/judge_cache
     examples: int = 3  # pairs shown on the dataset card per mark
     progress: bool = False
+    batch: BatchOptions | None = None  # through the provider's batch API (`--batch`); None: online
+    prices: tuple[float, float] | None = None  # online USD per million prompt / completion tokens: reports the cost
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action", FilterAction(self.action))
@@ -101,14 +107,20 @@ class JudgeFilterConfig:
             raise ValueError(f"the client's model `{self.client.model}` differs from the judge's `{self.judge.model}`.")
         if self.examples < 0:
             raise ValueError(f"`examples` must be >= 0, got {self.examples}")
+        if self.batch is not None:
+            self.batch.check()
 
     def describe(self) -> dict[str, Any]:
         """The settings shown on the card and in `build_report.json` (no credential)."""
-        parts = urlsplit(self.client.base_url)
-        host = parts.hostname or ""
-        base_url = urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
         return {"action": self.action.value, "margin": self.margin, "unjudged": self.unjudged.value,
-                "base_url": base_url, "api_key_env": self.client.api_key_env, **self.judge.protocol()}
+                "base_url": public_url(self.client.base_url), "api_key_env": self.client.api_key_env,
+                "mode": "batch" if self.batch else "online", **self.judge.protocol()}
+
+    def cost(self, usage) -> float | None:
+        """What `usage` cost at `prices` (times the batch discount in batch mode), or None."""
+        if self.prices is None:
+            return None
+        return usage.cost(*(self.batch.prices(*self.prices) if self.batch else self.prices))
 
 
 def teacher_score(teacher_first: tuple[float, float], q0_first: tuple[float, float]) -> float:
@@ -144,14 +156,17 @@ class FilterCounts:
 class JudgeFilter:
     """The filter during one build: one event loop, one client and one verdict cache.
 
-    `judge()` is called once per builder batch; the loop lives as long as the build so
-    the client's connections are reused across batches."""
+    `judge()` is called once per builder block (`builder.BATCH_PAIRS` pairs); the loop
+    lives as long as the build so the client's connections are reused across blocks. In
+    batch mode each block's verdicts are one batch run (its journal is in the cache folder,
+    so a killed build re-run resumes the open batches and pays for nothing twice)."""
 
     def __init__(self, config: JudgeFilterConfig, out_dir: Path):
         self.config = config
         self.cache_dir = Path(config.cache_dir) if config.cache_dir else Path(out_dir) / CACHE_DIR
         self._loop = asyncio.new_event_loop()
-        self.client = ChatClient(config.client)
+        self.client = (BatchChat(config.client, self.cache_dir, config.batch) if config.batch
+                       else ChatClient(config.client))
         self.calls = JudgeCalls(self.client, config.judge, self.cache_dir, progress=config.progress)
         self.counts = FilterCounts()
 
@@ -210,7 +225,9 @@ class JudgeFilter:
             "calls": self.calls.stats.to_dict(),
             "usage": {"requests": usage.requests, "prompt_tokens": usage.prompt_tokens,
                       "completion_tokens": usage.completion_tokens, "retries": dict(usage.retries),
-                      "failures": usage.failures},
+                      "failures": usage.failures,
+                      **({"cost": self.config.cost(usage)} if self.config.prices else {}),
+                      **({"batch": self.client.stats.to_dict()} if self.config.batch else {})},
             "examples": {m.value: self.counts.examples.get(m.value, []) for m in Mark if m is not Mark.TEACHER_WON},
         }
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..client import client_settings
+from ..client.batch_core import EXIT_BATCHES_OPEN
 from ..format.rows import TeacherFields
 from .collect import CollectionSummary, TeacherRequest, dry_run, run_collection
 from .exclude import EvalExclusion, EvalSetRef
 
 EXIT_SOME_FAILED = 3  # some prompts still have no answer; re-running retries them
-EXIT_BATCHES_OPEN = 4  # batch mode: batches still unfinished after `--batch-max-wait`; re-running resumes them
 
 
 def load_prompts(args: argparse.Namespace) -> list[list[dict[str, str]]]:
@@ -69,11 +69,10 @@ def run_from_args(args: argparse.Namespace) -> tuple[str, int]:
 
 
 def _run_batch(args, prompts, settings, request, fields, exclusion, prices) -> tuple[str, int]:
-    from .batch import BatchOptions, BatchWaitError, run_batch_collection
+    from ..client.batch_options import batch_options
+    from .batch import BatchWaitError, run_batch_collection
 
-    options = BatchOptions(poll_s=args.batch_poll, max_wait_s=args.batch_max_wait,
-                           max_requests=args.batch_max_requests, max_bytes=args.batch_max_bytes,
-                           rounds=args.batch_rounds, discount=args.batch_discount)
+    options = batch_options(args)
     try:
         summary = run_batch_collection(prompts, args.out, settings=settings, request=request, fields=fields,
                                        exclusion=exclusion, options=options, progress=not args.no_progress, **prices)

@@ -12,9 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from ..client import ChatClient, ChatResult, ClientSettings, RequestFailedError, Usage
+from ..client.batch_api import public_url
 from ..log import get_logger
 from ..format.rows import TeacherFields
 from ..format.prompt_id import prompt_id as compute_prompt_id
@@ -130,14 +130,6 @@ class CollectionSummary:
             "completion_tokens": self.usage.completion_tokens, "cost": round(self.cost, 6),
             "seconds": round(self.seconds, 3), **({"batch": self.batch.to_dict()} if self.batch is not None else {}),
         }
-
-
-def public_url(url: str) -> str:
-    """`url` without user info, query or fragment: nothing secret goes into the manifest."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def warn_without_key(settings: ClientSettings) -> None:

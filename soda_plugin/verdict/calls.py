@@ -1,10 +1,11 @@
 """Every paid call of the judge, cached: reference answers (one per prompt, shared by all
 students) and pairwise verdicts (one per prompt, answer pair and order).
 
-Both go through the shared client core (`soda_plugin.client`) and its append-only cache,
-written the moment an answer arrives, so a kill loses at most calls in flight. Only
-usable answers are cached: a failed request, an empty reference or an unparsable
-verdict is counted and asked again on the next run, never stored. A verdict is cached
+Both go through the shared client core (`soda_plugin.client`), online or through the batch
+API (`verdict/batch.py`, `--batch`), and its append-only cache, written the moment an
+answer arrives, so a kill loses at most calls in flight (in batch mode none: the journal
+finds them again). Only usable answers are cached: a failed request, an empty reference
+or an unparsable verdict is counted and asked again on the next run, never stored. A verdict is cached
 with its scores as the judge wrote them; one outside the template's scale (a `0`) is
 clamped when read (`fetch_verdicts`) and its key listed in `clamped_verdicts`.
 
@@ -19,11 +20,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..client import ChatClient, ChatResult, JsonlCache, RequestFailedError
 from ..client.cache import cache_key
 from ..log import get_logger
+from .batch import REFERENCES, VERDICTS, BatchChat, check_not_in_flight
 from .scoring import Order
 from .template import JudgeTemplate, UnparsableVerdictError, clamp_to_scale, parse_verdict
 
@@ -94,7 +96,11 @@ class VerdictRequest:
 
 
 class JudgeCalls:
-    def __init__(self, client: ChatClient, settings: JudgeSettings, cache_dir: str | Path, progress: bool = True):
+    """The judge's calls, online (`client` a `ChatClient`) or through the batch API (a
+    `verdict.batch.BatchChat`): the same cache, keys and counts either way."""
+
+    def __init__(self, client: ChatClient | BatchChat, settings: JudgeSettings, cache_dir: str | Path,
+                 progress: bool = True):
         self.client = client
         self.settings = settings
         self.progress = progress
@@ -114,24 +120,26 @@ class JudgeCalls:
         """`prompt_id -> reference text` for every prompt that has one (cached or new);
         the others are counted in `stats.references_missing` by reason."""
         keys = {pid: reference_key(self.settings, messages) for pid, messages in prompts.items()}
-        todo = {pid: key for pid, key in keys.items() if key not in self.references}
-        self.stats.references_cached += len(keys) - len(todo)
+        todo = {key: list(prompts[pid]) for pid, key in keys.items() if key not in self.references}
+        self.stats.references_cached += sum(key in self.references for key in keys.values())
         bar = self._bar(len(todo), "judge references")
 
-        def on_result(pid: str, result: ChatResult | RequestFailedError) -> None:
-            bar.update(1)
+        def on_result(key: str, result: ChatResult | RequestFailedError) -> None:
+            asked = key in todo  # else a reference a killed batch run asked for: paid, so cached
+            bar.update(asked)
             if isinstance(result, RequestFailedError):
-                self.stats.references_missing[f"request_failed:{result.kind}"] += 1
+                self.stats.references_missing[f"request_failed:{result.kind}"] += asked
             elif not result.text.strip():
-                self.stats.references_missing["empty_reference"] += 1
+                self.stats.references_missing["empty_reference"] += asked
             else:
-                self.references.put(todo[pid], {"text": result.text, "finish_reason": result.finish_reason,
-                                                "prompt_tokens": result.prompt_tokens,
-                                                "completion_tokens": result.completion_tokens})
-                self.stats.references_new += 1
+                self.references.put(key, {"text": result.text, "finish_reason": result.finish_reason,
+                                          "prompt_tokens": result.prompt_tokens,
+                                          "completion_tokens": result.completion_tokens})
+                self.stats.references_new += asked
 
         params = self.settings.reference_params()
-        await self.client.map(((pid, list(prompts[pid]), params) for pid in todo), on_result)
+        await self._ask(REFERENCES, {key: (messages, params) for key, messages in todo.items()}, on_result,
+                        self.references)
         bar.close()
         return {pid: self.references.get(key)["text"] for pid, key in keys.items() if key in self.references}
 
@@ -171,24 +179,38 @@ class JudgeCalls:
         unparsable: dict[str, list[dict[str, str]]] = {}
 
         def on_result(key: str, result: ChatResult | RequestFailedError) -> None:
+            asked = key in todo  # else a verdict a killed batch run asked for: paid, so cached if it parses
             if isinstance(result, RequestFailedError):
-                self.failed_verdicts[key] = result.kind
-                self.stats.verdicts_failed[result.kind] += 1
-                bar.update(1)
+                if asked:
+                    self.failed_verdicts[key] = result.kind
+                    self.stats.verdicts_failed[result.kind] += 1
+                    bar.update(1)
                 return
             try:
                 score_1, score_2 = parse_verdict(result.text)
             except UnparsableVerdictError as error:
-                unparsable[key] = todo[key]
                 self._record_unparsable(key, result.text, str(error))
+                if asked:
+                    unparsable[key] = todo[key]
                 return
             self.verdicts.put(key, {"score_1": score_1, "score_2": score_2, "text": result.text})
-            self.stats.verdicts_new += 1
-            bar.update(1)
+            self.stats.verdicts_new += asked
+            bar.update(asked)
 
         params = self.settings.verdict_params()
-        await self.client.map(((key, messages, params) for key, messages in todo.items()), on_result)
+        await self._ask(VERDICTS, {key: (messages, params) for key, messages in todo.items()}, on_result,
+                        self.verdicts)
         return unparsable
+
+    async def _ask(self, phase: str, jobs: dict[str, tuple[list[dict[str, str]], dict[str, Any]]],
+                   on_result: Callable[[str, ChatResult | RequestFailedError], None], cache: JsonlCache) -> None:
+        """`jobs` (cache key -> messages, params) through the online client or the batch API."""
+        items = ((key, messages, params) for key, (messages, params) in jobs.items())
+        if isinstance(self.client, BatchChat):
+            await self.client.map(items, on_result, phase=phase, done=cache.entries.keys())
+            return
+        check_not_in_flight(self.cache_dir, phase, jobs)
+        await self.client.map(items, on_result)
 
     def _record_unparsable(self, key: str, text: str, reason: str) -> None:
         with (self.cache_dir / "unparsable.jsonl").open("a", encoding="utf-8") as handle:

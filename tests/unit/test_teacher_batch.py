@@ -11,9 +11,9 @@ from chat_server import ChatServer, Reply
 from soda_plugin.client import ClientSettings
 from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.teacher.batch import BatchOptions, run_batch_collection
-from soda_plugin.teacher.batch_files import request_line, split_requests
-from soda_plugin.teacher.batch_journal import BatchJournal
-from soda_plugin.teacher.batch_results import parse_item
+from soda_plugin.client.batch_files import request_line, split_requests
+from soda_plugin.client.batch_journal import BatchJournal
+from soda_plugin.client.batch_results import parse_item
 from soda_plugin.teacher.collect import TeacherRequest, run_collection
 
 PROMPTS = [[{"role": "user", "content": f"Question {i}?"}] for i in range(12)]

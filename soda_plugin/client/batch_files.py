@@ -1,12 +1,13 @@
-"""Batch request files: one line per prompt, the same body the online mode sends, cut
-into files within the provider's limits (OpenAI: 50,000 requests and 200 MB per file)."""
+"""Batch request files: one line per request (custom id + the chat-completions body the
+online client sends), cut into files within the provider's limits (OpenAI: 50,000
+requests and 200 MB per file)."""
 
 from __future__ import annotations
 
 import json
 from typing import Iterable, Iterator, Sequence
 
-from ..client.batch_api import BATCH_ENDPOINT
+from .batch_api import BATCH_ENDPOINT
 
 Messages = list[dict[str, str]]
 

@@ -11,8 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from ..client import ChatResult, MalformedResponseError
-from ..client.core import _parse
+from .core import ChatResult, MalformedResponseError
+from .core import _parse
 
 EXPIRED = "expired"
 MISSING = "missing"

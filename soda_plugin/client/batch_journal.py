@@ -1,6 +1,7 @@
-"""The batch mode's journal, `<out stem>.batches.jsonl` beside the output: what has been
-sent, so that a run killed at any point (SIGKILL included) finds its batches again and
-never submits a prompt twice.
+"""The batch core's journal (the teacher's is `<out stem>.batches.jsonl` beside its output,
+the judge's `<cache dir>/batches.<phase>.jsonl`): what has been sent, so that a run killed
+at any point (SIGKILL included) finds its batches again and never submits a request twice.
+`prompt_ids` are the requests' custom ids (the teacher's prompt ids, the judge's cache keys).
 
 One JSON line per event, fsynced before the run moves on:
 
@@ -64,29 +65,35 @@ class JournalState:
             raise ValueError(f"unknown journal event {kind!r}")
 
 
+def read_journal(path: str | os.PathLike) -> tuple[JournalState, int]:
+    """The state a journal records (empty when there is none) and the length of its intact
+    part; reads only (`torn_tail_bytes` > 0: a cut last line, -1: a last line without its
+    newline)."""
+    path, state, good_end = Path(path), JournalState(), 0
+    if not path.is_file():
+        return state, good_end
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                event = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                if not line.endswith(b"\n"):  # a write cut by a kill: only the last line
+                    state.torn_tail_bytes = len(line)
+                    break
+                raise ValueError(f"{path}:{number}: not a JSON line ({error}); only a last line may "
+                                 "be half-written. Fix or remove that line, then re-run.") from error
+            state.apply(event)
+            good_end += len(line)
+            if not line.endswith(b"\n"):
+                state.torn_tail_bytes = -1
+                break
+    return state, good_end
+
+
 class BatchJournal:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.state = JournalState()
-        good_end = 0
-        if self.path.is_file():
-            with self.path.open("rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    try:
-                        event = json.loads(line)
-                    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                        if not line.endswith(b"\n"):  # a write cut by a kill: only the last line
-                            self.state.torn_tail_bytes = len(line)
-                            break
-                        raise ValueError(f"{self.path}:{number}: not a JSON line ({error}); only a last line may "
-                                         "be half-written. Fix or remove that line, then re-run.") from error
-                    if not line.endswith(b"\n"):
-                        self.state.apply(event)
-                        good_end += len(line)
-                        self.state.torn_tail_bytes = -1
-                        break
-                    self.state.apply(event)
-                    good_end += len(line)
+        self.state, good_end = read_journal(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("ab")
         if self.state.torn_tail_bytes > 0:
@@ -106,4 +113,4 @@ class BatchJournal:
             self._handle.close()
 
 
-__all__ = ["BatchJournal", "JournalState", "journal_path"]
+__all__ = ["BatchJournal", "JournalState", "journal_path", "read_journal"]
