@@ -333,6 +333,17 @@ class SODAArgs(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def check_no_quantized_adapter_to_merge(cls, data: Any) -> Any:
+        # Here, at config time: `merge.merge_warmup_adapter` refuses it too, but only after the
+        # warmup has trained.
+        if isinstance(data, dict) and isinstance(data.get("soda"), dict) and rl_method(data) == "dpo":
+            from .merge import refuse_quantized_base
+
+            refuse_quantized_base(data)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def check_dpo_padding(cls, data: Any) -> Any:
         # With `pad_to_multiple_of`, Axolotl's RL builder swaps TRL's preference collator for
         # its own (axolotl/core/builders/rl.py `build_collator`), which emits

@@ -26,6 +26,30 @@ def uses_adapter(cfg: Mapping[str, Any]) -> bool:
     return bool(cfg.get("adapter"))
 
 
+class QuantizedAdapterError(ValueError):
+    """A soda DPO recipe trains its adapters on a quantized base, which soda cannot merge exactly."""
+
+
+def quantized_base_setting(cfg: Mapping[str, Any]) -> str | None:
+    """The recipe setting that trains the adapter on a quantized base, as written, or None."""
+    if cfg.get("adapter") == "qlora":
+        return "`adapter: qlora`"
+    return next((f"`{key}: true`" for key in ("load_in_4bit", "load_in_8bit") if cfg.get(key)), None)
+
+
+def refuse_quantized_base(cfg: Mapping[str, Any]) -> None:
+    """Raises `QuantizedAdapterError` for a quantized base: merged into the unquantized base, the
+    warmup's adapter gives a model close to, not exactly, q_w, so DPO's reference would not be
+    the model it starts from (and DPO's own merged adapter not the student it trained)."""
+    setting = quantized_base_setting(cfg)
+    if setting:
+        raise QuantizedAdapterError(
+            f"soda: {setting} is not supported by soda's DPO chain: soda merges each LoRA stage into the "
+            "unquantized base (the warmup's adapter into q_w, DPO's into the student), and an adapter trained "
+            "on a quantized base merges into a model that only approximates the one trained, so DPO's "
+            "reference would not be q_w. Use `adapter: lora` without `load_in_4bit`/`load_in_8bit`.")
+
+
 def _dtype(cfg: Mapping[str, Any]):
     """The dtype the warmup trained in (the merged weights keep it)."""
     import torch
@@ -43,22 +67,18 @@ def merge_warmup_adapter(warmup_cfg: Mapping[str, Any], warmup_dir: str | Path) 
     (the warmup's, or DPO's for the final merge).
 
     Raises:
+        QuantizedAdapterError: `warmup_cfg` trains on a quantized base (`refuse_quantized_base`).
         FileNotFoundError: the folder holds no adapter (`adapter_config.json`).
     """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    refuse_quantized_base(warmup_cfg)
     warmup_dir = Path(warmup_dir)
     if not (warmup_dir / ADAPTER_CONFIG).is_file():
         raise FileNotFoundError(
             f"`adapter: {warmup_cfg.get('adapter')}` is set but {warmup_dir / ADAPTER_CONFIG} does not "
             "exist; the stage did not save an adapter to merge."
-        )
-    if warmup_cfg.get("adapter") == "qlora" or warmup_cfg.get("load_in_4bit") or warmup_cfg.get("load_in_8bit"):
-        LOG.warning(
-            "soda: the stage trained an adapter on a quantized base; merging it into the "
-            "unquantized base gives a model close to, not exactly, q_w. Use `adapter: lora` "
-            "without quantization for an exact reference."
         )
     base = warmup_cfg.get("base_model") or json.loads((warmup_dir / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     out = merged_dir(warmup_dir)

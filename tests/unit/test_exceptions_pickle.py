@@ -22,6 +22,7 @@ from soda_plugin.share.publish import SecretInBundleError
 from soda_plugin.snapshot.data_parallel import DataParallelError
 from soda_plugin.snapshot.runner import SnapshotMismatchError
 from soda_plugin.train.reference_pass import ReferenceLogpsMissingError
+from soda_plugin.train.merge import QuantizedAdapterError
 from soda_plugin.train.reference_store import ReferenceStoreMismatchError
 from soda_plugin.train.stages import WarmupConfigChangedError
 from soda_plugin.teacher.output import OutputMismatchError
@@ -38,6 +39,7 @@ INSTANCES = [
     (ChatTemplateError("no template"), ()),
     (UnparsableVerdictError("no scores"), ()),
     (StageError("snapshot failed; see log"), ()),
+    (QuantizedAdapterError("soda: `adapter: qlora` is not supported"), ()),
     (NoPairsError("nothing kept"), ()),
     (UnjudgedPairsError("2 of 9 judged pairs have no verdict"), ()),
     (SecretInBundleError("secret"), ()),

@@ -146,3 +146,111 @@ def test_chunked_log_probs_equal_the_full_logits(tiny_model_dirs, tmp_path):
     assert chunked_grads.keys() == full_grads.keys()
     for name, grad in full_grads.items():
         torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# -- The branches that turn the chunked path off, read from the DPO `TrainingArguments` Axolotl
+# builds for a recipe loaded by `load_cfg` (`HFRLTrainerBuilder._build_training_arguments`,
+# which merges `PluginManager.get_training_args` last): what TRL's `DPOTrainer` receives.
+
+
+def _tiny_moe(directory, router_aux_loss_coef):
+    """A two-expert Qwen2-MoE saved with the ChatML tokenizer: `output_router_logits` in its
+    config, the auxiliary loss on unless `router_aux_loss_coef` is 0."""
+    from transformers import AutoModelForCausalLM, Qwen2MoeConfig
+
+    from tiny_models import build_tokenizer
+
+    tokenizer = build_tokenizer("qwen2")
+    config = Qwen2MoeConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_experts=2, num_experts_per_tok=1, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        router_aux_loss_coef=router_aux_loss_coef, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _restore_plugin_manager():
+    """`load_cfg` (in `_dpo_training_args`) leaves its config in Axolotl's plugin manager; put back what was there."""
+    from axolotl.integrations.base import PluginManager
+
+    manager = PluginManager.get_instance()
+    saved = manager.cfg
+    yield
+    manager.cfg = saved
+
+
+def _dpo_training_args(model_dir, tmp_path, **recipe):
+    """The DPO `TrainingArguments` of a soda DPO recipe on `model_dir`, as `axolotl train` builds them."""
+    from axolotl.cli.config import load_cfg
+    from axolotl.core.builders.rl import HFRLTrainerBuilder
+    from axolotl.utils.dict import DictDefault
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from soda_data import valid_rows, write_jsonl
+
+    data = write_jsonl(valid_rows(4), tmp_path / "pairs.jsonl")
+    cfg = load_cfg(DictDefault({
+        "base_model": str(model_dir), "plugins": ["soda_plugin.SODAPlugin"], "rl": "dpo",
+        "precompute_ref_log_probs": True, "datasets": [{"path": str(data), "ds_type": "json", "type": "soda"}],
+        "sequence_len": 128, "micro_batch_size": 1, "max_steps": 3, "learning_rate": 1e-5,
+        "optimizer": "adamw_torch", "output_dir": str(tmp_path / "out"), "bf16": False, "fp16": False,
+        "tf32": False, "save_strategy": "no", "dataset_num_proc": 1, "val_set_size": 0, "soda": {}, **recipe}))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    args, _ = HFRLTrainerBuilder(cfg, model, AutoTokenizer.from_pretrained(str(model_dir)))._build_training_arguments(3)
+    return args, model
+
+
+@needs_chunked_path
+def test_axolotl_builds_dpo_args_on_the_chunked_path_with_every_liger_kernel_off(tiny_model_dirs, tmp_path):
+    """The control for the branches below: the same recipe with nothing in the way."""
+    args, _ = _dpo_training_args(tiny_model_dirs["llama"], tmp_path)
+    assert args.use_liger_kernel is True
+    assert args.liger_kernel_config and not any(args.liger_kernel_config.values())
+
+
+@needs_chunked_path
+@pytest.mark.parametrize("explicit", [False, True])
+def test_an_explicit_dpo_use_liger_kernel_reaches_trl_as_written(explicit, tiny_model_dirs, tmp_path):
+    """The recipe's own Liger switch wins: soda adds neither the flag nor its all-off kernel
+    config, so `true` gets Liger's kernels as transformers applies them, `false` the full logits."""
+    args, _ = _dpo_training_args(tiny_model_dirs["llama"], tmp_path, dpo_use_liger_kernel=explicit)
+    assert args.use_liger_kernel is explicit
+    assert args.liger_kernel_config is None
+
+
+@needs_chunked_path
+def test_a_lora_adapter_on_lm_head_keeps_the_full_logits(tiny_model_dirs, tmp_path):
+    lora = {"adapter": "lora", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0}
+    on_head, _ = _dpo_training_args(tiny_model_dirs["llama"], tmp_path / "head",
+                                    lora_target_modules=["q_proj", "lm_head"], **lora)
+    assert on_head.use_liger_kernel is False
+    saved, _ = _dpo_training_args(tiny_model_dirs["llama"], tmp_path / "saved", lora_target_modules=["q_proj"],
+                                  lora_modules_to_save=["lm_head"], **lora)
+    assert saved.use_liger_kernel is False
+    elsewhere, _ = _dpo_training_args(tiny_model_dirs["llama"], tmp_path / "q", lora_target_modules=["q_proj"], **lora)
+    assert elsewhere.use_liger_kernel is True
+
+
+@needs_chunked_path
+def test_a_moe_model_with_its_auxiliary_loss_keeps_the_full_logits_and_trl_accepts_the_args(tmp_path):
+    """TRL refuses `use_liger_kernel` beside the router's auxiliary loss (`DPOTrainer.__init__`,
+    `aux_loss_enabled`): the arguments soda leaves must build a DPO trainer on the MoE model."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOTrainer
+
+    moe = _tiny_moe(tmp_path / "moe", router_aux_loss_coef=0.01)
+    args, model = _dpo_training_args(moe, tmp_path / "run")
+    assert args.use_liger_kernel is False
+    args.precompute_ref_log_probs = False  # build the trainer only; the precompute is not the point here
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(PAIRS),
+                         processing_class=AutoTokenizer.from_pretrained(str(moe)))
+    assert trainer.aux_loss_enabled and not trainer.use_liger_kernel
+    # The same MoE without the auxiliary loss takes the chunked path: the loss, not the routing, decides.
+    no_aux, _ = _dpo_training_args(_tiny_moe(tmp_path / "moe0", router_aux_loss_coef=0.0), tmp_path / "run0")
+    assert no_aux.use_liger_kernel is True

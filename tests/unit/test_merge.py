@@ -46,6 +46,20 @@ def test_missing_adapter_is_a_clear_error(tmp_path):
         merge_warmup_adapter({"base_model": "x", "adapter": "lora"}, tmp_path)
 
 
+@pytest.mark.parametrize("quantized", [{"adapter": "qlora"}, {"adapter": "lora", "load_in_4bit": True},
+                                       {"adapter": "lora", "load_in_8bit": True}])
+def test_an_adapter_trained_on_a_quantized_base_is_not_merged(quantized, tiny_model_dirs, tmp_path):
+    """Merged into the unquantized base it would only approximate q_w: refused before any model
+    loads (the recipe is refused at config time too: tests/unit/test_train_refusals.py)."""
+    from soda_plugin.train.merge import QuantizedAdapterError
+
+    warmup = tmp_path / "warmup"
+    _warmup_adapter(tiny_model_dirs["llama"], warmup)
+    with pytest.raises(QuantizedAdapterError, match="is not supported by soda's DPO chain"):
+        merge_warmup_adapter({"base_model": str(tiny_model_dirs["llama"]), "bf16": False, **quantized}, warmup)
+    assert not merged_dir(warmup).exists()
+
+
 def test_dpo_adapter_is_merged_only_when_a_lora_dpo_stage_finished(monkeypatch, tmp_path):
     from axolotl.utils.dict import DictDefault
 

@@ -3,6 +3,7 @@ precompute, reused with no forward, recomputed for another q_w, resumed after a 
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from soda_data import valid_rows
 from soda_plugin.train.reference_pass import (
     REFERENCE_COLUMNS,
     ReferenceLogpsMissingError,
+    pair_keys,
     plan_from_cfg,
     precompute_ref_logps,
 )
@@ -63,13 +65,14 @@ class Forwards:
         model.register_forward_hook(lambda *args: setattr(self, "count", self.count + 1))
 
 
-def _trainer(model_dir, tmp_path, beta=0.1, batch=BATCH):
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+def _trainer(model_dir, tmp_path, beta=0.1, batch=BATCH, dtype=torch.float32, max_length=64, pairs=None):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     forwards = Forwards(model)
     args = DPOConfig(output_dir=str(tmp_path / "trl"), precompute_ref_log_probs=True, precompute_ref_batch_size=batch,
                      per_device_train_batch_size=2, beta=beta, bf16=False, report_to=[], use_cpu=True,
-                     max_length=64)
-    trainer = DPOTrainer(model=model, args=args, train_dataset=_pairs(), processing_class=AutoTokenizer.from_pretrained(model_dir))
+                     max_length=max_length)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=_pairs() if pairs is None else pairs,
+                         processing_class=AutoTokenizer.from_pretrained(model_dir))
     return trainer, forwards
 
 
@@ -129,6 +132,57 @@ def test_another_q_w_is_recomputed_or_refused(q_w, tmp_path, plugin_cfg):
     assert forwards.count == math.ceil(10 / BATCH)
     assert ReferenceStore(tmp_path / "store").read_manifest()["key"] != key
     assert not torch.allclose(_columns(trainer)["ref_chosen_logps"], before["ref_chosen_logps"])
+
+
+def _parts(store_dir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in Path(store_dir).glob("part-*.jsonl")}
+
+
+@pytest.mark.parametrize("field, changed, new_value, shown", [
+    ("max_length", {"max_length": 128}, 128, "max_length: 64 -> 128"),  # 64 truncates the longest pairs
+    ("dtype", {"dtype": torch.bfloat16}, "torch.bfloat16", "dtype: 'torch.float32' -> 'torch.bfloat16'"),
+])
+def test_another_dtype_or_max_length_is_refused_by_require_and_recomputed_by_reuse(
+        field, changed, new_value, shown, q_w, tmp_path, plugin_cfg):
+    store_dir = tmp_path / "store"
+    plugin_cfg.cfg = _soda_cfg(q_w, store_dir)
+    before = _columns(_trainer(q_w, tmp_path)[0])
+    parts = _parts(store_dir)
+
+    plugin_cfg.cfg = _soda_cfg(q_w, store_dir, mode="require")
+    with pytest.raises(ReferenceLogpsMissingError) as refused:
+        _trainer(q_w, tmp_path, **changed)
+    assert f"another reference or settings ({shown})" in str(refused.value), "names the changed field, only it"
+    assert _parts(store_dir) == parts, "`require` leaves the store as it was"
+
+    plugin_cfg.cfg = _soda_cfg(q_w, store_dir)
+    trainer, forwards = _trainer(q_w, tmp_path, **changed)
+    assert forwards.count == math.ceil(10 / BATCH), "every pair scored again"
+    store = ReferenceStore(store_dir)
+    assert store.read_manifest()["identity"][field] == new_value
+    assert not set(_parts(store_dir)) & set(parts), "the old values were emptied out of the store"
+    stored = store.read().values
+    got = _columns(trainer)
+    torch.testing.assert_close(torch.tensor([stored[k] for k in pair_keys(trainer.train_dataset)]),
+                               torch.stack([got["ref_chosen_logps"], got["ref_rejected_logps"]], dim=1))
+    assert not torch.allclose(got["ref_rejected_logps"], before["ref_rejected_logps"], rtol=0, atol=1e-4)
+
+
+def test_off_writes_no_store_and_leaves_the_pass_to_trls_precompute_and_cache_file(q_w, tmp_path, plugin_cfg):
+    _pairs().save_to_disk(str(tmp_path / "pairs"))  # file-backed: TRL writes its cache files beside it
+    store_dir = tmp_path / "store"
+    plugin_cfg.cfg = _soda_cfg(q_w, store_dir, mode="off")
+    first, forwards = _trainer(q_w, tmp_path, batch=1, pairs=Dataset.load_from_disk(str(tmp_path / "pairs")))
+    # TRL's pass: every row in file order, the duplicated pair scored twice (soda's would score 10).
+    assert forwards.count == 11
+    assert not store_dir.exists()
+    caches = [Dataset.from_file(str(p)) for p in (tmp_path / "pairs").glob("cache-*.arrow")]
+    expected = _columns(first)["ref_chosen_logps"].tolist()
+    assert [c for c in caches if c.column_names == list(REFERENCE_COLUMNS) and c["ref_chosen_logps"] == expected]
+    # A second run is served by TRL's cache file: no forward, and still no store.
+    second, again = _trainer(q_w, tmp_path, batch=1, pairs=Dataset.load_from_disk(str(tmp_path / "pairs")))
+    assert again.count == 0 and not store_dir.exists()
+    assert torch.equal(_columns(second)["ref_rejected_logps"], _columns(first)["ref_rejected_logps"])
 
 
 def test_a_killed_pass_is_resumed_with_only_the_missing_pairs(q_w, tmp_path, plugin_cfg):
