@@ -12,11 +12,15 @@ the user's config plus one plugin line:
   `PreTrainedModel`, in any process), one line just before each kill, and, for each
   stage's trainer, one line on its attention modules: whether their class's `forward` is
   Axolotl's LoRA-kernel rewrite (`axolotl_attn_forward`, which calls per-instance
-  `apply_qkv`/`apply_o`) and how many instances carry `apply_qkv`.
+  `apply_qkv`/`apply_o`) and how many instances carry `apply_qkv`. Also, per stage, one
+  `metrics` line per dict the trainer logs (`on_log`: its JSON with the stage and step), and
+  at `on_train_begin` one `weights` line with the checksum of the policy's parameters
+  (`model_checks.parameters_checksum`), taken after a resumed run has loaded its checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -108,6 +112,24 @@ class _ForwardsBeforeTraining(TrainerCallback):
             _event(f"forwards_before_training stage={self.stage} count={self.count}")
 
 
+class _MetricsAndStartingWeights(TrainerCallback):
+    """Writes each logged metrics dict, and the policy's checksum when training begins."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from model_checks import parameters_checksum
+
+        # `Trainer.train` has loaded `resume_from_checkpoint`'s weights before this callback.
+        _event(f"weights stage={self.stage} step={state.global_step} "
+               f"sha256={parameters_checksum(dict(model.named_parameters()))}")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        record = {"stage": self.stage, "step": state.global_step, **(logs or {})}
+        _event("metrics " + json.dumps(record, separators=(",", ":")))
+
+
 _WATCHERS: list[_ForwardsBeforeTraining] = []
 
 
@@ -148,6 +170,7 @@ class FaultPlugin(BasePlugin):
         stage = _stage(cfg)
         callbacks: list[TrainerCallback] = list(_WATCHERS)  # the policy, and a resident reference if any
         _WATCHERS.clear()
+        callbacks.append(_MetricsAndStartingWeights(stage))
         name, _, step = _kill_at().partition("=")
         if name == f"{stage}_step":
             callbacks.append(_KillAtStep(name, int(step)))

@@ -12,7 +12,17 @@ import pytest
 import torch
 
 from axolotl_run import axolotl_train, base_config, dpo_chain_config, two_process_launcher, write_config
-from model_checks import causal_lm_constructions, kills, mean_margin, reference_forwards, same_weights, weights
+from model_checks import (
+    causal_lm_constructions,
+    kills,
+    logged_metrics,
+    mean_margin,
+    reference_forwards,
+    same_weights,
+    saved_checksum,
+    starting_checksums,
+    weights,
+)
 from soda_data import valid_rows, write_jsonl
 from soda_plugin.train.stages import marker_path, write_marker
 
@@ -50,7 +60,7 @@ def test_dpo_alone_with_soda_type_and_no_resident_reference(trim, tiny_model_dir
     events = tmp_path / "events.txt"
     run = axolotl_train(write_config(cfg, tmp_path / "dpo.yml"), env={"SODA_TEST_EVENTS": str(events)})
     _assert_ok(run, "DPO")
-    logs = run.step_logs()
+    logs = _step_metrics(events, "dpo")
     assert logs[0]["rewards/margins"] == 0.0, "policy and reference must both be the start model at step 0"
     assert logs[-1]["rewards/margins"] != 0.0, "DPO must move the policy away from the reference"
     assert len(causal_lm_constructions(events)) == 1, "a second (reference) model was built"
@@ -61,6 +71,12 @@ def test_dpo_alone_with_soda_type_and_no_resident_reference(trim, tiny_model_dir
     assert reference_forwards(events) == [("dpo", batches)]
     store = tmp_path / "out" / "reference_logps"  # no warmup: the store is in the DPO output
     assert json.loads((store / "manifest.json").read_text())["datasets"]["train"]["rows"] == (6 if trim else 24)
+
+
+def _step_metrics(events: Path, stage: str) -> list[dict]:
+    """The per-step metrics `stage`'s trainer logged, as the test plugin wrote them (the final
+    `train_loss` summary left out)."""
+    return [m for m in logged_metrics(events, stage) if "loss" in m]
 
 
 def _state(root: Path) -> dict:
@@ -82,21 +98,24 @@ def chained(tiny_model_dirs, pairs, tmp_path_factory):
     write_marker(warmup, "warmup", {"learning_rate": 9.0e-9})
     temp = root / "tmp"  # the runs' TMPDIR, to count the config copies Axolotl leaves there
     temp.mkdir()
-    runs, states, built, kill_points, forwards, temp_configs = {}, {}, {}, {}, {}, {}
+    runs, states, built, kill_points, forwards, temp_configs, metrics, starts = {}, {}, {}, {}, {}, {}, {}, {}
     for name, kill_at in [("mid_warmup", "warmup_step=2"), ("before_marker", "before_marker"),
                           ("mid_dpo", "dpo_step=2"), ("finish", "")]:
         before, counted = len(causal_lm_constructions(events)), len(reference_forwards(events))
+        logged, started = len(logged_metrics(events)), len(starting_checksums(events, "dpo"))
         runs[name] = axolotl_train(config, env={"SODA_TEST_EVENTS": str(events), "SODA_TEST_KILL_AT": kill_at,
                                                 "TMPDIR": str(temp)})
         states[name], built[name] = _state(root), len(causal_lm_constructions(events)) - before
         temp_configs[name] = len(list(temp.glob("axolotl_config_*.yml")))
         forwards[name] = reference_forwards(events)[counted:]
+        metrics[name], starts[name] = logged_metrics(events)[logged:], starting_checksums(events, "dpo")[started:]
         kill_points[name] = kills(events)[-1] if kill_at and kills(events) else None
         if name == "mid_dpo":
             shutil.copytree(warmup, root / "warmup_after_mid_dpo", ignore=shutil.ignore_patterns("checkpoint-*"))
     _assert_ok(runs["finish"], "chained warmup → DPO, run again after three kills")
-    return {"root": root, "cfg": cfg, "config": config, "runs": runs, "states": states, "built": built,
-            "kills": kill_points, "warmup": warmup, "forwards": forwards, "temp_configs": temp_configs}
+    return {"root": root, "base": tiny_model_dirs["llama"], "cfg": cfg, "config": config, "runs": runs,
+            "states": states, "built": built, "kills": kill_points, "warmup": warmup, "forwards": forwards,
+            "temp_configs": temp_configs, "metrics": metrics, "starts": starts}
 
 
 def test_each_kill_is_recovered_by_running_the_same_command_again(chained):
@@ -114,7 +133,7 @@ def test_each_kill_is_recovered_by_running_the_same_command_again(chained):
     # The last run reuses the finished warmup as it is and trains DPO from step 0.
     finish = runs["finish"]
     assert f"warmup in {chained['warmup']} is finished" in finish.output and "DPO trains from step 0" in finish.output
-    assert not [log for log in finish.step_logs() if "rewards/margins" not in log], "the finished warmup was retrained"
+    assert {m["stage"] for m in chained["metrics"]["finish"]} == {"dpo"}, "the finished warmup was retrained"
     assert same_weights(chained["warmup"], chained["root"] / "warmup_after_mid_dpo")
 
 
@@ -125,18 +144,26 @@ def test_warmup_config_copy_is_removed_from_the_temp_folder_unless_killed(chaine
 
 
 def test_chain_writes_warmup_marker_and_dpo_trains_from_it(chained):
-    warmup, runs = chained["warmup"], chained["runs"]
+    warmup = chained["warmup"]
     marker = json.loads((warmup / "soda_stage.json").read_text())
     assert marker["stage"] == "warmup" and len(marker["config_hash"]) == 16
     assert marker["config"]["learning_rate"] == 1.0e-3 and "rl" not in marker["config"]
-    # The run that trained the warmup, then DPO until its kill after step 2.
-    logs = runs["mid_dpo"].step_logs()
-    sft_logs = [log for log in logs if "rewards/margins" not in log]
-    dpo_logs = [log for log in logs if "rewards/margins" in log]
-    assert len(sft_logs) == 3 and dpo_logs
-    # q_w is both the policy's start and the reference: margins are exactly 0 at step 0.
-    assert dpo_logs[0]["rewards/margins"] == 0.0
-    assert len([log for log in runs["finish"].step_logs() if "rewards/margins" in log]) == 3
+    # The run that trained the warmup, then DPO until its kill after step 2 (its log of step 2
+    # comes after the kill point): it computed the reference store. The run after it reused it.
+    metrics = chained["metrics"]
+    assert [m["step"] for m in metrics["mid_dpo"] if m["stage"] == "warmup" and "loss" in m] == [1, 2, 3]
+    assert [m["step"] for m in metrics["mid_dpo"] if m["stage"] == "dpo" and "loss" in m] == [1]
+    assert [m["step"] for m in metrics["finish"] if "loss" in m] == [1, 2, 3]
+    # q_w is both the policy's start and the reference: the margin is exactly 0 at the first
+    # step (logged as step 1: its forward runs before the first update), in both runs.
+    for name in ("mid_dpo", "finish"):
+        first = next(m for m in metrics[name] if m["stage"] == "dpo" and "loss" in m)
+        assert first["step"] == 1 and first["rewards/margins"] == 0.0, (name, first)
+    # The DPO policy starts from the warmup's saved weights, not from q0: margin 0 alone would
+    # also hold if policy and reference were both q0.
+    q_w, q_0 = saved_checksum(warmup), saved_checksum(chained["base"])
+    assert q_w != q_0
+    assert chained["starts"]["mid_dpo"] == [(0, q_w)] and chained["starts"]["finish"] == [(0, q_w)]
     # From the saved models: DPO moved the policy, and toward the teacher's answers.
     out = chained["root"] / "out"
     assert not same_weights(out, warmup)
@@ -179,7 +206,7 @@ def test_dpo_stage_alone_starts_from_the_given_warmup(chained, tiny_model_dirs, 
     _assert_ok(run, "DPO-only stage")
     assert reference_forwards(events) == [("dpo", 0)]
     assert {p.name: p.read_bytes() for p in store.glob("part-*.jsonl")} == parts
-    assert run.step_logs()[0]["rewards/margins"] == 0.0
+    assert _step_metrics(events, "dpo")[0]["rewards/margins"] == 0.0
     dpo, warm, base = weights(tmp_path / "dpo_only"), weights(chained["warmup"]), weights(tiny_model_dirs["llama"])
     assert all(torch.equal(dpo[name], warm[name]) for name in warm)
     assert not all(torch.equal(warm[name], base[name]) for name in base)
@@ -243,3 +270,21 @@ def test_two_process_cpu_launch_chains_with_one_writer_and_recovers_from_a_kill(
     assert "trains on 12 of the 24 pairs" in run.output
     assert dpo_logs[-1]["epoch"] == 1.0
     assert (tmp_path / "out" / "model.safetensors").is_file()
+    # The reference pass on two ranks (docs/memory.md): each rank scored its slice, rank 0 wrote
+    # them all beside q_w: every trained pair exactly once, with the values a one-process pass gives.
+    import hashlib
+
+    from model_checks import reference_logps_under, stored_reference_logps
+
+    warmup = tmp_path / "out" / "warmup"
+    store = warmup / "reference_logps"
+    lines = [json.loads(line)["k"] for part in store.glob("part-*.jsonl") for line in part.read_text().splitlines()]
+    assert len(lines) == len(set(lines)) == 12, f"{len(lines)} lines for {len(set(lines))} pairs"
+    trained = json.loads((store / "manifest.json").read_text())["datasets"]["train"]
+    # The manifest's fingerprint is the SHA-256 of the trained set's sorted pair keys.
+    assert trained["fingerprint"] == hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
+    assert trained["rows"] == 12
+    stored, single = stored_reference_logps(store), reference_logps_under(warmup, valid_rows(24))
+    assert stored.keys() <= single.keys()
+    torch.testing.assert_close(torch.tensor([stored[k] for k in sorted(stored)]),
+                               torch.tensor([single[k] for k in sorted(stored)]), rtol=0, atol=1e-4)
