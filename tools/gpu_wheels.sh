@@ -1,46 +1,27 @@
 #!/usr/bin/env bash
-# Download, on this (CPU) machine, the wheels that benchmarks/gpu_check.py needs on the lent
-# GPU machine, into ./.whl (git-ignored). That machine has Python 3.12, torch 2.11, an older
-# transformers (5.17), peft, accelerate, tokenizers, pyarrow, ... but no trl, datasets or
-# pydantic, and no network (/work/shared/GPU_FACTS.md). What it lacks travels with the
-# working tree, 64 MiB in all; the wheels must stay under 55 MiB.
+# Download, on this (CPU) machine, the wheels the GPU check (benchmarks/gpu_check/) needs on the
+# user's GPU machine, into ./.whl (git-ignored). That machine (/work/shared/GPU_FACTS.md) has
+# Python 3.12, torch 2.11, transformers 5.17, peft, accelerate, pyarrow, ... but no axolotl, trl,
+# datasets or pydantic, and no network. What it lacks travels with the working tree, 64 MiB in
+# all; the wheels must stay under 55 MiB.
 #
 #   bash tools/gpu_wheels.sh          # idempotent: downloads what is missing, drops strays
 #
-# Versions are Axolotl 0.21's exact pins (constraints of the Python 3.12 stack), so the GPU
-# run uses the same trl/transformers/datasets/peft/accelerate as the tested venv. Axolotl
-# itself is NOT brought: it imports bitsandbytes (43.1 MB wheel; from axolotl/kernels/lora.py)
-# and wandb (20.3 MB; from axolotl/utils/callbacks/__init__.py) unconditionally, which
-# alone exceed what may travel. gpu_check.py then drives soda's pieces and TRL directly.
+# The list is benchmarks/gpu_check/carry.py's WHEELS (its one owner): Axolotl 0.21 and its exact
+# pins (the tested Python 3.12 stack), so the GPU run is the real `axolotl train`. What Axolotl
+# imports but the chain never uses, and that does not fit (bitsandbytes 43 MB, wandb 20 MB, ...),
+# is not downloaded: the check writes import-only stand-ins for it (benchmarks/gpu_check/standins.py).
 #
-# On the GPU machine (the device `run` tool, carry [".whl"]): `bash benchmarks/gpu_check.sh`, which
-# installs them with `pip install --no-index --no-deps --target /tmp/soda-gpu/site-packages`
-# (the folder name must contain "site-packages": see that script) and puts them first on PYTHONPATH.
+# On the GPU machine: `bash benchmarks/gpu_check.sh` (carry [".whl"]), which installs them with
+# `pip install --no-index --no-deps --target /tmp/soda-gpu/site-packages` (the folder name must
+# contain "site-packages": see that script) and puts them first on PYTHONPATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEST=.whl
 PY=${PYTHON:-python3}
 LIMIT_MIB=55
-
-# name==version: each one a wheel for cp312 / manylinux x86-64 (or pure Python).
-WHEELS=(
-  trl==1.14.1             # DPOTrainer/DPOConfig (the core of the check)
-  transformers==5.20.1    # Axolotl 0.21's pin; the machine's 5.17 is replaced (PYTHONPATH first)
-  datasets==5.0.1         # TRL's dataset plumbing, precomputed reference log-prob cache
-  peft==0.21.2            # LoRA chain; the machine's peft version is unknown
-  accelerate==1.15.0      # same as the machine's, brought to pin it
-  tokenizers==0.23.3      # Axolotl 0.21's pin (transformers 5.20.1 needs >=0.23.1,<0.24)
-  regex==2026.11.19       # transformers 5.20.1 checks regex>=2025.10.22 at import
-  dill==0.4.1             # datasets
-  multiprocess==0.70.19   # datasets
-  fsspec==2025.10.0       # datasets needs fsspec<=2026.6.0; the machine's version is unknown
-  pydantic==2.13.5        # soda_plugin.train.args (SodaConfig), used by soda_plugin.train.stages
-  pydantic-core==2.46.5
-  annotated-types==0.8.0
-  typing-inspection==0.4.5
-  typing-extensions==4.15.0  # pydantic 2.13 needs >=4.14.1
-)
+mapfile -t WHEELS < <("$PY" -m benchmarks.gpu_check.carry wheels)
 
 mkdir -p "$DEST"
 norm() { echo "$1" | tr 'A-Z-.' 'a-z__'; }
@@ -52,7 +33,12 @@ for spec in "${WHEELS[@]}"; do
   echo "downloading $spec"
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$DEST" "$spec" 2>&1 | grep -v '^WARNING: Location' || true
+    -d "$DEST" "$spec" 2>&1 | grep -v -e '^WARNING: Location' -e '^ERROR: ' || true
+  if ! ls "$DEST" | grep -qi "^$(norm "$name")-${version}-"; then
+    # Published as an sdist only (axolotl-contribs-*: pure Python): build its wheel here.
+    echo "  no wheel on the index; building one from the sdist"
+    "$PY" -m pip wheel -q --no-deps -w "$DEST" "$spec"
+  fi
   if ! ls "$DEST" | grep -qi "^$(norm "$name")-${version}-"; then
     echo "gpu_wheels: no wheel for $spec was downloaded" >&2
     exit 1
