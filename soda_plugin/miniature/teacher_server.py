@@ -8,7 +8,13 @@ is corrupted (seeded per prompt), which is the "deliberately bad teacher" of the
 As a judge (a request rendered from the judge template) it grades each answer by whether
 its final value is right, the way a strong judge would on these tasks.
 
-Run it:  python -m soda_plugin.miniature.teacher_server --port-file PATH
+Every chat request is appended to a request log (`--request-log`; the demo's is
+`<out>/logs/teacher_server.requests.jsonl`) as it arrives, before it is answered: one line
+`{"kind": "teacher" | "judge", "sha256": <hash of the request's messages and sampling>}`.
+The log outlives a kill of the whole run, so what the teacher was asked, and how often, is
+read from it rather than from the tools' own accounts.
+
+Run it:  python -m soda_plugin.miniature.teacher_server --port-file PATH [--request-log PATH]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,7 +84,29 @@ def chat_completion_body(model: str, text: str, finish_reason: str, prompt_token
     }
 
 
-def make_server(port: int = 0, judge: JudgeFn | None = None) -> ThreadingHTTPServer:
+def request_key(request: dict) -> str:
+    """The hash a request is logged under: its messages and every sampling field it sent."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class RequestLog:
+    """Appends one JSON line per chat request to `path` (created if missing, never truncated:
+    a resumed run's requests follow the killed run's). Each line is one unbuffered append, so
+    a kill leaves only whole lines."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lock = threading.Lock()
+
+    def record(self, kind: str, request: dict) -> None:
+        line = json.dumps({"kind": kind, "sha256": request_key(request)}) + "\n"
+        with self._lock:
+            os.write(self._fd, line.encode())
+
+
+def make_server(port: int = 0, judge: JudgeFn | None = None, request_log: RequestLog | None = None
+                ) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -104,6 +133,8 @@ def make_server(port: int = 0, judge: JudgeFn | None = None) -> ThreadingHTTPSer
             except (ValueError, KeyError, TypeError) as error:
                 return self._send(400, {"error": {"message": f"bad request: {error}"}})
             verdict = judge(messages) if judge else None
+            if request_log is not None:
+                request_log.record("teacher" if verdict is None else "judge", request)
             if verdict is not None:
                 text, finish = verdict, "stop"
             else:
@@ -118,14 +149,21 @@ def make_server(port: int = 0, judge: JudgeFn | None = None) -> ThreadingHTTPSer
     return server
 
 
+def request_log_path(log_path: Path) -> Path:
+    """Where `running_teacher` has the server log its requests: beside its output log."""
+    return log_path.with_suffix(".requests.jsonl")
+
+
 @contextmanager
 def running_teacher(log_path: Path, startup_timeout_s: float = 60.0) -> Iterator[str]:
-    """Start the teacher in its own process; yield its base URL; stop it on exit."""
+    """Start the teacher in its own process, its requests logged to `request_log_path(log_path)`;
+    yield its base URL; stop it on exit."""
     port_file = log_path.with_suffix(".port")
     port_file.unlink(missing_ok=True)
     with open(log_path, "a") as log:
         process = subprocess.Popen([sys.executable, "-m", "soda_plugin.miniature.teacher_server",
-                                    "--port-file", str(port_file)], stdout=log, stderr=subprocess.STDOUT)
+                                    "--port-file", str(port_file), "--request-log", str(request_log_path(log_path))],
+                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + startup_timeout_s
         while not port_file.is_file() or not port_file.read_text().strip():
@@ -148,10 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--port-file", type=Path, help="write the port here once listening")
+    parser.add_argument("--request-log", type=Path, help="append one line per chat request here (module docstring)")
     args = parser.parse_args(argv)
     from .judge_responder import judge_verdict
 
-    server = make_server(args.port, judge=judge_verdict)
+    server = make_server(args.port, judge=judge_verdict,
+                         request_log=RequestLog(args.request_log) if args.request_log else None)
     port = server.server_address[1]
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from chat_server import ChatServer, wait_for
+from demo_file_states import shard_states
 from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder
+from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.snapshot import store
 
 pytestmark = pytest.mark.e2e
@@ -45,8 +47,11 @@ def test_answers_from_a_tiny_model_then_score_and_table(tiny_model_dirs, tmp_pat
         manifest = store.read_manifest(tmp_path / "answers" / name)
         assert manifest["sampling"]["temperature"] == 0.0 and manifest["sampling"]["max_tokens"] == 6
         assert manifest["backend"] == "transformers" and len(list(store.iter_rows(tmp_path / "answers" / name))) == n
+    answered = {name: shard_states(tmp_path / "answers" / name) for name in ("vicuna", "dolly")}
     again = _tool(*answer)
-    assert again.returncode == 0 and "0 prompts generated now, 4 already done" in again.stdout
+    assert again.returncode == 0, again.stderr[-3000:]
+    # Nothing regenerated: no shard written, none rewritten.
+    assert {name: shard_states(tmp_path / "answers" / name) for name in answered} == answered
 
     with ChatServer(JudgeResponder()) as server:
         proc = _tool("score", "--judge-base-url", server.base_url, "--judge-model", "judge-model",
@@ -71,16 +76,19 @@ def test_answers_from_a_tiny_model_then_score_and_table(tiny_model_dirs, tmp_pat
 
 
 def test_several_students_answer_in_one_process_each_in_its_own_folder(tiny_model_dirs, tmp_path):
-    vicuna = write_eval_file(tmp_path / "vicuna.jsonl", ["Name a prime.", "Say hi.", "Count to two."])
+    prompts = ["Name a prime.", "Say hi.", "Count to two."]
+    vicuna = write_eval_file(tmp_path / "vicuna.jsonl", prompts)
     models = {"llama": tiny_model_dirs["llama"], "qwen": tiny_model_dirs["qwen2"]}
     proc = _tool("answer", "--models", *[f"{n}={m}" for n, m in models.items()], "--out", tmp_path / "answers",
                  "--backend", "transformers", "--max-tokens", "4", "--benchmarks", "vicuna",
                  "--eval-file", f"vicuna={vicuna}", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    asked = sorted(prompt_id([{"role": "user", "content": p}]) for p in prompts)
     for name, model in models.items():
         manifest = store.read_manifest(tmp_path / "answers" / name / "vicuna")
-        assert manifest["model"] == str(model) and len(list(store.iter_rows(tmp_path / "answers" / name / "vicuna"))) == 3
-    assert proc.stdout.count("3 prompts generated now") == 2
+        rows = list(store.iter_rows(tmp_path / "answers" / name / "vicuna"))
+        assert manifest["model"] == str(model) and manifest["status"] == "complete"
+        assert sorted(row["prompt_id"] for row in rows) == asked  # each prompt answered once, in its own folder
     both = _tool("answer", "--model", models["llama"], "--models", f"qwen={models['qwen']}", "--out", tmp_path / "x",
                  "--benchmarks", "vicuna", "--eval-file", f"vicuna={vicuna}")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
@@ -101,6 +109,11 @@ def _cached_calls(cache_dir):
     """Complete lines in the judge's reference and verdict caches."""
     paths = [cache_dir / "references.jsonl", cache_dir / "verdicts.jsonl"]
     return sum(path.read_bytes().count(b"\n") for path in paths if path.exists())
+
+
+def _cache_files(cache_dir):
+    """Cache file name -> (its bytes, its inode)."""
+    return {path.name: (path.read_bytes(), path.stat().st_ino) for path in sorted(cache_dir.glob("*.jsonl"))}
 
 
 def test_sigkill_mid_score_then_rerun_pays_no_call_twice(tmp_path):
@@ -124,12 +137,18 @@ def test_sigkill_mid_score_then_rerun_pays_no_call_twice(tmp_path):
         killed.wait()
         server.release()
         assert sum(server.answered_by_prompt.values()) == paid_at_kill < calls_needed
+        paid = _cache_files(tmp_path / "scores" / "cache")
 
         rerun = _tool(*args)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert server.abandoned == concurrency  # the held calls found their client gone
         assert max(server.answered_by_prompt.values()) == 1  # no call delivered twice
         assert sum(server.answered_by_prompt.values()) == calls_needed
+    # The answers paid before the kill are kept as they were: each cache file is the same file,
+    # grown only by appending after them.
+    for name, (content, inode) in paid.items():
+        path = tmp_path / "scores" / "cache" / name
+        assert path.stat().st_ino == inode and path.read_bytes().startswith(content), name
     results = {r["model"]: r for r in json.loads((tmp_path / "scores" / "results.json").read_text())["results"]}
     assert all(r["n_scored"] == 12 and r["excluded"] == {} for r in results.values())
     scored = [json.loads(line) for line in (tmp_path / "scores" / "prompt_scores.jsonl").read_text().splitlines()]

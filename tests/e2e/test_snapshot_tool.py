@@ -1,4 +1,5 @@
-"""`tools/snapshot_q0.py` as a user runs it: SIGKILL mid-run, re-run, nothing lost or doubled."""
+"""`tools/snapshot_q0.py` as a user runs it: SIGKILL mid-run, re-run, nothing lost or doubled.
+What a re-run did is read from the shards on disk (hash, inode, mtime), not from its output."""
 
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from demo_file_states import shard_states
 from soda_data import write_jsonl
 from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.snapshot import store
@@ -47,11 +49,16 @@ def test_sigkill_then_rerun_finishes_with_no_loss_and_no_duplicates(tiny_model_d
     assert held.endswith("shard-000001.jsonl\n"), f"the run did not reach its second shard: {held!r}"
     partial = store.done_prompt_ids(tmp_path / "killed")
     assert len(partial) == 8, "two shards of four prompts each are on disk"
+    before = shard_states(tmp_path / "killed")
 
     rerun = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "killed"), env=env,
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"{len(partial)} already done" in rerun.stdout
+    # Nothing regenerated: the two shards are untouched, and the new ones hold exactly the rest.
+    after = shard_states(tmp_path / "killed")
+    assert {path: after[path] for path in before} == before
+    new_ids = [row["prompt_id"] for path in sorted(set(after) - set(before)) for row in _rows(path)]
+    assert sorted(new_ids) == sorted({prompt_id(p) for p in PROMPTS} - partial)
     reference = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "reference"), env=env,
                                capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -99,6 +106,13 @@ def test_data_parallel_ranks_split_the_prompts_and_resume(tiny_model_dirs, tmp_p
     dp_rows = {row["prompt_id"]: row["response"] for row in store.iter_rows(tmp_path / "dp")}
     assert dp_rows == {row["prompt_id"]: row["response"] for row in store.iter_rows(tmp_path / "single")}
     assert store.read_manifest(tmp_path / "dp")["data_parallel_size"] == 2
+    before = shard_states(tmp_path / "dp")
     again = subprocess.run(_command(tiny_model_dirs["llama"], prompts, tmp_path / "dp") + ["--data-parallel-size", "2"],
                            env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "10 already done" in again.stdout
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert shard_states(tmp_path / "dp") == before  # every prompt done: no shard written, none rewritten
+    assert store.read_manifest(tmp_path / "dp")["status"] == "complete"
+
+
+def _rows(shard):
+    return [json.loads(line) for line in shard.read_text().splitlines()]
