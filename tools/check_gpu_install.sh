@@ -36,7 +36,7 @@ GAD_VLLM=0.30.0
 GAD_TORCH=2.13.0
 GAD_TRL=1.14.1
 GPU_PIP=26.3          # the pip the check runs with
-SNAPSHOT_DEPS=(pyyaml tqdm pydantic openai datasets)  # what soda_plugin/snapshot imports besides vllm
+SNAPSHOT_DEPS=(pyyaml tqdm pydantic openai datasets "ray[data]==2.60.0")  # what soda_plugin/snapshot imports besides vllm
 INDEX_URL=${SODA_GPU_INDEX_URL:-https://pypi.org/simple}
 TRAIN_C=constraints-gpu.txt
 VLLM_C=constraints-gpu-vllm.txt

@@ -14,6 +14,10 @@ From plain arguments:
     soda snapshot --model Qwen/Qwen2.5-7B-Instruct --prompts prompts.jsonl \\
         --out snapshots/q0 --backend openai --base-url http://gpu-box:8000/v1
 
+On a Ray cluster (one engine per Ray worker; `ray[data]` installed; docs/snapshot.md):
+
+    soda snapshot --recipe recipes/qwen7b_soda.yml --prompts data/teacher/train.jsonl --ray-address auto
+
 Re-running the same command after an interruption (even SIGKILL) finishes the job: done
 prompts are skipped, nothing is duplicated.
 """
@@ -36,6 +40,11 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     source.add_argument("--source", help="label of these answers in the pairs; default q0:<model>")
     add_engine_options(parser.add_argument_group("engine"))
     add_sampling_options(parser.add_argument_group("sampling (defaults: soda_plugin.snapshot.engine.SamplingSettings)"))
+    ray = parser.add_argument_group("Ray (docs/snapshot.md)")
+    ray.add_argument("--ray-address", help="run the engines as Ray workers: local (a one-node cluster soda starts), "
+                     "auto (the cluster `ray start` joined) or HOST:PORT; --data-parallel-size sets the workers")
+    ray.add_argument("--ray-shard-timeout-s", type=float,
+                     help="longest wait for the next shard from the workers; default soda.snapshot.ray_shard_timeout_s")
     parser.add_argument("--shard-size", type=int)
     parser.add_argument("--max-prompt-tokens", type=int,
                         help="leave out (and list in too_long.jsonl) longer prompts; default: the recipe's sequence_len - 1")

@@ -35,7 +35,7 @@ class GADTrainer(AxolotlGRPOTrainer):
         self.gad = GADConfig()
         # The warmup reads each teacher answer twice per step (D's update, then the SFT loss):
         # tokenize it once. Bounded: a step holds a few hundred distinct answers at most.
-        self._teacher_ids = functools.lru_cache(maxsize=0)(self._tokenize_teacher_answer)
+        self._teacher_ids = functools.lru_cache(maxsize=4096)(self._tokenize_teacher_answer)
         super().__init__(model, [self.discriminator_reward], *args, **kwargs)
 
     # -- set-up -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from .config import SnapshotConfig
 from ..format.prompts import prompts_from_file, prompts_from_recipe
 from .engine import EngineInfo, SamplingSettings, create_engine
 from .options import data_parallel_size, engine_options, installed_version, max_prompt_tokens, sampling_overrides
+from .ray_launcher import RayLaunch, check_backend, import_ray
 from .runner import SnapshotSummary, run_snapshot
 
 
@@ -21,11 +22,23 @@ def _recipe(path: str | None) -> dict[str, Any]:
 
 def resolve_settings(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[SnapshotConfig, SamplingSettings]:
     block = dict(((recipe.get("soda") or {}).get("snapshot")) or {})
-    for key in ("backend", "dtype", "tensor_parallel_size", "base_url", "shard_size", "max_prompt_tokens"):
+    for key in ("backend", "dtype", "tensor_parallel_size", "base_url", "shard_size", "max_prompt_tokens",
+                "ray_address", "ray_shard_timeout_s"):
         if getattr(args, key, None) is not None:
             block[key] = getattr(args, key)
     config = SnapshotConfig.model_validate(block)
     return config, SamplingSettings(**{**sampling_overrides(config), **sampling_overrides(args)})
+
+
+def ray_launch(config: SnapshotConfig, args: argparse.Namespace, model: str, options: dict[str, Any]) -> RayLaunch:
+    """The Ray run: workers as requested (else resolved on the cluster), one engine each."""
+    backend = config.backend.value
+    check_backend(backend)
+    import_ray()  # a missing Ray fails here, before the manifest is written
+    return RayLaunch(address=config.ray_address, workers=getattr(args, "data_parallel_size", None)
+                     or config.data_parallel_size, backend=backend, model=model, engine_options=options,
+                     info=EngineInfo(backend, model, installed_version(backend), options),
+                     shard_timeout_s=config.ray_shard_timeout_s, progress=not args.no_progress)
 
 
 def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
@@ -45,6 +58,8 @@ def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
     common = dict(source=args.source or f"q0:{model}", revision=args.revision or recipe.get("base_model_revision"),
                   shard_size=args.shard_size or config.shard_size, progress=not args.no_progress,
                   max_prompt_tokens=max_prompt_tokens(config, recipe))
+    if config.ray_address:
+        return run_snapshot(None, prompts, out, settings, ray=ray_launch(config, args, model, options), **common)
     ranks = data_parallel_size(config, getattr(args, "data_parallel_size", None))
     if ranks > 1:
         info = EngineInfo(backend, model, installed_version(backend), options)

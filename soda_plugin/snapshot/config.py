@@ -54,8 +54,19 @@ class SnapshotConfig(StrictBlock):
     tensor_parallel_size: int = Field(
         default=1, json_schema_extra={"description": "vLLM tensor parallelism: GPUs per engine."})
     data_parallel_size: int | None = Field(
-        default=None, json_schema_extra={"description": "vLLM engines, one per GPU. Default: all visible GPUs."}
+        default=None, ge=1,
+        json_schema_extra={"description": "Engines: one per GPU (vLLM), or with `ray_address` the Ray workers. "
+                           "Default: all visible GPUs (the cluster's with Ray), 1 on CPU."}
     )
+    ray_address: str | None = Field(
+        default=None,
+        json_schema_extra={"description": "Run the engines as Ray Data workers: `local` (a one-node cluster soda "
+                           "starts and stops), `auto` (the cluster this node joined with `ray start`) or "
+                           "`HOST:PORT`. Unset: soda's one-node launcher. Needs `ray[data]`; docs/snapshot.md."})
+    ray_shard_timeout_s: float = Field(
+        default=3600.0, gt=0,
+        json_schema_extra={"description": "With `ray_address`: longest wait for the next shard from the Ray "
+                           "workers (the first includes model loading) before the run stops with an error."})
     base_url: str | None = Field(
         default=None, json_schema_extra={"description": "Server URL of the `openai` backend; the key is read from "
                                          "`$OPENAI_API_KEY`."})

@@ -131,6 +131,14 @@ class SnapshotEngine(abc.ABC):
         """Release the model (GPU memory, worker processes, HTTP client)."""
 
 
+def prompt_token_limit(engine: SnapshotEngine, max_prompt_tokens: int | None) -> int | None:
+    """The longest prompt to generate for: the requested limit, and below the engine's
+    context (vLLM fails the whole call on one longer prompt, on every resume)."""
+    context = engine.context_length()
+    limits = [limit for limit in (max_prompt_tokens, context - 1 if context else None) if limit]
+    return min(limits) if limits else None
+
+
 ENGINES: dict[str, str] = {
     "transformers": "soda_plugin.snapshot.transformers_engine.TransformersEngine",
     "vllm": "soda_plugin.snapshot.vllm_engine.VLLMEngine",

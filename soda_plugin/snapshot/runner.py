@@ -7,14 +7,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..cost.recorder import CostRecorder
 from ..log import get_logger
 from ..format.prompt_id import prompt_id
 from . import store
-from .engine import EngineInfo, Messages, SamplingSettings, SnapshotEngine
+from .engine import EngineInfo, Messages, SamplingSettings, SnapshotEngine, prompt_token_limit
 from .records import SEEDING, SNAPSHOT_SCHEMA_VERSION, SnapshotRow
+
+if TYPE_CHECKING:
+    from .ray_launcher import RayLaunch
 
 LOG = get_logger(__name__)
 
@@ -56,6 +59,14 @@ def unique_prompts(prompts: Sequence[Messages]) -> tuple[list[tuple[str, list[di
     return list(seen.items()), len(prompts) - len(seen)
 
 
+def missing_prompts(items: Sequence[tuple[str, list[dict[str, str]]]],
+                    out_dir: str | Path) -> list[tuple[str, list[dict[str, str]]]]:
+    """The (id, messages) of `items` that no complete shard in `out_dir` holds yet, in order:
+    what a run (or a resume, with any launcher) still has to generate."""
+    done = store.done_prompt_ids(out_dir)
+    return [(pid, messages) for pid, messages in items if pid not in done]
+
+
 def _check_same_run(existing: dict | None, identity: dict) -> None:
     if existing is None:
         return
@@ -66,14 +77,6 @@ def _check_same_run(existing: dict | None, identity: dict) -> None:
             f"the snapshot folder already holds answers made with other settings ({details}). "
             "Use a new output folder, or delete this one to start over."
         )
-
-
-def prompt_token_limit(engine: SnapshotEngine, max_prompt_tokens: int | None) -> int | None:
-    """The longest prompt to generate for: the requested limit, and below the engine's
-    context (vLLM fails the whole call on one longer prompt, on every resume)."""
-    context = engine.context_length()
-    limits = [limit for limit in (max_prompt_tokens, context - 1 if context else None) if limit]
-    return min(limits) if limits else None
 
 
 def leave_out_too_long(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[str, str]]]], out_dir: Path,
@@ -155,12 +158,14 @@ def _count_new(out_dir: Path, new_ids: set[str]) -> tuple[int, int, int]:
     return len(rows), tokens, sum(row["finish_reason"] == "length" for row in rows)
 
 
-def snapshot_gpus(info: EngineInfo, data_parallel: tuple | None) -> int | None:
+def snapshot_gpus(info: EngineInfo, data_parallel: tuple | None, ray: "RayLaunch | None" = None) -> int | None:
     """GPUs the engines hold, for `cost.json`'s GPU-hours: the engines run in other processes,
     which the recorder (one process, world size 1) does not count. None: one in-process engine
     on one device, which the recorder counts itself."""
     if info.backend == "openai":
         return 0  # a server elsewhere: its GPUs are not this run's to count
+    if ray is not None:
+        return 0  # the workers' GPUs, known once the cluster is reached: set after the run
     per_engine = int(info.extra.get("tensor_parallel_size") or 1)  # transformers: one device per engine
     if data_parallel:
         return per_engine * data_parallel[0]
@@ -180,6 +185,7 @@ def run_snapshot(
     data_parallel: tuple[int, str, str, dict, EngineInfo] | None = None,
     timeout_s: float | None = None,
     max_prompt_tokens: int | None = None,
+    ray: "RayLaunch | None" = None,
 ) -> SnapshotSummary:
     """Generate `settings.n` answers for every prompt not yet in `out_dir`.
 
@@ -188,17 +194,18 @@ def run_snapshot(
 
     With `data_parallel = (ranks, backend, model, engine_options, info)`, `engine` is
     `None` and each rank builds its own engine on its own GPU(s) (`data_parallel.py`).
+    With `ray`, `engine` is `None` and each Ray worker builds its own (`ray_launcher.py`).
     """
     out_dir = Path(out_dir)
     items, duplicates = unique_prompts(prompts)
-    info = engine.info() if engine is not None else data_parallel[4]
+    info = engine.info() if engine is not None else ray.info if ray is not None else data_parallel[4]
     identity = {"model": info.model, "revision": revision, "backend": info.backend,
                 "sampling": settings.to_dict(), "source": source, "schema": SNAPSHOT_SCHEMA_VERSION,
                 "seeding": None if settings.greedy else SEEDING}
     manifest = store.read_manifest(out_dir)
     _check_same_run(manifest, identity)
-    done = store.done_prompt_ids(out_dir)
-    todo = [(pid, messages) for pid, messages in items if pid not in done]
+    todo = missing_prompts(items, out_dir)
+    done = len(items) - len(todo)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest = {**(manifest or {"started_at": now, "resumed_at": []}), **identity,
                 "engine_version": info.engine_version, "engine": info.extra, "prompts_total": len(items),
@@ -207,11 +214,23 @@ def run_snapshot(
         manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
     if data_parallel:
         manifest["data_parallel_size"] = data_parallel[0]
+    manifest.pop("ray", None)  # describes the launcher of this run only
+    if ray is not None:
+        from .ray_launcher import ray_manifest
+
+        manifest["ray"] = ray_manifest(ray, ray.workers)
     store.write_manifest(out_dir, manifest)
 
     started = time.perf_counter()
-    with CostRecorder(out_dir, stage="snapshot", gpus=snapshot_gpus(info, data_parallel)):
-        if data_parallel is None:
+    with CostRecorder(out_dir, stage="snapshot", gpus=snapshot_gpus(info, data_parallel, ray)) as recorder:
+        if ray is not None:
+            from .ray_launcher import generate_with_ray
+
+            tally = generate_with_ray(ray, todo, out_dir, settings, source, shard_size, max_prompt_tokens)
+            recorder.gpus = tally.workers * tally.gpus_per_worker
+            written, tokens, truncated = tally.written, tally.tokens, tally.truncated
+            manifest["ray"] = ray_manifest(ray, tally.workers or ray.workers)
+        elif data_parallel is None:
             written, tokens, truncated = _generate_into(engine, todo, out_dir, settings, source, shard_size, progress,
                                                         done_before=len(items) - len(todo), total=len(items),
                                                         max_prompt_tokens=max_prompt_tokens)

