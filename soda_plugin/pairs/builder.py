@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -264,7 +265,9 @@ def build_pairs(
         tokenizer, sequence_len: the student's tokenizer and the recipe's `sequence_len`.
         teacher_name, student_name: shown on the dataset card.
         judge_filter: the judge and what its verdicts do; adds the `judge_verdict` and
-            `judge_teacher_score` columns.
+            `judge_teacher_score` columns. In batch mode the whole build is one block
+            (`batch_pairs` is ignored): every verdict goes into one batch run, not one run
+            (one wait of up to 24 h) per block.
 
     Returns:
         The counts, also written to `build_report.json`.
@@ -290,6 +293,10 @@ def build_pairs(
     if (tokenizer is None) != (sequence_len is None):
         raise ValueError("the length check needs both `tokenizer` and `sequence_len` (or neither).")
     length = LengthCheck(tokenizer, sequence_len) if tokenizer is not None else None
+    if judge_filter is not None and judge_filter.batch is not None:
+        # Memory: the pairs' texts once more besides the snapshot index, which holds every
+        # q0 answer already; against that, one provider wait in all instead of one per block.
+        batch_pairs = sys.maxsize
     _prepare_out_dir(out_dir, overwrite)
 
     index = SnapshotIndex.build(inputs)

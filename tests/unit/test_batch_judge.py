@@ -177,6 +177,19 @@ def test_the_pair_filter_in_batch_mode_marks_as_online_and_a_rebuild_pays_nothin
     assert rebuilt.judge_filter["calls"]["verdicts_cached"] == 7
 
 
+def test_a_batch_build_sends_every_verdict_in_one_run_whatever_the_block_size(tmp_path):
+    """Online the pairs go by blocks; in batch mode a block per provider wait would chain the waits."""
+    teacher, snapshot = write_pair_inputs(tmp_path)
+    with BatchServer(JudgeResponder()) as server:
+        config = JudgeFilterConfig(client=client_settings(server), judge=JudgeSettings("judge-model", TEMPLATE),
+                                   action="flag", batch=FAST)
+        build_pairs([teacher], [snapshot], tmp_path / "out", judge_filter=config, batch_pairs=2)
+        # One batch for all 10 verdicts, then BAD3's two verdicts asked again twice (parse attempts):
+        # by blocks of 2 pairs it would be 1 + 3 + 1 batches.
+        assert server.batches_created == 3
+        assert sum(server.submitted.values()) == 10 + 2 + 2
+
+
 def test_batch_flags_are_checked_before_anything_runs():
     from soda_plugin.cli.judge import make_parser as judge_parser
     from soda_plugin.cli.pairs import _judge_filter, make_parser as pairs_parser
