@@ -35,3 +35,19 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return path
+
+
+def pair_inputs(cases, directory: Path) -> tuple[Path, Path]:
+    """A teacher file and a one-sample q0 snapshot for `cases` of (teacher answer, q0 answer, ...):
+    prompt i is "Question i?". For the pair builder's judge-filter tests."""
+    from soda_plugin.format.prompt_id import prompt_id
+
+    def messages(i):
+        return [{"role": "user", "content": f"Question {i}?"}]
+
+    teacher = write_jsonl([{"content": messages(i), "teacher_response": case[0]} for i, case in enumerate(cases)],
+                          Path(directory) / "teacher.jsonl")
+    snapshot = write_jsonl([{"prompt_id": prompt_id(messages(i)), "sample_index": 0, "prompt": messages(i),
+                             "response": case[1], "finish_reason": "stop", "source": "q0:tiny"}
+                            for i, case in enumerate(cases)], Path(directory) / "q0.jsonl")
+    return teacher, snapshot

@@ -17,8 +17,7 @@ import pytest
 from batch_server import BatchServer, wait_for
 from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder, reference_text
-from soda_data import write_jsonl
-from soda_plugin.format.prompt_id import prompt_id
+from soda_data import pair_inputs
 from soda_plugin.pairs import iter_pairs
 from soda_plugin.verdict import load_template
 
@@ -98,12 +97,7 @@ CASES = [  # (teacher answer, q0 answer, mark): see tests/unit/test_pair_filter.
 
 
 def test_pairs_judge_filter_batch_killed_before_download_bounded_wait_then_rerun(tmp_path):
-    msgs = lambda i: [{"role": "user", "content": f"Question {i}?"}]  # noqa: E731
-    teacher = write_jsonl([{"content": msgs(i), "teacher_response": t} for i, (t, _, _) in enumerate(CASES)],
-                          tmp_path / "teacher.jsonl")
-    snapshot = write_jsonl([{"prompt_id": prompt_id(msgs(i)), "sample_index": 0, "prompt": msgs(i), "response": q,
-                             "finish_reason": "stop", "source": "q0:tiny"} for i, (_, q, _) in enumerate(CASES)],
-                           tmp_path / "q0.jsonl")
+    teacher, snapshot = pair_inputs(CASES, tmp_path)
     out = tmp_path / "pairs"
     with BatchServer(JudgeResponder(), hold="batch") as server:
         args = [sys.executable, str(TOOLS / "build_pairs.py"), "--teacher", str(teacher), "--snapshot", str(snapshot),

@@ -12,12 +12,11 @@ from judge_data import write_answers, write_eval_file
 from judge_responder import JudgeResponder, reference_text
 from soda_plugin.client import ChatClient, ClientSettings
 from soda_plugin.client.batch_core import BatchOptions, BatchWaitError
-from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.judge.run import ScoreConfig, results_document, score_models_sync
 from soda_plugin.pairs import JudgeFilterConfig, build_pairs, iter_pairs
 from soda_plugin.verdict import JudgeCalls, JudgeSettings, load_template
 from soda_plugin.verdict.batch import BatchChat
-from soda_data import write_jsonl
+from soda_data import pair_inputs
 
 TEMPLATE = load_template()
 PROMPTS = ["Name a prime.", "Describe the sea.", "Why is the sky blue?"]
@@ -141,13 +140,7 @@ CASES = [
 
 
 def write_pair_inputs(tmp_path):
-    msgs = lambda i: [{"role": "user", "content": f"Question {i}?"}]  # noqa: E731
-    teacher = write_jsonl([{"content": msgs(i), "teacher_response": t} for i, (t, _, _) in enumerate(CASES)],
-                          tmp_path / "teacher.jsonl")
-    snapshot = write_jsonl([{"prompt_id": prompt_id(msgs(i)), "sample_index": 0, "prompt": msgs(i), "response": q0,
-                             "finish_reason": "stop", "source": "q0:tiny"} for i, (_, q0, _) in enumerate(CASES)],
-                           tmp_path / "q0.jsonl")
-    return teacher, snapshot
+    return pair_inputs(CASES, tmp_path)
 
 
 def test_the_pair_filter_in_batch_mode_marks_as_online_and_a_rebuild_pays_nothing(tmp_path):

@@ -18,7 +18,7 @@ from soda_plugin.format.prompt_id import prompt_id
 from soda_plugin.verdict import JudgeSettings, load_template
 from soda_plugin.pairs import DropReason, JudgeFilterConfig, UnjudgedPairsError, build_pairs, iter_pairs
 from soda_plugin.pairs.judge_filter import decide, teacher_score
-from soda_data import write_jsonl
+from soda_data import pair_inputs, write_jsonl
 
 # (teacher answer, q0 answer) -> what the filter must decide. `q=N` is the judge's score
 # of an answer; `q=A/B` is A as Assistant 1 and B as Assistant 2 (a position-biased judge).
@@ -35,17 +35,8 @@ CASES = [
 RUN_1_REQUESTS = 12 + 2 * 2  # 6 pairs x 2 orders, plus 2 more attempts for each order of the BAD3 pair
 
 
-def msgs(i):
-    return [{"role": "user", "content": f"Question {i}?"}]
-
-
 def write_inputs(tmp_path, cases=CASES):
-    teacher = write_jsonl([{"content": msgs(i), "teacher_response": t} for i, (t, _, _) in enumerate(cases)],
-                          tmp_path / "teacher.jsonl")
-    snapshot = write_jsonl([{"prompt_id": prompt_id(msgs(i)), "sample_index": 0, "prompt": msgs(i), "response": q0,
-                             "finish_reason": "stop", "source": "q0:tiny"} for i, (_, q0, _) in enumerate(cases)],
-                           tmp_path / "q0.jsonl")
-    return teacher, snapshot
+    return pair_inputs(cases, tmp_path)
 
 
 def config(server, **kwargs):
