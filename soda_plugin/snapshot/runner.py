@@ -232,7 +232,7 @@ def run_snapshot(
             manifest["ray"] = ray_manifest(ray, tally.workers or ray.workers)
         elif data_parallel is None:
             written, tokens, truncated = _generate_into(engine, todo, out_dir, settings, source, shard_size, progress,
-                                                        done_before=len(items) - len(todo), total=len(items),
+                                                        done_before=done, total=len(items),
                                                         max_prompt_tokens=max_prompt_tokens)
         else:
             from .data_parallel import cuda_visible_devices, run_data_parallel
@@ -248,7 +248,7 @@ def run_snapshot(
             written, tokens, truncated = _count_new(out_dir, {pid for pid, _ in todo})
     seconds = time.perf_counter() - started
     too_long = store.count_too_long(out_dir)
-    summary = SnapshotSummary(len(items), len(items) - len(todo), len(todo) - too_long, duplicates, written, tokens,
+    summary = SnapshotSummary(len(items), done, len(todo) - too_long, duplicates, written, tokens,
                               truncated, seconds, too_long)
     store.write_manifest(out_dir, {**manifest, "status": "complete",
                                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

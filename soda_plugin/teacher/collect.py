@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from ..client import ChatClient, ChatResult, ClientSettings, RequestFailedError, Usage
 from ..client.batch_api import public_url
+from ..client.options import warn_if_key_missing
 from ..log import get_logger
 from ..format.rows import TeacherFields
 from ..format.prompt_id import prompt_id as compute_prompt_id
@@ -132,19 +133,13 @@ class CollectionSummary:
         }
 
 
-def warn_without_key(settings: ClientSettings) -> None:
-    if not os.environ.get(settings.api_key_env):
-        LOG.warning("`$%s` is not set: requests carry no API key (fine for a local server); "
-                    "set it, or name another variable with `--api-key-env`.", settings.api_key_env)
-
-
 def start_collection(prompts: Sequence[Messages], out: str | os.PathLike, *, settings: ClientSettings,
                      request: TeacherRequest, fields: TeacherFields, exclusion: EvalExclusion | None,
                      manifest_extra: dict[str, Any], summary_extra: dict[str, Any] | None = None,
                      fsync_interval_s: float = 1.0) -> tuple[TeacherOutputFile, dict[str, Any], CollectionSummary]:
     """Open (or resume) `out`, plan what is left to ask, write the running manifest; the
     start both modes share. `manifest_extra` names the mode; `summary_extra` adds fields."""
-    warn_without_key(settings)
+    warn_if_key_missing(settings, "the teacher", "--api-key-env")
     output = TeacherOutputFile(out, fields, fsync_interval_s=fsync_interval_s)
     plan = plan_collection(prompts, output.existing.done, exclusion)
     manifest = check_and_write_manifest(out, request.identity(), {
