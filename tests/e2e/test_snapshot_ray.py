@@ -69,17 +69,26 @@ def ray_env(tmp_path):
 
 
 def _tagged(tag):
-    """(pid, name) of the live processes whose environment carries `tag`."""
+    """(pid, command line) of the live processes whose environment carries `tag`.
+
+    The whole command line is kept: Ray's binaries sit deep in site-packages, and a cut string
+    loses `gcs_server` on a long checkout path (CI's did)."""
     import psutil
 
     found = []
     for process in psutil.process_iter(["pid", "name", "cmdline"]):
         try:
             if process.pid != os.getpid() and process.environ().get(TAG) == tag and process.status() != "zombie":
-                found.append((process.pid, " ".join(process.info["cmdline"] or [process.info["name"]])[:80]))
+                found.append((process.pid, " ".join(process.info["cmdline"] or [process.info["name"]])))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def _program(command_line):
+    """The program's own name, with its arguments: `/long/path/gcs_server --x` -> `gcs_server --x`."""
+    head, _, rest = command_line.partition(" ")
+    return f"{os.path.basename(head)} {rest}"[:100]
 
 
 def _ray_processes(tag):
@@ -182,7 +191,7 @@ def test_sigkill_of_the_driver_then_rerun_gives_every_prompt_once(tiny_model_dir
             killed.kill()
         _kill(_tagged(killed_tag))  # the killed driver's cluster: whatever did not die with it
     assert held.endswith("shard-000001.jsonl\n"), f"the run did not reach its second shard: {held!r}"
-    names = {name for _, name in ray_while_held}
+    names = {_program(name) for _, name in ray_while_held}
     assert any("raylet" in n for n in names) and any("gcs_server" in n for n in names), \
         f"the tag must find the run's Ray processes, or 'none left' below proves nothing: {names}"
     before = _digests(out)
