@@ -90,8 +90,7 @@ def main(args: argparse.Namespace) -> None:
                 engine.close()
 
         def through_ray(out: Path) -> None:
-            run_snapshot(None, prompts, out, settings, source="bench", shard_size=args.shard_size, progress=False,
-                         ray=launch)
+            run_snapshot(launch, prompts, out, settings, source="bench", shard_size=args.shard_size, progress=False)
 
         figures = {"plain": [], "ray": []}
         identical = 0

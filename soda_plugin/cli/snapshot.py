@@ -43,9 +43,10 @@ def make_parser(prog: str | None = None) -> argparse.ArgumentParser:
     ray = parser.add_argument_group("Ray (docs/snapshot.md)")
     ray.add_argument("--ray-address", help="run the engines as Ray workers: local (a one-node cluster soda starts), "
                      "auto (the cluster `ray start` joined) or HOST:PORT; --data-parallel-size sets the workers")
-    ray.add_argument("--ray-shard-timeout-s", type=float,
-                     help="longest wait for the next shard from the workers; default soda.snapshot.ray_shard_timeout_s")
     parser.add_argument("--shard-size", type=int)
+    parser.add_argument("--shard-timeout-s", type=float,
+                        help="with several engines (--data-parallel-size, --ray-address): longest wait for the next "
+                        "shard; default soda.snapshot.shard_timeout_s")
     parser.add_argument("--max-prompt-tokens", type=int,
                         help="leave out (and list in too_long.jsonl) longer prompts; default: the recipe's sequence_len - 1")
     parser.add_argument("--no-progress", action="store_true")

@@ -19,7 +19,9 @@ from ..evalsets import EvalPrompt
 from ..format.prompt_id import prompt_id
 from ..log import get_logger
 from ..snapshot import store
+from ..snapshot.config import SnapshotConfig
 from ..snapshot.engine import EngineInfo, SamplingSettings, create_engine
+from ..snapshot.launchers import DataParallel
 from ..snapshot.runner import SnapshotSummary, run_snapshot
 
 LOG = get_logger(__name__)
@@ -88,11 +90,11 @@ def generate_answers(backend: str, model: str, options: dict[str, Any], eval_set
     common = dict(source=f"{prompt_format.source_prefix}{model}", shard_size=shard_size, progress=progress)
     summaries: dict[str, SnapshotSummary] = {}
     if data_parallel_size > 1:
-        info = EngineInfo(backend, model, engine_version, options)
+        launcher = DataParallel(data_parallel_size, backend, model, options,
+                                EngineInfo(backend, model, engine_version, options), SnapshotConfig().shard_timeout_s)
         for name, prompts in eval_sets.items():
-            summaries[name] = run_snapshot(None, [student_messages(p.messages, prompt_format) for p in prompts],
-                                           Path(out_dir) / name, settings,
-                                           data_parallel=(data_parallel_size, backend, model, options, info), **common)
+            summaries[name] = run_snapshot(launcher, [student_messages(p.messages, prompt_format) for p in prompts],
+                                           Path(out_dir) / name, settings, **common)
         return summaries
     engine = create_engine(backend, model, **options)
     try:

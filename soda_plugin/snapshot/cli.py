@@ -11,6 +11,7 @@ import yaml
 from .config import SnapshotConfig
 from ..format.prompts import prompts_from_file, prompts_from_recipe
 from .engine import EngineInfo, SamplingSettings, create_engine
+from .launchers import DataParallel
 from .options import data_parallel_size, engine_options, installed_version, max_prompt_tokens, sampling_overrides
 from .ray_launcher import RayLaunch, check_backend, import_ray
 from .runner import SnapshotSummary, run_snapshot
@@ -23,7 +24,7 @@ def _recipe(path: str | None) -> dict[str, Any]:
 def resolve_settings(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[SnapshotConfig, SamplingSettings]:
     block = dict(((recipe.get("soda") or {}).get("snapshot")) or {})
     for key in ("backend", "dtype", "tensor_parallel_size", "base_url", "shard_size", "max_prompt_tokens",
-                "ray_address", "ray_shard_timeout_s"):
+                "ray_address", "shard_timeout_s"):
         if getattr(args, key, None) is not None:
             block[key] = getattr(args, key)
     config = SnapshotConfig.model_validate(block)
@@ -38,7 +39,7 @@ def ray_launch(config: SnapshotConfig, args: argparse.Namespace, model: str, opt
     return RayLaunch(address=config.ray_address, workers=getattr(args, "data_parallel_size", None)
                      or config.data_parallel_size, backend=backend, model=model, engine_options=options,
                      info=EngineInfo(backend, model, installed_version(backend), options),
-                     shard_timeout_s=config.ray_shard_timeout_s, progress=not args.no_progress)
+                     shard_timeout_s=config.shard_timeout_s)
 
 
 def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
@@ -59,11 +60,12 @@ def run_from_args(args: argparse.Namespace) -> SnapshotSummary:
                   shard_size=args.shard_size or config.shard_size, progress=not args.no_progress,
                   max_prompt_tokens=max_prompt_tokens(config, recipe))
     if config.ray_address:
-        return run_snapshot(None, prompts, out, settings, ray=ray_launch(config, args, model, options), **common)
+        return run_snapshot(ray_launch(config, args, model, options), prompts, out, settings, **common)
     ranks = data_parallel_size(config, getattr(args, "data_parallel_size", None))
     if ranks > 1:
-        info = EngineInfo(backend, model, installed_version(backend), options)
-        return run_snapshot(None, prompts, out, settings, data_parallel=(ranks, backend, model, options, info), **common)
+        launcher = DataParallel(ranks, backend, model, options, EngineInfo(backend, model, installed_version(backend),
+                                                                         options), config.shard_timeout_s)
+        return run_snapshot(launcher, prompts, out, settings, **common)
     engine = create_engine(backend, model, **options)
     try:
         return run_snapshot(engine, prompts, out, settings, **common)

@@ -63,10 +63,11 @@ class SnapshotConfig(StrictBlock):
         json_schema_extra={"description": "Run the engines as Ray Data workers: `local` (a one-node cluster soda "
                            "starts and stops), `auto` (the cluster this node joined with `ray start`) or "
                            "`HOST:PORT`. Unset: soda's one-node launcher. Needs `ray[data]`; docs/snapshot.md."})
-    ray_shard_timeout_s: float = Field(
+    shard_timeout_s: float = Field(
         default=3600.0, gt=0,
-        json_schema_extra={"description": "With `ray_address`: longest wait for the next shard from the Ray "
-                           "workers (the first includes model loading) before the run stops with an error."})
+        json_schema_extra={"description": "With several engines (data-parallel ranks or Ray workers): longest "
+                           "wait for the next shard (the first includes model loading) before the run stops with "
+                           "an error; finished shards are kept."})
     base_url: str | None = Field(
         default=None, json_schema_extra={"description": "Server URL of the `openai` backend; the key is read from "
                                          "`$OPENAI_API_KEY`."})

@@ -12,12 +12,13 @@ import multiprocessing
 import os
 import time
 from multiprocessing.connection import wait
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 # Per-rank environment: rank -> variables set in that rank's process before `worker_fn` runs.
 RankEnv = Callable[[int], Mapping[str, str]]
 
 _GRACE_S = 5.0
+_STALL_POLL_S = 5.0
 
 
 class DataParallelError(RuntimeError):
@@ -97,11 +98,30 @@ def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
             process.join()
 
 
-def _failure_message(exit_codes: Mapping[int, int | None], timed_out: bool, timeout_s: float | None) -> str:
+def _failure_message(exit_codes: Mapping[int, int | None], head: str) -> str:
     failed = {rank: code for rank, code in exit_codes.items() if code != 0}
     parts = [f"rank {rank} exited with code {code}" for rank, code in sorted(failed.items())]
-    head = f"data-parallel run timed out after {timeout_s} s" if timed_out else "data-parallel run failed"
     return f"{head}: " + "; ".join(parts)
+
+
+class _StallWatch:
+    """Tracks when `progress()` last changed; `stalled()` once it has not for `limit_s`."""
+
+    def __init__(self, progress: Callable[[], Hashable] | None, limit_s: float | None):
+        self.progress, self.limit_s = progress, limit_s
+        self.last = progress() if progress and limit_s else None
+        self.changed_at = time.monotonic()
+
+    def stalled(self) -> bool:
+        if not (self.progress and self.limit_s):
+            return False
+        now, value = time.monotonic(), self.progress()
+        if value != self.last:
+            self.last, self.changed_at = value, now
+        return now - self.changed_at > self.limit_s
+
+    def poll_s(self) -> float | None:
+        return None if not (self.progress and self.limit_s) else min(_STALL_POLL_S, self.limit_s / 4)
 
 
 def run_data_parallel(
@@ -111,6 +131,8 @@ def run_data_parallel(
     timeout_s: float | None = None,
     *,
     rank_env: RankEnv | None = None,
+    stall_timeout_s: float | None = None,
+    progress: Callable[[], Hashable] | None = None,
 ) -> None:
     """Run `worker_fn(rank, n_ranks, *args)` in one spawned process per rank.
 
@@ -123,10 +145,14 @@ def run_data_parallel(
         timeout_s: wall-clock limit for the whole run; `None` waits forever.
         rank_env: rank -> environment variables for that rank; defaults to one GPU per
             rank (`CUDA_VISIBLE_DEVICES=<rank>`).
+        stall_timeout_s, progress: with both, the ranks are stopped once `progress()` (a
+            cheap probe of their output, called in this process) has not changed for
+            `stall_timeout_s`: a stuck rank ends the run instead of hanging it.
 
     Raises:
         DataParallelError: as soon as any rank exits non-zero (the others are stopped),
-            or when `timeout_s` passes (stragglers are terminated, then killed).
+            when `timeout_s` passes, or when the progress probe stalls (stragglers are
+            terminated, then killed).
     """
     if n_ranks < 1:
         raise ValueError(f"`n_ranks` must be >= 1, got {n_ranks}")
@@ -143,7 +169,8 @@ def run_data_parallel(
     for process in processes:
         process.start()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    timed_out = False
+    watch = _StallWatch(progress, stall_timeout_s)
+    timed_out = stalled = False
     try:
         while True:
             # One snapshot of who is alive: ranks that exit between two `is_alive` calls
@@ -155,9 +182,21 @@ def run_data_parallel(
             if remaining is not None and remaining <= 0:
                 timed_out = True
                 break
-            wait([process.sentinel for process in alive], remaining)
+            if watch.stalled():
+                stalled = True
+                break
+            poll = watch.poll_s()
+            wait([process.sentinel for process in alive],
+                 remaining if poll is None else poll if remaining is None else min(remaining, poll))
     finally:
         _stop(processes)
     exit_codes = {rank: process.exitcode for rank, process in enumerate(processes)}
-    if timed_out or any(code != 0 for code in exit_codes.values()):
-        raise DataParallelError(_failure_message(exit_codes, timed_out, timeout_s), exit_codes)
+    if timed_out:
+        raise DataParallelError(_failure_message(exit_codes, f"data-parallel run timed out after {timeout_s} s"),
+                                exit_codes)
+    if stalled:
+        raise DataParallelError(_failure_message(
+            exit_codes, f"data-parallel run stopped: no progress from the ranks in {stall_timeout_s:.0f} s"),
+            exit_codes)
+    if any(code != 0 for code in exit_codes.values()):
+        raise DataParallelError(_failure_message(exit_codes, "data-parallel run failed"), exit_codes)

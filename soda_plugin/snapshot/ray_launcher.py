@@ -22,13 +22,13 @@ import json
 import queue
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..log import get_logger
 from . import store
 from .engine import EngineInfo, SamplingSettings, prompt_token_limit
-from .records import SnapshotRow
+from .launchers import Launcher
+from .shards import Generated, ShardJob, snapshot_rows
 
 LOG = get_logger(__name__)
 
@@ -50,7 +50,7 @@ class RaySnapshotError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RayLaunch:
+class RayLaunch(Launcher):
     """Where and how to run the snapshot on Ray.
 
     Args:
@@ -71,7 +71,19 @@ class RayLaunch:
     engine_options: dict[str, Any]
     info: EngineInfo
     shard_timeout_s: float
-    progress: bool = False
+
+    def gpus(self) -> int | None:
+        return 0  # the workers' GPUs, known once the cluster is reached: `gpus_used`
+
+    def gpus_used(self, generated: Generated) -> int | None:
+        return generated.workers * generated.gpus_per_worker if isinstance(generated, ShardTally) else 0
+
+    def manifest(self, generated: Generated | None = None) -> dict[str, Any]:
+        workers = generated.workers if isinstance(generated, ShardTally) and generated.workers else self.workers
+        return {"ray": ray_manifest(self, workers)}
+
+    def generate(self, todo, job: ShardJob, done_before: int, total: int) -> Generated:
+        return generate_with_ray(self, todo, job)
 
 
 def import_ray() -> Any:
@@ -130,10 +142,7 @@ def encode_prompts(todo: Sequence[tuple[str, list[dict[str, str]]]]) -> list[dic
 
 def answer_record(pid: str, messages: list[dict[str, str]], completions: Sequence[Any], source: str) -> dict:
     """One prompt's output record: all its `n` snapshot rows."""
-    return {"prompt_id": pid, "rows": [SnapshotRow(
-        prompt_id=pid, sample_index=sample, prompt=messages, response=c.text, finish_reason=c.finish_reason.value,
-        prompt_tokens=c.prompt_tokens, response_tokens=c.completion_tokens, source=source,
-    ).to_dict() for sample, c in enumerate(completions)]}
+    return {"prompt_id": pid, "rows": snapshot_rows(pid, messages, completions, source)}
 
 
 class EngineWorker:
@@ -167,21 +176,13 @@ class EngineWorker:
 
 
 @dataclass
-class ShardTally:
-    """What the driver wrote: answers, completion tokens, truncated answers, too-long prompts;
-    and the Ray workers that wrote them."""
+class ShardTally(Generated):
+    """What the driver wrote (`Generated`), the prompts over the limit, and the Ray workers
+    that answered."""
 
     workers: int = 0
     gpus_per_worker: int = 0
-    written: int = 0
-    tokens: int = 0
-    truncated: int = 0
     too_long: list[dict] = field(default_factory=list)
-
-    def add(self, rows: list[dict]) -> None:
-        self.written += len(rows)
-        self.tokens += sum(max(row["response_tokens"], 0) for row in rows)
-        self.truncated += sum(row["finish_reason"] == "length" for row in rows)
 
 
 def bounded(batches: Iterator[Any], timeout_s: float) -> Iterator[Any]:
@@ -219,7 +220,7 @@ def bounded(batches: Iterator[Any], timeout_s: float) -> Iterator[Any]:
             except queue.Empty:
                 raise RaySnapshotError(
                     f"no snapshot shard came back from the Ray workers in {timeout_s:.0f} s (`soda.snapshot."
-                    "ray_shard_timeout_s`): a worker may be stuck loading the model, or the cluster lacks the "
+                    "shard_timeout_s`): a worker may be stuck loading the model, or the cluster lacks the "
                     "resources the workers ask for (`ray status`). Finished shards are kept; re-run to resume."
                 ) from None
             if item is done:
@@ -233,17 +234,16 @@ def bounded(batches: Iterator[Any], timeout_s: float) -> Iterator[Any]:
         reader.join(_WORKER_THREADS_JOIN_S)
 
 
-def _connect(ray: Any, launch: RayLaunch) -> None:
+def _connect(ray: Any, launch: RayLaunch, progress: bool) -> None:
     if launch.address == LOCAL:
         ray.init(address=LOCAL, num_cpus=local_cpus(launch.workers), include_dashboard=False,
-                 log_to_driver=launch.progress)
+                 log_to_driver=progress)
     else:
-        ray.init(address=launch.address, log_to_driver=launch.progress)
+        ray.init(address=launch.address, log_to_driver=progress)
 
 
-def generate_with_ray(launch: RayLaunch, todo: Sequence[tuple[str, list[dict[str, str]]]], out_dir: Path,
-                      settings: SamplingSettings, source: str, shard_size: int,
-                      max_prompt_tokens: int | None) -> ShardTally:
+def generate_with_ray(launch: RayLaunch, todo: Sequence[tuple[str, list[dict[str, str]]]],
+                      job: ShardJob) -> ShardTally:
     """Answer `todo` on Ray workers; the driver writes each returned batch as one shard and
     lists too-long prompts in `too_long.jsonl`. Shuts Ray down (a local cluster stops) on
     every way out.
@@ -253,14 +253,15 @@ def generate_with_ray(launch: RayLaunch, todo: Sequence[tuple[str, list[dict[str
         RaySnapshotError: a worker could not start, or no shard came back in time.
     """
     ray = import_ray()
+    out_dir, shard_size = job.out_dir, job.shard_size
     tally = ShardTally()
     store.write_too_long(out_dir, [])
     if not todo:
         return tally
-    _connect(ray, launch)
+    _connect(ray, launch, job.progress)
     try:
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = launch.progress
+        context.enable_progress_bars = job.progress
         # Workers that do not come up in time fail the run. A worker that dies mid-run is
         # restarted and its shard retried (Ray Data's default, `ActorPoolMapOperator.
         # _apply_default_remote_args`: restarts without limit; limiting them takes `map_batches`
@@ -275,8 +276,8 @@ def generate_with_ray(launch: RayLaunch, todo: Sequence[tuple[str, list[dict[str
                  tally.workers, gpus, len(todo))
         dataset = ray.data.from_items(encode_prompts(todo)).map_batches(
             EngineWorker,
-            fn_constructor_args=(launch.backend, launch.model, launch.engine_options, settings, source,
-                                 max_prompt_tokens),
+            fn_constructor_args=(launch.backend, launch.model, launch.engine_options, job.settings, job.source,
+                                 job.max_prompt_tokens),
             batch_size=shard_size, batch_format="numpy", num_cpus=1, num_gpus=gpus,
             compute=ray.data.ActorPoolStrategy(size=tally.workers),
         )

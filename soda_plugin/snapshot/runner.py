@@ -7,17 +7,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from ..cost.recorder import CostRecorder
 from ..log import get_logger
 from ..format.prompt_id import prompt_id
 from . import store
-from .engine import EngineInfo, Messages, SamplingSettings, SnapshotEngine, prompt_token_limit
-from .records import SEEDING, SNAPSHOT_SCHEMA_VERSION, SnapshotRow
-
-if TYPE_CHECKING:
-    from .ray_launcher import RayLaunch
+from .engine import Messages, SamplingSettings, SnapshotEngine
+from .launchers import LAUNCHER_MANIFEST_KEYS, Launcher, as_launcher
+from .records import SEEDING, SNAPSHOT_SCHEMA_VERSION
+from .shards import ShardJob
 
 LOG = get_logger(__name__)
 
@@ -79,101 +78,8 @@ def _check_same_run(existing: dict | None, identity: dict) -> None:
         )
 
 
-def leave_out_too_long(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[str, str]]]], out_dir: Path,
-                       max_prompt_tokens: int | None, shard_prefix: str = "") -> list[tuple[str, list[dict[str, str]]]]:
-    """`todo` without the prompts over the limit; those are listed in `too_long*.jsonl`
-    with their length and logged, never dropped silently."""
-    limit = prompt_token_limit(engine, max_prompt_tokens)
-    counts = engine.prompt_token_counts([messages for _, messages in todo]) if limit and todo else None
-    if counts is None:
-        store.write_too_long(out_dir, [], shard_prefix)
-        return list(todo)
-    kept = [item for item, count in zip(todo, counts) if count <= limit]
-    too_long = [{"prompt_id": pid, "prompt_tokens": count, "limit": limit, "prompt": messages}
-                for (pid, messages), count in zip(todo, counts) if count > limit]
-    store.write_too_long(out_dir, too_long, shard_prefix)
-    if too_long:
-        LOG.warning("snapshot: %d of %d prompts are longer than %d tokens and are left out; listed in %s",
-                    len(too_long), len(todo), limit, store.too_long_path(out_dir, shard_prefix))
-    return kept
-
-
-def _generate_into(engine: SnapshotEngine, todo: Sequence[tuple[str, list[dict[str, str]]]], out_dir: Path,
-                   settings: SamplingSettings, source: str, shard_size: int, progress: bool,
-                   shard_prefix: str = "", done_before: int = 0, total: int | None = None,
-                   max_prompt_tokens: int | None = None) -> tuple[int, int, int]:
-    """Generate `todo` shard by shard; returns (answers written, completion tokens, truncated)."""
-    from tqdm.auto import tqdm
-
-    todo = leave_out_too_long(engine, todo, out_dir, max_prompt_tokens, shard_prefix)
-
-    started = time.perf_counter()
-    tokens = truncated = written = 0
-    bar = tqdm(total=total if total is not None else len(todo), initial=done_before, desc="q0 snapshot",
-               unit="prompt", disable=not progress)
-    shard = store.next_shard_index(out_dir, shard_prefix)
-    for start in range(0, len(todo), shard_size):
-        chunk = todo[start : start + shard_size]
-        answers = engine.generate([messages for _, messages in chunk], settings, [pid for pid, _ in chunk])
-        rows = []
-        for (pid, messages), completions in zip(chunk, answers):
-            for sample, completion in enumerate(completions):
-                rows.append(SnapshotRow(
-                    prompt_id=pid, sample_index=sample, prompt=messages, response=completion.text,
-                    finish_reason=completion.finish_reason.value, prompt_tokens=completion.prompt_tokens,
-                    response_tokens=completion.completion_tokens, source=source,
-                ).to_dict())
-                tokens += max(completion.completion_tokens, 0)
-                truncated += completion.finish_reason.value == "length"
-        store.write_shard(out_dir, shard, rows, prefix=shard_prefix)
-        shard += 1
-        written += len(rows)
-        bar.update(len(chunk))
-        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - started, 1e-9):.1f}")
-    bar.close()
-    return written, tokens, truncated
-
-
-def _data_parallel_rank(rank: int, n_ranks: int, backend: str, model: str, engine_options: dict,
-                        todo: list, out_dir: str, settings: SamplingSettings, source: str, shard_size: int,
-                        max_prompt_tokens: int | None = None) -> None:
-    """One data-parallel rank: its own engine on its own GPU(s), a contiguous slice of `todo`."""
-    from .data_parallel import contiguous_shards
-    from .engine import create_engine
-
-    mine = [todo[i] for i in contiguous_shards(len(todo), n_ranks)[rank]]
-    if not mine:
-        return
-    engine = create_engine(backend, model, **engine_options)
-    try:
-        _generate_into(engine, mine, Path(out_dir), settings, source, shard_size, progress=rank == 0,
-                       shard_prefix=f"r{rank:03d}-", max_prompt_tokens=max_prompt_tokens)
-    finally:
-        engine.close()
-
-
-def _count_new(out_dir: Path, new_ids: set[str]) -> tuple[int, int, int]:
-    rows = [row for row in store.iter_rows(out_dir) if row["prompt_id"] in new_ids]
-    tokens = sum(max(row["response_tokens"], 0) for row in rows)
-    return len(rows), tokens, sum(row["finish_reason"] == "length" for row in rows)
-
-
-def snapshot_gpus(info: EngineInfo, data_parallel: tuple | None, ray: "RayLaunch | None" = None) -> int | None:
-    """GPUs the engines hold, for `cost.json`'s GPU-hours: the engines run in other processes,
-    which the recorder (one process, world size 1) does not count. None: one in-process engine
-    on one device, which the recorder counts itself."""
-    if info.backend == "openai":
-        return 0  # a server elsewhere: its GPUs are not this run's to count
-    if ray is not None:
-        return 0  # the workers' GPUs, known once the cluster is reached: set after the run
-    per_engine = int(info.extra.get("tensor_parallel_size") or 1)  # transformers: one device per engine
-    if data_parallel:
-        return per_engine * data_parallel[0]
-    return per_engine if info.backend == "vllm" else None
-
-
 def run_snapshot(
-    engine: SnapshotEngine | None,
+    launcher: SnapshotEngine | Launcher,
     prompts: Sequence[Messages],
     out_dir: str | Path,
     settings: SamplingSettings,
@@ -182,23 +88,19 @@ def run_snapshot(
     revision: str | None = None,
     shard_size: int = 256,
     progress: bool = True,
-    data_parallel: tuple[int, str, str, dict, EngineInfo] | None = None,
-    timeout_s: float | None = None,
     max_prompt_tokens: int | None = None,
-    ray: "RayLaunch | None" = None,
 ) -> SnapshotSummary:
     """Generate `settings.n` answers for every prompt not yet in `out_dir`.
 
-    Prompts longer than `max_prompt_tokens` (or than the engine's context) are left out
-    and listed in `out_dir/too_long*.jsonl`; a later run with a higher limit takes them.
-
-    With `data_parallel = (ranks, backend, model, engine_options, info)`, `engine` is
-    `None` and each rank builds its own engine on its own GPU(s) (`data_parallel.py`).
-    With `ray`, `engine` is `None` and each Ray worker builds its own (`ray_launcher.py`).
+    `launcher`: an engine (answers in this process), or a `launchers.DataParallel` or
+    `ray_launcher.RayLaunch` whose engines run elsewhere. Prompts longer than
+    `max_prompt_tokens` (or than the engine's context) are left out and listed in
+    `out_dir/too_long*.jsonl`; a later run with a higher limit takes them.
     """
+    launcher = as_launcher(launcher)
     out_dir = Path(out_dir)
     items, duplicates = unique_prompts(prompts)
-    info = engine.info() if engine is not None else ray.info if ray is not None else data_parallel[4]
+    info = launcher.info
     identity = {"model": info.model, "revision": revision, "backend": info.backend,
                 "sampling": settings.to_dict(), "source": source, "schema": SNAPSHOT_SCHEMA_VERSION,
                 "seeding": None if settings.greedy else SEEDING}
@@ -207,49 +109,24 @@ def run_snapshot(
     todo = missing_prompts(items, out_dir)
     done = len(items) - len(todo)
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    manifest = {**(manifest or {"started_at": now, "resumed_at": []}), **identity,
-                "engine_version": info.engine_version, "engine": info.extra, "prompts_total": len(items),
-                "status": "running"}
+    manifest = {key: value for key, value in (manifest or {"started_at": now, "resumed_at": []}).items()
+                if key not in LAUNCHER_MANIFEST_KEYS}
+    manifest.update(identity, engine_version=info.engine_version, engine=info.extra, prompts_total=len(items),
+                    status="running", **launcher.manifest())
     if done:
         manifest["resumed_at"] = [*manifest.get("resumed_at", []), now]
-    if data_parallel:
-        manifest["data_parallel_size"] = data_parallel[0]
-    manifest.pop("ray", None)  # describes the launcher of this run only
-    if ray is not None:
-        from .ray_launcher import ray_manifest
-
-        manifest["ray"] = ray_manifest(ray, ray.workers)
     store.write_manifest(out_dir, manifest)
 
+    job = ShardJob(out_dir, settings, source, shard_size, max_prompt_tokens, progress)
     started = time.perf_counter()
-    with CostRecorder(out_dir, stage="snapshot", gpus=snapshot_gpus(info, data_parallel, ray)) as recorder:
-        if ray is not None:
-            from .ray_launcher import generate_with_ray
-
-            tally = generate_with_ray(ray, todo, out_dir, settings, source, shard_size, max_prompt_tokens)
-            recorder.gpus = tally.workers * tally.gpus_per_worker
-            written, tokens, truncated = tally.written, tally.tokens, tally.truncated
-            manifest["ray"] = ray_manifest(ray, tally.workers or ray.workers)
-        elif data_parallel is None:
-            written, tokens, truncated = _generate_into(engine, todo, out_dir, settings, source, shard_size, progress,
-                                                        done_before=done, total=len(items),
-                                                        max_prompt_tokens=max_prompt_tokens)
-        else:
-            from .data_parallel import cuda_visible_devices, run_data_parallel
-
-            ranks, backend, model, options, _ = data_parallel
-            gpus_per_rank = int(options.get("tensor_parallel_size", 1))
-            run_data_parallel(
-                _data_parallel_rank, ranks,
-                args=(backend, model, options, todo, str(out_dir), settings, source, shard_size, max_prompt_tokens),
-                timeout_s=timeout_s,
-                rank_env=cuda_visible_devices(gpus_per_rank) if backend != "openai" else (lambda r: {}),
-            )
-            written, tokens, truncated = _count_new(out_dir, {pid for pid, _ in todo})
+    with CostRecorder(out_dir, stage="snapshot", gpus=launcher.gpus()) as recorder:
+        generated = launcher.generate(todo, job, done_before=done, total=len(items))
+        recorder.gpus = launcher.gpus_used(generated)
+        manifest.update(launcher.manifest(generated))
     seconds = time.perf_counter() - started
     too_long = store.count_too_long(out_dir)
-    summary = SnapshotSummary(len(items), done, len(todo) - too_long, duplicates, written, tokens,
-                              truncated, seconds, too_long)
+    summary = SnapshotSummary(len(items), done, len(todo) - too_long, duplicates, generated.written,
+                              generated.tokens, generated.truncated, seconds, too_long)
     store.write_manifest(out_dir, {**manifest, "status": "complete",
                                    "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                    "last_run": summary.__dict__})

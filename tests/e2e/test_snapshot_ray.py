@@ -49,7 +49,7 @@ def _command(model, prompts, out, *extra):
 
 
 def _ray(*extra):
-    return ["--ray-address", "local", "--data-parallel-size", "2", "--ray-shard-timeout-s", "240", *extra]
+    return ["--ray-address", "local", "--data-parallel-size", "2", "--shard-timeout-s", "240", *extra]
 
 
 @pytest.fixture
@@ -229,7 +229,7 @@ def test_a_worker_that_cannot_start_fails_the_run_with_its_cause(tmp_path, ray_e
         monkeypatch.setenv(key, value)
     missing = tmp_path / "no-model-here"
     args = make_parser().parse_args(_command(missing, path, tmp_path / "out", "--ray-address", "local",
-                                             "--data-parallel-size", "1", "--ray-shard-timeout-s", "120")[2:])
+                                             "--data-parallel-size", "1", "--shard-timeout-s", "120")[2:])
     try:
         with pytest.raises(RaySnapshotError) as caught:
             run_from_args(args)

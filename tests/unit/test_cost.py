@@ -253,7 +253,8 @@ def test_the_plugin_names_the_stage_and_always_adds_the_cost_callback():
 
 def test_the_snapshot_records_its_cost_in_its_folder(tmp_path):
     from soda_plugin.snapshot.engine import Completion, EngineInfo, FinishReason, SamplingSettings, SnapshotEngine
-    from soda_plugin.snapshot.runner import run_snapshot, snapshot_gpus
+    from soda_plugin.snapshot.launchers import DataParallel, InProcess
+    from soda_plugin.snapshot.runner import run_snapshot
 
     class Echo(SnapshotEngine):
         backend = "echo"
@@ -267,11 +268,22 @@ def test_the_snapshot_records_its_cost_in_its_folder(tmp_path):
     prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
     run_snapshot(Echo(), prompts, tmp_path, SamplingSettings(), source="q0", progress=False)
     assert _read(tmp_path)["stage"] == "snapshot" and _read(tmp_path)["finished"] is True
-    assert snapshot_gpus(EngineInfo("openai", "m", "1"), None) == 0
-    assert snapshot_gpus(EngineInfo("vllm", "m", "1", {"tensor_parallel_size": 2}), None) == 2
-    assert snapshot_gpus(EngineInfo("vllm", "m", "1", {"tensor_parallel_size": 2}), (3,)) == 6
-    assert snapshot_gpus(EngineInfo("transformers", "m", "1", {}), (4,)) == 4
-    assert snapshot_gpus(EngineInfo("transformers", "m", "1", {}), None) is None
+
+    def in_process(info):
+        class Described(Echo):
+            def info(self):
+                return info
+        return InProcess(Described())
+
+    def ranks(n, info):
+        return DataParallel(n, info.backend, info.model, info.extra, info)
+
+    assert in_process(EngineInfo("openai", "m", "1")).gpus() == 0
+    assert ranks(2, EngineInfo("openai", "m", "1")).gpus() == 0
+    assert in_process(EngineInfo("vllm", "m", "1", {"tensor_parallel_size": 2})).gpus() == 2
+    assert ranks(3, EngineInfo("vllm", "m", "1", {"tensor_parallel_size": 2})).gpus() == 6
+    assert ranks(4, EngineInfo("transformers", "m", "1", {})).gpus() == 4
+    assert in_process(EngineInfo("transformers", "m", "1", {})).gpus() is None
 
 
 def test_the_cost_layer_imports_no_stage_no_cli_and_nothing_heavy():

@@ -92,3 +92,33 @@ def test_stragglers_are_stopped_at_the_timeout():
     with pytest.raises(DataParallelError, match="timed out") as error:
         run_data_parallel(_sleep, 2, timeout_s=3)
     assert all(code != 0 for code in error.value.exit_codes.values())
+
+
+def _write_then(rank, n_ranks, outdir, writes, then_sleep_s):
+    """Write `writes[rank]` files 0.3 s apart, then sleep `then_sleep_s[rank]` (a stuck rank)."""
+    for i in range(writes[rank]):
+        Path(outdir, f"r{rank}-{i}").write_text("x")
+        time.sleep(0.3)
+    time.sleep(then_sleep_s[rank])
+
+
+def _files(outdir):
+    return lambda: len(os.listdir(outdir))
+
+
+def test_a_rank_that_stops_making_progress_ends_the_run(tmp_path):
+    # Rank 0 finishes its 5 writes; rank 1 writes once, then hangs for 60 s. No overall
+    # timeout: only the stalled progress probe can end the run before rank 1 wakes.
+    with pytest.raises(DataParallelError, match="no progress from the ranks in 3 s") as error:
+        run_data_parallel(_write_then, 2, args=(str(tmp_path), [5, 1], [0, 60]),
+                          stall_timeout_s=3, progress=_files(tmp_path))
+    assert error.value.exit_codes[0] == 0  # finished before the stall: not a failure of its own
+    assert error.value.exit_codes[1] not in (None, 0)  # stopped
+    assert sorted(os.listdir(tmp_path)) == ["r0-0", "r0-1", "r0-2", "r0-3", "r0-4", "r1-0"]
+
+
+def test_steady_progress_is_not_a_stall(tmp_path):
+    # Each rank runs ~6 s, twice the stall limit, writing every 0.3 s.
+    run_data_parallel(_write_then, 2, args=(str(tmp_path), [20, 20], [0, 0]), stall_timeout_s=3,
+                      progress=_files(tmp_path), timeout_s=120)
+    assert len(os.listdir(tmp_path)) == 40

@@ -92,10 +92,10 @@ def test_the_openai_backend_is_refused_with_ray(tmp_path):
 
 def test_the_recipe_key_and_its_bounds():
     config = SnapshotConfig.model_validate({"ray_address": "auto", "data_parallel_size": 3})
-    assert config.ray_address == "auto" and config.ray_shard_timeout_s == 3600.0
+    assert config.ray_address == "auto" and config.shard_timeout_s == 3600.0
     assert SnapshotConfig().ray_address is None  # unset: the one-node launcher
-    with pytest.raises(ValueError, match="ray_shard_timeout_s"):
-        SnapshotConfig.model_validate({"ray_shard_timeout_s": 0})
+    with pytest.raises(ValueError, match="shard_timeout_s"):
+        SnapshotConfig.model_validate({"shard_timeout_s": 0})
 
 
 def test_the_manifest_entry_records_ray_and_the_workers():
