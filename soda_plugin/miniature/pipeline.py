@@ -36,6 +36,8 @@ from . import tasks
 from .runs import BASE, RunId
 from .settings import STOP_AFTER, MiniatureSettings
 
+_TERMINATE_GRACE_S = 30.0  # a stopped stage command that ignores SIGTERM is killed after this
+
 LOG = get_logger(__name__)
 RECIPES = shipped_recipes_dir()  # the clone's recipes/, or the wheel's soda_plugin/recipes/
 TEACHER_MODEL = "program-teacher"
@@ -221,7 +223,11 @@ def run_commands_concurrently(commands: list[tuple[list[str], Path]], threads_ea
         for proc, _, _ in running:
             if proc.poll() is None:
                 proc.terminate()  # `axolotl train --launcher python` trains in this very process
-                proc.wait()
+                try:
+                    proc.wait(_TERMINATE_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def command_name(command: Sequence[str]) -> str:

@@ -41,6 +41,23 @@ def test_a_failure_names_its_log_and_stops_the_rest(tmp_path):
     assert time.perf_counter() - start < 20 and not marker.exists()
 
 
+@pytest.mark.timeout(60)  # the old plain wait() would sit out the 600 s sleep
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monkeypatch):
+    import psutil
+
+    from soda_plugin.miniature import pipeline
+
+    monkeypatch.setattr(pipeline, "_TERMINATE_GRACE_S", 1.0)
+    ready = tmp_path / "ignoring"
+    stubborn = _python("import pathlib, signal, time, os\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                       f"pathlib.Path(r'{ready}').write_text(str(os.getpid()))\ntime.sleep(600)")
+    wait_then_fail = _python(f"import pathlib, sys, time\nwhile not pathlib.Path(r'{ready}').exists():\n"
+                             "    time.sleep(0.05)\nsys.exit(3)")
+    with pytest.raises(StageError, match="exited with code 3"):
+        run_commands_concurrently([(wait_then_fail, tmp_path / "fails.log"), (stubborn, tmp_path / "stubborn.log")])
+    assert not psutil.pid_exists(int(ready.read_text()))  # killed, not left running or waited on for 600 s
+
+
 def _touch_after(path, seconds: float) -> list[str]:
     return _python(f"import pathlib, time\ntime.sleep({seconds})\npathlib.Path(r'{path}').touch()")
 
