@@ -109,11 +109,12 @@ class _StallWatch:
 
     def __init__(self, progress: Callable[[], Hashable] | None, limit_s: float | None):
         self.progress, self.limit_s = progress, limit_s
-        self.last = progress() if progress and limit_s else None
+        self.on = bool(progress and limit_s)
+        self.last = progress() if self.on else None
         self.changed_at = time.monotonic()
 
     def stalled(self) -> bool:
-        if not (self.progress and self.limit_s):
+        if not self.on:
             return False
         now, value = time.monotonic(), self.progress()
         if value != self.last:
@@ -121,7 +122,7 @@ class _StallWatch:
         return now - self.changed_at > self.limit_s
 
     def poll_s(self) -> float | None:
-        return None if not (self.progress and self.limit_s) else min(_STALL_POLL_S, self.limit_s / 4)
+        return min(_STALL_POLL_S, self.limit_s / 4) if self.on else None
 
 
 def run_data_parallel(

@@ -16,9 +16,9 @@ from .shards import Generated, ShardJob, Todo, count_answers, generate_shards
 LAUNCHER_MANIFEST_KEYS = ("data_parallel_size", "ray")
 
 
-def engine_gpus(info: EngineInfo) -> int:
+def engine_gpus(engine_options: dict[str, Any]) -> int:
     """GPUs one engine holds: vLLM's tensor-parallel size; one device for transformers."""
-    return int(info.extra.get("tensor_parallel_size") or 1)
+    return int(engine_options.get("tensor_parallel_size") or 1)
 
 
 class Launcher(abc.ABC):
@@ -54,7 +54,7 @@ class InProcess(Launcher):
     def gpus(self) -> int | None:
         if self.info.backend == "openai":
             return 0  # a server elsewhere: its GPUs are not this run's to count
-        return engine_gpus(self.info) if self.info.backend == "vllm" else None
+        return engine_gpus(self.info.extra) if self.info.backend == "vllm" else None
 
     def generate(self, todo: Todo, job: ShardJob, done_before: int, total: int) -> Generated:
         return generate_shards(self.engine, todo, job, done_before=done_before, total=total)
@@ -79,7 +79,7 @@ class DataParallel(Launcher):
     shard_timeout_s: float | None = None
 
     def gpus(self) -> int | None:
-        return 0 if self.backend == "openai" else engine_gpus(self.info) * self.ranks
+        return 0 if self.backend == "openai" else engine_gpus(self.engine_options) * self.ranks
 
     def manifest(self, generated: Generated | None = None) -> dict[str, Any]:
         return {"data_parallel_size": self.ranks}
@@ -87,11 +87,10 @@ class DataParallel(Launcher):
     def generate(self, todo: Todo, job: ShardJob, done_before: int, total: int) -> Generated:
         from .data_parallel import DataParallelError, cuda_visible_devices, run_data_parallel
 
-        gpus_per_rank = int(self.engine_options.get("tensor_parallel_size", 1))
         try:
             run_data_parallel(
                 answer_slice, self.ranks, args=(self.backend, self.model, self.engine_options, list(todo), job),
-                rank_env=cuda_visible_devices(gpus_per_rank) if self.backend != "openai" else (lambda rank: {}),
+                rank_env=cuda_visible_devices(engine_gpus(self.engine_options)) if self.backend != "openai" else (lambda rank: {}),
                 stall_timeout_s=self.shard_timeout_s, progress=lambda: len(store.shard_paths(job.out_dir)),
             )
         except DataParallelError as err:

@@ -26,9 +26,9 @@ from typing import Any, Iterator, Sequence
 
 from ..log import get_logger
 from . import store
-from .engine import EngineInfo, SamplingSettings, prompt_token_limit
-from .launchers import Launcher
-from .shards import Generated, ShardJob, snapshot_rows
+from .engine import EngineInfo, SamplingSettings
+from .launchers import Launcher, engine_gpus
+from .shards import Generated, ShardJob, snapshot_rows, split_too_long, warn_too_long
 
 LOG = get_logger(__name__)
 
@@ -114,7 +114,7 @@ def worker_gpus(backend: str, engine_options: dict[str, Any], cluster_gpus: floa
     check_backend(backend)
     if cluster_gpus <= 0 or str(engine_options.get("device", "")).startswith("cpu"):
         return 0
-    return int(engine_options.get("tensor_parallel_size") or 1) if backend == "vllm" else 1
+    return engine_gpus(engine_options) if backend == "vllm" else 1
 
 
 def default_workers(requested: int | None, cluster_gpus: float, gpus_per_worker: int) -> int:
@@ -158,17 +158,9 @@ class EngineWorker:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         ids = [str(pid) for pid in batch["prompt_id"]]
-        prompts = [json.loads(text) for text in batch["messages"]]
-        limit = prompt_token_limit(self.engine, self.max_prompt_tokens)
-        counts = self.engine.prompt_token_counts(prompts) if limit else None
-        records: dict[str, dict] = {}
-        kept = []
-        for index, (pid, messages) in enumerate(zip(ids, prompts)):
-            if counts is not None and counts[index] > limit:
-                records[pid] = {"prompt_id": pid, "too_long": {"prompt_id": pid, "prompt_tokens": counts[index],
-                                                               "limit": limit, "prompt": messages}}
-            else:
-                kept.append((pid, messages))
+        todo = [(pid, json.loads(text)) for pid, text in zip(ids, batch["messages"])]
+        kept, too_long = split_too_long(self.engine, todo, self.max_prompt_tokens)
+        records = {row["prompt_id"]: {"prompt_id": row["prompt_id"], "too_long": row} for row in too_long}
         answers = self.engine.generate([m for _, m in kept], self.settings, [pid for pid, _ in kept]) if kept else []
         for (pid, messages), completions in zip(kept, answers):
             records[pid] = answer_record(pid, messages, completions, self.source)
@@ -297,9 +289,7 @@ def generate_with_ray(launch: RayLaunch, todo: Sequence[tuple[str, list[dict[str
             LOG.info("snapshot (ray): %d answers written, %d prompts too long", tally.written, len(tally.too_long))
     finally:
         ray.shutdown()
-    if tally.too_long:
-        LOG.warning("snapshot: %d of %d prompts are over the prompt-token limit and are left out; listed in %s",
-                    len(tally.too_long), len(todo), store.too_long_path(out_dir))
+    warn_too_long(len(tally.too_long), len(todo), store.too_long_path(out_dir))
     return tally
 
 

@@ -55,22 +55,32 @@ def snapshot_rows(pid: str, messages: list[dict[str, str]], completions: Sequenc
     ).to_dict() for sample, c in enumerate(completions)]
 
 
+def split_too_long(engine: SnapshotEngine, todo: Todo, max_prompt_tokens: int | None
+                   ) -> tuple[list[tuple[str, list[dict[str, str]]]], list[dict]]:
+    """(`todo` within the prompt-token limit, a `too_long*.jsonl` record for each prompt over it)."""
+    limit = prompt_token_limit(engine, max_prompt_tokens)
+    counts = engine.prompt_token_counts([messages for _, messages in todo]) if limit and todo else None
+    if counts is None:
+        return list(todo), []
+    kept = [item for item, count in zip(todo, counts) if count <= limit]
+    too_long = [{"prompt_id": pid, "prompt_tokens": count, "limit": limit, "prompt": messages}
+                for (pid, messages), count in zip(todo, counts) if count > limit]
+    return kept, too_long
+
+
+def warn_too_long(left_out: int, of: int, listed_in: Path) -> None:
+    if left_out:
+        LOG.warning("snapshot: %d of %d prompts are over the prompt-token limit and are left out; listed in %s",
+                    left_out, of, listed_in)
+
+
 def leave_out_too_long(engine: SnapshotEngine, todo: Todo, out_dir: Path, max_prompt_tokens: int | None,
                        shard_prefix: str = "") -> list[tuple[str, list[dict[str, str]]]]:
     """`todo` without the prompts over the limit; those are listed in `too_long*.jsonl`
     with their length and logged, never dropped silently."""
-    limit = prompt_token_limit(engine, max_prompt_tokens)
-    counts = engine.prompt_token_counts([messages for _, messages in todo]) if limit and todo else None
-    if counts is None:
-        store.write_too_long(out_dir, [], shard_prefix)
-        return list(todo)
-    kept = [item for item, count in zip(todo, counts) if count <= limit]
-    too_long = [{"prompt_id": pid, "prompt_tokens": count, "limit": limit, "prompt": messages}
-                for (pid, messages), count in zip(todo, counts) if count > limit]
+    kept, too_long = split_too_long(engine, todo, max_prompt_tokens)
     store.write_too_long(out_dir, too_long, shard_prefix)
-    if too_long:
-        LOG.warning("snapshot: %d of %d prompts are longer than %d tokens and are left out; listed in %s",
-                    len(too_long), len(todo), limit, store.too_long_path(out_dir, shard_prefix))
+    warn_too_long(len(too_long), len(todo), store.too_long_path(out_dir, shard_prefix))
     return kept
 
 
